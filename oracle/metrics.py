@@ -1,0 +1,121 @@
+"""Every Prometheus metric of markd, in one place (names are part of the public contract).
+
+Each `Metrics` owns a private CollectorRegistry, so two daemons, a replay and the tests never share
+state. Code records through intent-named methods (`quote_received`, `source_error`, ...) rather than
+touching collectors, and label values only ever come from the config or from fixed code sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from oracle import __version__
+from oracle.models import Mark, Status
+
+# The error codes of a feed (label `code` of markd_source_errors_total).
+SOURCE_ERROR_CODES = (
+    "timeout",
+    "connect",
+    "http_4xx",
+    "rate_limited",
+    "http_5xx",
+    "decode",
+    "schema",
+    "bad_price",
+    "unknown_pair",
+    "stale_venue_time",
+)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.source_up = Gauge("markd_source_up", "1 while the source delivers quotes", ["source"], registry=r)
+        self.quotes_total = Counter("markd_quotes_total", "Quotes received", ["source"], registry=r)
+        self.source_errors_total = Counter(
+            "markd_source_errors_total", "Feed failures by code", ["source", "code"], registry=r
+        )
+        self.quote_age_seconds = Gauge(
+            "markd_quote_age_seconds", "Age of the latest quote by receive time", ["source", "pair"], registry=r
+        )
+        self.quote_excluded_total = Counter(
+            "markd_quote_excluded_total",
+            "Quotes left out of a mark, by reason",
+            ["market", "source", "reason"],
+            registry=r,
+        )
+        self.mark_price = Gauge("markd_mark_price", "Latest validated price", ["market"], registry=r)
+        self.mark_confidence = Gauge(
+            "markd_mark_confidence", "Half-width of the price band", ["market"], registry=r
+        )
+        self.mark_age_seconds = Gauge(
+            "markd_mark_age_seconds", "Seconds since the price was validated", ["market"], registry=r
+        )
+        self.mark_sources = Gauge("markd_mark_sources", "Sources in the latest mark", ["market"], registry=r)
+        self.mark_status = Gauge(
+            "markd_mark_status", "1 for the market's current status", ["market", "status"], registry=r
+        )
+        self.mark_seq = Gauge("markd_mark_seq", "Sequence number of the latest mark", ["market"], registry=r)
+        self.aggregation_seconds = Histogram(
+            "markd_aggregation_seconds", "Time to aggregate one tick", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.publish_seconds = Histogram(
+            "markd_publish_seconds", "Time to publish one tick", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.publish_errors_total = Counter(
+            "markd_publish_errors_total", "Failed or refused publishes", registry=r
+        )
+        self.disputes_open = Gauge("markd_disputes_open", "Open disputes", ["market"], registry=r)
+        self.disputes_total = Counter(
+            "markd_disputes_total", "Disputes opened, by reason", ["market", "reason"], registry=r
+        )
+        self.leader = Gauge("markd_leader", "1 on the replica that publishes", registry=r)
+        self.build_info = Gauge("markd_build_info", "Build information", ["version"], registry=r)
+        self.build_info.labels(version=__version__).set(1)
+
+    # --- feeds ---
+    def quote_received(self, source: str) -> None:
+        self.quotes_total.labels(source=source).inc()
+
+    def source_error(self, source: str, code: str) -> None:
+        if code not in SOURCE_ERROR_CODES:
+            raise ValueError(f"unknown source error code {code!r}")
+        self.source_errors_total.labels(source=source, code=code).inc()
+
+    def set_source_up(self, source: str, up: bool) -> None:
+        self.source_up.labels(source=source).set(1 if up else 0)
+
+    def set_quote_age(self, source: str, pair: str, age_s: float) -> None:
+        self.quote_age_seconds.labels(source=source, pair=pair).set(age_s)
+
+    # --- aggregation and marks ---
+    def quote_excluded(self, market: str, source: str, reason: str) -> None:
+        self.quote_excluded_total.labels(market=market, source=source, reason=reason).inc()
+
+    def mark_published(self, mark: Mark, now: float) -> None:
+        m = mark.market
+        self.mark_price.labels(market=m).set(mark.price)
+        self.mark_confidence.labels(market=m).set(mark.confidence)
+        self.mark_age_seconds.labels(market=m).set(max(0.0, now - mark.ts))
+        self.mark_sources.labels(market=m).set(len(mark.sources))
+        self.mark_seq.labels(market=m).set(mark.seq)
+        for s in Status:
+            self.mark_status.labels(market=m, status=s.value).set(1 if s is mark.status else 0)
+
+    def publish_failed(self, n: int = 1) -> None:
+        self.publish_errors_total.inc(n)
+
+    # --- disputes and HA ---
+    def dispute_opened(self, market: str, reason: str) -> None:
+        self.disputes_total.labels(market=market, reason=reason).inc()
+
+    def set_disputes_open(self, market: str, n: int) -> None:
+        self.disputes_open.labels(market=market).set(n)
+
+    def set_leader(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,359 @@
+"""Every setting of markd, in one typed model.
+
+A config comes from a TOML file, then environment overrides (`MARKD_REDIS_URL`, `MARKD_HTTP_PORT`,
+and generally `MARKD_<SECTION>__<KEY>`, nested further with `__`). Unknown keys are errors, not
+silently ignored values: a typo in an oracle's config must never turn a guard off.
+
+`load_settings(path)` returns `Settings` or raises `ConfigError` carrying every problem found, each
+naming its key path (`markets.BTC-USD.sources[2].convert: ...`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Method = Literal["median", "weighted_median", "trimmed_mean"]
+SourceKind = Literal[
+    "binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"
+]
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `problems` lists each one as `key.path: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSettings(_Strict):
+    tick_ms: PosInt = 250
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class RedisSettings(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}\s]+$")] = "markd"
+    history_maxlen: PosInt = 100_000
+
+    @model_validator(mode="after")
+    def _scheme(self) -> RedisSettings:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url must start with redis://, rediss:// or unix://")
+        return self
+
+
+class Policy(_Strict):
+    """The rules a market is aggregated and guarded by; any market may override any key."""
+
+    method: Method = "median"
+    trim: float = 0.2
+    max_age_ms: NonNegInt = 5000
+    max_deviation_bps: NonNegFloat = 150
+    min_sources: PosInt = 3
+    max_jump_bps: NonNegFloat = 1000
+    dispute_window_ms: NonNegInt = 10_000
+    heartbeat_ms: NonNegInt = 1000
+    min_price: NonNegFloat = 0.0
+    max_price: NonNegFloat = 0.0
+    recover_ticks: NonNegInt = 5
+    anchor_window_s: NonNegFloat = 3600
+    anchor_deviation_bps: NonNegFloat = 2000
+    freeze_ticks: NonNegInt = 20
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Policy:
+        if not 0.0 <= self.trim < 0.5:
+            raise ValueError(f"trim must be in [0, 0.5), got {self.trim}")
+        if self.max_price and self.min_price >= self.max_price:
+            raise ValueError(f"min_price ({self.min_price}) must be below max_price ({self.max_price})")
+        return self
+
+
+POLICY_KEYS = frozenset(Policy.model_fields)
+
+
+class NotifySettings(_Strict):
+    url: str = ""
+    timeout_ms: PosInt = 2000
+    max_retries: NonNegInt = 5
+
+
+class SourceSettings(_Strict):
+    kind: SourceKind
+    base_url: str | None = None  # None: the venue's real endpoint for this transport
+    transport: Literal["rest", "ws"] = "rest"
+    poll_ms: PosInt = 500
+    timeout_ms: PosInt = 2000
+    weight: Annotated[float, Field(gt=0)] = 1.0
+
+
+class SourceRef(_Strict):
+    """One entry of a market's tier: a source's pair, optionally converted through another market."""
+
+    source: str
+    pair: Annotated[str, Field(pattern=r"^[A-Za-z0-9]+-[A-Za-z0-9]+$")]
+    convert: str | None = None
+    id: str | None = None  # pyth feed id
+    address: str | None = None  # chainlink aggregator
+    decimals: Annotated[int, Field(ge=0, le=36)] | None = None
+    heartbeat_s: Annotated[float, Field(gt=0)] | None = None
+    path: str | None = None  # http_json: dotted path to the price
+
+
+class MarketSettings(_Strict):
+    sources: Annotated[list[SourceRef], Field(min_length=1)]
+    fallback: list[SourceRef] | list[list[SourceRef]] = []
+    # Per-market overrides of [policy]; None = inherit.
+    method: Method | None = None
+    trim: float | None = None
+    max_age_ms: NonNegInt | None = None
+    max_deviation_bps: NonNegFloat | None = None
+    min_sources: PosInt | None = None
+    max_jump_bps: NonNegFloat | None = None
+    dispute_window_ms: NonNegInt | None = None
+    heartbeat_ms: NonNegInt | None = None
+    min_price: NonNegFloat | None = None
+    max_price: NonNegFloat | None = None
+    recover_ticks: NonNegInt | None = None
+    anchor_window_s: NonNegFloat | None = None
+    anchor_deviation_bps: NonNegFloat | None = None
+    freeze_ticks: NonNegInt | None = None
+
+    @property
+    def tiers(self) -> list[list[SourceRef]]:
+        """Tier 1 is `sources`; `fallback` is one tier, or a list of tiers in order."""
+        fb = self.fallback
+        if not fb:
+            return [self.sources]
+        if isinstance(fb[0], list):
+            return [self.sources, *[t for t in fb if isinstance(t, list)]]
+        return [self.sources, [r for r in fb if isinstance(r, SourceRef)]]
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k in POLICY_KEYS if (v := getattr(self, k)) is not None}
+
+
+class Settings(_Strict):
+    service: ServiceSettings = ServiceSettings()
+    redis: RedisSettings = RedisSettings()
+    policy: Policy = Policy()
+    notify: NotifySettings = NotifySettings()
+    sources: dict[str, SourceSettings] = {}
+    markets: Annotated[dict[str, MarketSettings], Field(min_length=1)]
+    # Never from the file: only MARKD_DISPUTE_TOKEN sets it (see load_settings).
+    dispute_token: SecretStr | None = None
+
+    def policy_for(self, market: str) -> Policy:
+        return _resolved_policy(self.policy, self.markets[market])
+
+    def market_order(self) -> list[str]:
+        """Markets in dependency order: each after every market its `convert`s name."""
+        return _topological(self.markets)[0]
+
+    def market_levels(self) -> list[list[str]]:
+        """Markets grouped so each group depends only on earlier groups (one vector pass each)."""
+        order, level = _topological(self.markets)
+        groups: dict[int, list[str]] = {}
+        for m in order:
+            groups.setdefault(level[m], []).append(m)
+        return [groups[i] for i in sorted(groups)]
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        problems = _cross_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _resolved_policy(base: Policy, market: MarketSettings) -> Policy:
+    return Policy.model_validate({**base.model_dump(), **market.overrides()})
+
+
+class _EnvSettings(BaseSettings):
+    """The flat environment variables of the contract (nested MARKD_X__Y ones are overlaid below)."""
+
+    model_config = SettingsConfigDict(env_prefix="MARKD_", extra="ignore")
+    config: str | None = None
+    redis_url: str | None = None
+    http_port: str | None = None
+    dispute_token: SecretStr | None = None
+
+
+def _cross_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
+    for name, market in s.markets.items():
+        try:
+            policy = _resolved_policy(s.policy, market)
+        except ValidationError as exc:
+            problems += [f"markets.{name}: {_msg(e)}" for e in exc.errors()]
+            continue
+        for t, tier in enumerate(market.tiers):
+            key = "sources" if t == 0 else "fallback" if len(market.tiers) == 2 else f"fallback[{t - 1}]"
+            seen: set[tuple[str, str]] = set()
+            for i, ref in enumerate(tier):
+                at = f"markets.{name}.{key}[{i}]"
+                problems += _ref_problems(s, name, ref, at)
+                if (ref.source, ref.pair) in seen:
+                    problems.append(f"{at}: {ref.source} {ref.pair} appears twice in one tier")
+                seen.add((ref.source, ref.pair))
+        if policy.min_sources > len(market.sources):
+            problems.append(
+                f"markets.{name}.min_sources: {policy.min_sources} exceeds the {len(market.sources)} "
+                "sources of tier 1, so it could never reach quorum"
+            )
+    try:
+        _topological(s.markets)
+    except ConfigError as exc:
+        problems += exc.problems
+    return problems
+
+
+def _ref_problems(s: Settings, market: str, ref: SourceRef, at: str) -> list[str]:
+    if ref.source not in s.sources:
+        return [f"{at}.source: '{ref.source}' is not defined under [sources]"]
+    kind = s.sources[ref.source].kind
+    out: list[str] = []
+    if ref.convert is not None:
+        if ref.convert not in s.markets:
+            out.append(f"{at}.convert: '{ref.convert}' is not a market")
+        elif ref.convert == market:
+            out.append(f"{at}.convert: a market cannot convert through itself")
+    required = {"pyth": ["id"], "chainlink": ["address", "decimals", "heartbeat_s"], "http_json": ["path"]}
+    for key in required.get(kind, []):
+        if getattr(ref, key) is None:
+            out.append(f"{at}.{key}: required for a {kind} source")
+    return out
+
+
+def _topological(markets: Mapping[str, MarketSettings]) -> tuple[list[str], dict[str, int]]:
+    deps = {
+        m: sorted({r.convert for tier in ms.tiers for r in tier if r.convert and r.convert in markets} - {m})
+        for m, ms in markets.items()
+    }
+    level: dict[str, int] = {}
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(m: str) -> int:
+        if m in level:
+            return level[m]
+        if m in visiting:
+            cycle = [*visiting[visiting.index(m) :], m]
+            raise ConfigError([f"markets.{m}: convert cycle {' -> '.join(cycle)}"])
+        visiting.append(m)
+        lv = 1 + max((visit(d) for d in deps[m]), default=-1)
+        visiting.pop()
+        level[m] = lv
+        order.append(m)
+        return lv
+
+    for m in markets:
+        visit(m)
+    return order, level
+
+
+def _msg(err: Mapping[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("list[SourceRef]", "list[list[SourceRef]]", "function-after[_ranges(), Policy]"):
+            continue  # pydantic's union/validator branch names are noise in a key path
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _errors_of(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for err in exc.errors():
+        loc = _path(tuple(err["loc"]))
+        msg = _msg(err)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        if "\n" in msg:  # the cross-checks return several problems in one error
+            problems += msg.splitlines()
+        else:
+            problems.append(f"{loc}: {msg}" if loc else msg)
+    return list(dict.fromkeys(problems))
+
+
+_NAMED_SECTIONS = ("markets", "sources")  # their first key is a name, kept as written
+
+
+def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
+    """Apply MARKD_REDIS_URL, MARKD_HTTP_PORT and MARKD_<SECTION>__<KEY>[__<KEY>...] over the file."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    if env.redis_url:
+        out["redis"] = {**out.get("redis", {}), "url": env.redis_url}
+    if env.http_port:
+        out["service"] = {**out.get("service", {}), "http_port": env.http_port}
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith("MARKD_") or "__" not in name:
+            continue
+        section, *keys = name[len("MARKD_") :].split("__")
+        section = section.lower()
+        if section in _NAMED_SECTIONS and len(keys) > 1:
+            keys = [keys[0], *(k.lower() for k in keys[1:])]
+        else:
+            keys = [k.lower() for k in keys]
+        node = out.setdefault(section, {})
+        for key in keys[:-1]:
+            node[key] = dict(node.get(key) or {})
+            node = node[key]
+        node[keys[-1]] = value
+    return out
+
+
+def parse_settings(raw: Mapping[str, Any]) -> Settings:
+    """Validate a parsed TOML document with the environment's overrides applied."""
+    if "dispute_token" in raw:
+        raise ConfigError(["dispute_token: set it with the MARKD_DISPUTE_TOKEN environment variable"])
+    env = _EnvSettings()
+    data = _overlay_env(dict(raw), env)
+    try:
+        return Settings.model_validate({**data, "dispute_token": env.dispute_token})
+    except ValidationError as exc:
+        raise ConfigError(_errors_of(exc)) from exc
+
+
+def load_settings(path: str | Path) -> Settings:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{p}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{p}: not valid TOML ({exc})"]) from None
+    return parse_settings(raw)
+
+
+def default_config_path() -> str:
+    return _EnvSettings().config or "config/markd.toml"
