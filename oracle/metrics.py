@@ -32,13 +32,18 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.source_up = Gauge("markd_source_up", "1 while the source delivers quotes", ["source"], registry=r)
+        self.source_up = Gauge(
+            "markd_source_up", "1 while the source delivers quotes", ["source"], registry=r
+        )
         self.quotes_total = Counter("markd_quotes_total", "Quotes received", ["source"], registry=r)
         self.source_errors_total = Counter(
             "markd_source_errors_total", "Feed failures by code", ["source", "code"], registry=r
         )
         self.quote_age_seconds = Gauge(
-            "markd_quote_age_seconds", "Age of the latest quote by receive time", ["source", "pair"], registry=r
+            "markd_quote_age_seconds",
+            "Age of the latest quote by receive time",
+            ["source", "pair"],
+            registry=r,
         )
         self.quote_excluded_total = Counter(
             "markd_quote_excluded_total",
