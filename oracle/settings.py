@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -63,7 +64,7 @@ class Policy(_Strict):
     """The rules a market is aggregated and guarded by; any market may override any key."""
 
     method: Method = "median"
-    trim: float = 0.2
+    trim: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.2
     max_age_ms: NonNegInt = 5000
     max_deviation_bps: NonNegFloat = 150
     min_sources: PosInt = 3
@@ -79,8 +80,6 @@ class Policy(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> Policy:
-        if not 0.0 <= self.trim < 0.5:
-            raise ValueError(f"trim must be in [0, 0.5), got {self.trim}")
         if self.max_price and self.min_price >= self.max_price:
             raise ValueError(f"min_price ({self.min_price}) must be below max_price ({self.max_price})")
         return self
@@ -122,7 +121,7 @@ class MarketSettings(_Strict):
     fallback: list[SourceRef] | list[list[SourceRef]] = []
     # Per-market overrides of [policy]; None = inherit.
     method: Method | None = None
-    trim: float | None = None
+    trim: Annotated[float, Field(ge=0.0, lt=0.5)] | None = None
     max_age_ms: NonNegInt | None = None
     max_deviation_bps: NonNegFloat | None = None
     min_sources: PosInt | None = None
@@ -175,13 +174,6 @@ class Settings(_Strict):
             groups.setdefault(level[m], []).append(m)
         return [groups[i] for i in sorted(groups)]
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Settings:
-        problems = _cross_problems(self)
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
 
 def _resolved_policy(base: Policy, market: MarketSettings) -> Policy:
     return Policy.model_validate({**base.model_dump(), **market.overrides()})
@@ -197,7 +189,34 @@ class _EnvSettings(BaseSettings):
     dispute_token: SecretStr | None = None
 
 
-def _cross_problems(s: Settings) -> list[str]:
+@dataclass
+class _Parts:
+    """The pieces the cross-checks look at; built from a valid Settings or, after field errors,
+    from whatever sections did validate, so that one run reports every problem."""
+
+    policy: Policy
+    sources: Mapping[str, SourceSettings | None]  # None: defined, but invalid itself
+    markets: Mapping[str, MarketSettings]
+
+    @classmethod
+    def salvage(cls, data: Mapping[str, Any]) -> _Parts:
+        def valid(model: type[BaseModel], raw: Any) -> Any:
+            try:
+                return model.model_validate(raw)
+            except ValidationError:
+                return None
+
+        raw_sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
+        raw_markets = data.get("markets") if isinstance(data.get("markets"), dict) else {}
+        markets = {n: m for n, v in raw_markets.items() if (m := valid(MarketSettings, v)) is not None}
+        return cls(
+            valid(Policy, data.get("policy", {})) or Policy(),
+            {n: valid(SourceSettings, v) for n, v in raw_sources.items()},
+            markets,
+        )
+
+
+def _cross_problems(s: _Parts) -> list[str]:
     problems: list[str] = []
     for name, market in s.markets.items():
         try:
@@ -226,10 +245,10 @@ def _cross_problems(s: Settings) -> list[str]:
     return problems
 
 
-def _ref_problems(s: Settings, market: str, ref: SourceRef, at: str) -> list[str]:
+def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
     if ref.source not in s.sources:
         return [f"{at}.source: '{ref.source}' is not defined under [sources]"]
-    kind = s.sources[ref.source].kind
+    source = s.sources[ref.source]
     out: list[str] = []
     if ref.convert is not None:
         if ref.convert not in s.markets:
@@ -237,9 +256,9 @@ def _ref_problems(s: Settings, market: str, ref: SourceRef, at: str) -> list[str
         elif ref.convert == market:
             out.append(f"{at}.convert: a market cannot convert through itself")
     required = {"pyth": ["id"], "chainlink": ["address", "decimals", "heartbeat_s"], "http_json": ["path"]}
-    for key in required.get(kind, []):
+    for key in required.get(source.kind, []) if source else []:
         if getattr(ref, key) is None:
-            out.append(f"{at}.{key}: required for a {kind} source")
+            out.append(f"{at}.{key}: required for a {source.kind} source")
     return out
 
 
@@ -335,9 +354,14 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     env = _EnvSettings()
     data = _overlay_env(dict(raw), env)
     try:
-        return Settings.model_validate({**data, "dispute_token": env.dispute_token})
+        settings = Settings.model_validate({**data, "dispute_token": env.dispute_token})
     except ValidationError as exc:
-        raise ConfigError(_errors_of(exc)) from exc
+        problems = _errors_of(exc) + _cross_problems(_Parts.salvage(data))
+        raise ConfigError(list(dict.fromkeys(problems))) from exc
+    problems = _cross_problems(_Parts(settings.policy, settings.sources, settings.markets))
+    if problems:
+        raise ConfigError(problems)
+    return settings
 
 
 def load_settings(path: str | Path) -> Settings:
