@@ -1,0 +1,71 @@
+"""The daemon's HTTP face: /metrics, /healthz, /readyz, /v1/marks, and the dispute API.
+
+Handlers only read the service's state; nothing here mutates the oracle except the authenticated
+dispute routes, which live in disputes/api.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from oracle.models import Mark
+
+if TYPE_CHECKING:
+    from oracle.service import Service
+
+MAX_BODY = 16 * 1024  # the dispute API refuses larger bodies with 413
+SERVICE_KEY = web.AppKey("service", object)
+
+
+def mark_json(mark: Mark) -> dict[str, object]:
+    return {
+        "price": mark.price,
+        "confidence": mark.confidence,
+        "ts_ms": mark.ts_ms,
+        "seq": mark.seq,
+        "status": mark.status.value,
+        "tier": mark.tier,
+        "sources": list(mark.sources),
+    }
+
+
+def _service(request: web.Request) -> Service:
+    return request.app[SERVICE_KEY]  # type: ignore[return-value]
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = _service(request).metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    alive, reason = _service(request).liveness()
+    return web.json_response({"ok": alive, "reason": reason}, status=200 if alive else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    reasons = await _service(request).readiness()
+    return web.json_response({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
+
+
+async def marks(request: web.Request) -> web.Response:
+    current = _service(request).current_marks()
+    return web.json_response({m: mark_json(mk) for m, mk in sorted(current.items())})
+
+
+def build_app(service: Service, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SERVICE_KEY] = service
+    app.add_routes(
+        [
+            web.get("/metrics", metrics),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/v1/marks", marks),
+            *(extra_routes or []),
+        ]
+    )
+    return app

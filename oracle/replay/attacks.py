@@ -1,0 +1,134 @@
+"""The attack library: pure transforms of a ticks table, one per kind of DESIGN.md.
+
+Each attack acts on the rows of its `sources` for its `pair` whose receive time falls in
+[t0 + start_s, t0 + start_s + duration_s), t0 being the first tick. They model the incidents of
+INCIDENTS.md: a single venue pumped (spike), every venue walked up (ramp), a feed stuck at a floor
+(freeze), a dead venue (dropout), lagging or clock-skewed venues (delay, skew), and one venue's
+quotes reappearing under several names to fake independence (duplicate, a Sybil).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from oracle.ticks import Ticks
+
+Kind = Literal["spike", "ramp", "freeze", "dropout", "delay", "skew", "duplicate"]
+
+
+class Attack(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Kind
+    sources: list[str] = Field(min_length=1)
+    pair: str
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    # spike/ramp: relative price change (+0.30 = +30 %); delay/skew: seconds; duplicate: the relative
+    # shift of the copies (0 = exact copies); freeze/dropout: unused.
+    magnitude: float = 0.0
+
+    def window(self, t0: float) -> tuple[float, float]:
+        return t0 + self.start_s, t0 + self.start_s + self.duration_s
+
+
+def apply_attacks(ticks: Ticks, attacks: list[Attack]) -> Ticks:
+    """All attacks, in order, each timed from the first tick of the unattacked file."""
+    if not len(ticks):
+        return ticks
+    t0 = float(ticks.ts.min())
+    for attack in attacks:
+        ticks = _KINDS[attack.kind](ticks, attack, t0)
+    return ticks.sorted()
+
+
+def _targets(ticks: Ticks, attack: Attack, t0: float) -> np.ndarray:
+    start, end = attack.window(t0)
+    return ticks.rows_of(set(attack.sources), attack.pair) & (ticks.ts >= start) & (ticks.ts < end)
+
+
+def _scaled(ticks: Ticks, rows: np.ndarray, factor: np.ndarray | float) -> Ticks:
+    price, bid, ask = ticks.price.copy(), ticks.bid.copy(), ticks.ask.copy()
+    for col in (price, bid, ask):
+        col[rows] *= factor
+    return Ticks(ticks.keys, ticks.feed, ticks.ts, price, bid, ask, ticks.venue_ts)
+
+
+def spike(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
+    return _scaled(ticks, _targets(ticks, attack, t0), 1.0 + attack.magnitude)
+
+
+def ramp(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
+    rows = _targets(ticks, attack, t0)
+    start, _ = attack.window(t0)
+    progress = (ticks.ts[rows] - start) / attack.duration_s
+    return _scaled(ticks, rows, 1.0 + attack.magnitude * progress)
+
+
+def freeze(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
+    """Each targeted feed keeps sending, but repeats the last price it had before the window."""
+    rows = _targets(ticks, attack, t0)
+    price, bid, ask = ticks.price.copy(), ticks.bid.copy(), ticks.ask.copy()
+    start, _ = attack.window(t0)
+    for f in np.unique(ticks.feed[rows]):
+        before = np.flatnonzero((ticks.feed == f) & (ticks.ts < start))
+        if not before.size:
+            continue
+        last = before[np.argmax(ticks.ts[before])]
+        hit = rows & (ticks.feed == f)
+        price[hit], bid[hit], ask[hit] = price[last], bid[last], ask[last]
+    return Ticks(ticks.keys, ticks.feed, ticks.ts, price, bid, ask, ticks.venue_ts)
+
+
+def dropout(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
+    return ticks.take(~_targets(ticks, attack, t0))
+
+
+def delay(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
+    """Quotes arrive `magnitude` seconds late: receive time moves, venue time does not."""
+    rows = _targets(ticks, attack, t0)
+    ts = ticks.ts.copy()
+    ts[rows] += attack.magnitude
+    venue_ts = np.where(rows & np.isnan(ticks.venue_ts), ticks.ts, ticks.venue_ts)
+    return Ticks(ticks.keys, ticks.feed, ts, ticks.price, ticks.bid, ticks.ask, venue_ts)
+
+
+def skew(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
+    """The venue's clock runs `magnitude` seconds off (ahead when positive)."""
+    rows = _targets(ticks, attack, t0)
+    venue_ts = np.where(np.isnan(ticks.venue_ts), ticks.ts, ticks.venue_ts)
+    venue_ts = np.where(rows, venue_ts + attack.magnitude, ticks.venue_ts)
+    return Ticks(ticks.keys, ticks.feed, ticks.ts, ticks.price, ticks.bid, ticks.ask, venue_ts)
+
+
+def duplicate(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
+    """`sources[0]`'s quotes also appear under `sources[1:]`, shifted by `magnitude`."""
+    origin, *aliases = attack.sources
+    start, end = attack.window(t0)
+    rows = ticks.rows_of({origin}, attack.pair) & (ticks.ts >= start) & (ticks.ts < end)
+    keys = list(ticks.keys)
+    for alias in aliases:
+        if (alias, attack.pair) not in keys:
+            keys.append((alias, attack.pair))
+    grown = ticks.with_keys(tuple(keys))
+    parts = [grown]
+    for alias in aliases:
+        copy = _scaled(grown.take(rows), np.ones(int(rows.sum()), dtype=bool), 1.0 + attack.magnitude)
+        feed = np.full(len(copy), keys.index((alias, attack.pair)), dtype=np.intp)
+        parts.append(Ticks(grown.keys, feed, copy.ts, copy.price, copy.bid, copy.ask, copy.venue_ts))
+    return Ticks.concat(parts)
+
+
+_KINDS: dict[str, Callable[[Ticks, Attack, float], Ticks]] = {
+    "spike": spike,
+    "ramp": ramp,
+    "freeze": freeze,
+    "dropout": dropout,
+    "delay": delay,
+    "skew": skew,
+    "duplicate": duplicate,
+}

@@ -1,0 +1,164 @@
+"""Drive the daemon's own pipeline over a ticks table on virtual time.
+
+Ticks fall on the absolute grid of `tick_ms` (multiples of it in Unix time, as in the daemon), so a
+replay of a recorded session ticks at the same instants the daemon did. Before each tick, every quote
+received up to that instant enters the QuoteBook; then `Pipeline.tick` runs exactly as live, and the
+marks due go to an in-memory sink with the publisher's seq rules. Nothing sleeps: time jumps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from disputes.model import Dispute
+from disputes.stage import DisputeStage
+
+from oracle.metrics import Metrics
+from oracle.models import Mark, Quote, Status
+from oracle.pipeline import Pipeline
+from oracle.publish import MemorySink
+from oracle.quotebook import QuoteBook
+from oracle.settings import Settings
+from oracle.ticks import Ticks
+
+STATUS_CODES = {s: i for i, s in enumerate(Status)}  # per-tick status series are small ints
+
+
+@dataclass
+class Series:
+    """One market's mark at every tick of a run."""
+
+    price: np.ndarray
+    confidence: np.ndarray
+    status: np.ndarray  # index into list(Status)
+    tier: np.ndarray
+
+
+@dataclass
+class RunResult:
+    grid: np.ndarray  # tick instants
+    published: list[Mark]  # every mark the sink took, seq assigned, in order
+    publish_ts: list[float]  # the tick at which each was published
+    series: dict[str, Series]
+    disputes: list[Dispute]
+    excluded: dict[str, list[tuple[float, str, float]]] = field(default_factory=dict)  # (ts, source, price)
+    seconds: float = 0.0
+
+    @property
+    def ticks_per_s(self) -> float:
+        return len(self.grid) / self.seconds if self.seconds > 0 else math.inf
+
+
+def tick_grid(first_ts: float, last_ts: float, tick_s: float) -> np.ndarray:
+    """Every multiple of tick_s from the first quote's instant to the last one's (inclusive)."""
+    start = math.ceil(first_ts / tick_s - 1e-9) * tick_s
+    n = max(1, math.floor((last_ts - start) / tick_s + 1e-9) + 1)
+    return start + tick_s * np.arange(n)
+
+
+def replay(
+    settings: Settings,
+    ticks: Ticks,
+    progress: Callable[[float], None] | None = None,
+    keep_excluded: int = 20_000,
+) -> RunResult:
+    return asyncio.run(_replay(settings, ticks, progress, keep_excluded))
+
+
+async def _replay(
+    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int
+) -> RunResult:
+    book = QuoteBook.for_settings(settings)
+    stage = DisputeStage(settings)
+    pipeline = Pipeline(settings, book, Metrics(), stage)
+    sink = MemorySink()
+    tick_s = settings.service.tick_ms / 1000
+    known = np.array([k in book.slot for k in ticks.keys], dtype=bool)
+    ticks = ticks.take(known[ticks.feed]) if len(ticks.keys) else ticks
+    grid = tick_grid(float(ticks.ts[0]), float(ticks.ts[-1]), tick_s) if len(ticks) else np.zeros(0)
+    markets = pipeline.aggregator.plan.markets
+    series = {m: _empty_series(len(grid)) for m in markets}
+    result = RunResult(grid, [], [], series, [], {m: [] for m in markets})
+    rows = _Rows(ticks)
+    started = time.perf_counter()
+    i, n = 0, len(ticks)
+    for k, t in enumerate(grid.tolist()):
+        while i < n and rows.ts[i] <= t:
+            book.update(rows.quote(i))
+            i += 1
+        out = pipeline.tick(t)
+        for mark in await sink.publish(out.publish):
+            result.published.append(mark)
+            result.publish_ts.append(t)
+        for mark in out.marks:
+            _record(series[mark.market], k, mark)
+        for cand in out.candidates:
+            bucket = result.excluded[cand.market]
+            if len(bucket) < keep_excluded:
+                bucket += [(t, ex.source, ex.price) for ex in cand.excluded]
+        if progress is not None and k % 1000 == 0:
+            progress(k / max(1, len(grid)))
+    result.seconds = time.perf_counter() - started
+    result.disputes = sorted(stage.disputes(), key=lambda d: (d.opened_ts, d.id))
+    return result
+
+
+class _Rows:
+    """Plain Python lists of the columns: per-row access to them is far cheaper than to numpy."""
+
+    def __init__(self, ticks: Ticks) -> None:
+        self.keys = ticks.keys
+        self.feed = ticks.feed.tolist()
+        self.ts = ticks.ts.tolist()
+        self.price = ticks.price.tolist()
+        self.bid = ticks.bid.tolist()
+        self.ask = ticks.ask.tolist()
+        self.venue_ts = ticks.venue_ts.tolist()
+
+    def quote(self, i: int) -> Quote:
+        source, pair = self.keys[self.feed[i]]
+        return Quote(
+            source,
+            pair,
+            self.price[i],
+            self.ts[i],
+            _opt(self.bid[i]),
+            _opt(self.ask[i]),
+            _opt(self.venue_ts[i]),
+        )
+
+
+def _opt(x: float) -> float | None:
+    return None if x != x else x  # NaN check without a function call
+
+
+def _empty_series(n: int) -> Series:
+    return Series(
+        np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
+    )
+
+
+def _record(s: Series, k: int, mark: Mark) -> None:
+    s.price[k] = mark.price
+    s.confidence[k] = mark.confidence
+    s.status[k] = STATUS_CODES[mark.status]
+    s.tier[k] = mark.tier
+
+
+def terminal_progress() -> Callable[[float], None] | None:
+    """A progress bar on stderr when it is a terminal; None (silence) otherwise."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(fraction: float) -> None:
+        done = int(fraction * 40)
+        sys.stderr.write(f"\r[{'#' * done}{' ' * (40 - done)}] {fraction:5.1%}")
+        sys.stderr.flush()
+
+    return show

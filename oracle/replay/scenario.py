@@ -1,0 +1,116 @@
+"""Scenario files for `markd replay` (TOML, validated strictly like the config).
+
+    ticks = "ticks.csv"            # relative to the scenario file (.csv or .csv.gz)
+    config = "markd.toml"          # the daemon's config format
+    [[attack]] ...                 # zero or more, see oracle/replay/attacks.py
+
+Additions to the contract, all optional:
+    description = "..."            # what the scenario models
+    [synth]                        # generate the ticks instead of reading them (seeded, in memory)
+    [import_ohlc]                  # or build them from 1-minute OHLC files (the SVB de-peg data)
+    [[expect]]                     # the outcome the scenario expects, checked by `markd replay --check`
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from oracle.replay.attacks import Attack
+from oracle.settings import ConfigError, Settings, _errors_of, load_settings
+
+Metric = Literal[
+    "max_error_bps",
+    "p99_error_bps",
+    "seconds_over_50bps",
+    "availability",
+    "disputes",
+    "detection_latency_s",
+    "held_before_s",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Synth(_Strict):
+    """Simulated venues: a seeded random walk per market with cross-venue noise."""
+
+    markets: dict[str, Annotated[float, Field(gt=0)]]  # market -> start price
+    sources: list[str] = Field(min_length=1)  # `venue` or `venue:QUOTE` (quoted in QUOTE, e.g. USDT)
+    seconds: Annotated[float, Field(gt=0)]
+    interval_s: Annotated[float, Field(gt=0)] = 1.0
+    seed: int = 1
+    start_ts: float = 1_700_000_000.0
+    vol: Annotated[float, Field(ge=0)] | None = None  # annualised; None = the model's default per market
+    noise_bps: Annotated[float, Field(ge=0)] | None = None
+
+
+class ImportOhlc(_Strict):
+    """1-minute OHLC files (open_time_ms, ..., close) turned into one quote per minute at its close."""
+
+    dir: str  # relative to the scenario file
+    files: dict[str, str]  # "source:PAIR" -> file name in dir
+
+
+class Expect(_Strict):
+    market: str
+    metric: Metric
+    op: Literal["<=", ">=", "==", "<", ">"]
+    value: float
+    why: str = ""
+
+
+class Scenario(_Strict):
+    ticks: str | None = None
+    config: str
+    description: str = ""
+    synth: Synth | None = None
+    import_ohlc: ImportOhlc | None = None
+    attack: list[Attack] = []
+    expect: list[Expect] = []
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Scenario:
+        given = [k for k in ("ticks", "synth", "import_ohlc") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of ticks, [synth], [import_ohlc] (got {given or 'none'})")
+        return self
+
+
+class LoadedScenario:
+    def __init__(self, path: Path, scenario: Scenario, settings: Settings) -> None:
+        self.path = path
+        self.scenario = scenario
+        self.settings = settings
+
+    def resolve(self, name: str) -> Path:
+        return (self.path.parent / name).resolve()
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    """The scenario and its config, or ConfigError listing every problem (exit 2 at the CLI)."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: no such file"]) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{p}: cannot read ({exc})"]) from None
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{p}: {e}" for e in _errors_of(exc)]) from exc
+    settings = load_settings(p.parent / scenario.config)
+    problems = [
+        f"{p}: expect[{i}].market: '{e.market}' is not a market of the config"
+        for i, e in enumerate(scenario.expect)
+        if e.market not in settings.markets
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return LoadedScenario(p, scenario, settings)

@@ -1,0 +1,145 @@
+"""The ticks file (replay input, `markd record` and `markd synth` output), held as numpy columns.
+
+CSV with a header, one quote a row: `ts,source,pair,price` and optionally `bid,ask,venue_ts`; `ts`
+is the receive time in Unix seconds. Rows may come in any order: `read_ticks` sorts them (stably,
+so rows with equal `ts` keep their file order). `.csv.gz` is read and written transparently.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+HEADER = ("ts", "source", "pair", "price", "bid", "ask", "venue_ts")
+REQUIRED = HEADER[:4]
+
+
+class TicksError(ValueError):
+    """A ticks file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticks:
+    """Quotes as columns; `feed[i]` indexes `keys`, the (source, pair) of row i. NaN = absent."""
+
+    keys: tuple[tuple[str, str], ...]
+    feed: np.ndarray
+    ts: np.ndarray
+    price: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    venue_ts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def take(self, idx: np.ndarray) -> Ticks:
+        """The rows selected by an index or boolean array, in that order."""
+        return Ticks(self.keys, *(col[idx] for col in self._columns()))
+
+    def sorted(self) -> Ticks:
+        return self.take(np.argsort(self.ts, kind="stable"))
+
+    def rows_of(self, sources: set[str], pair: str | None) -> np.ndarray:
+        """Boolean mask of the rows from any of `sources` (and `pair`, when given)."""
+        wanted = [i for i, (s, p) in enumerate(self.keys) if s in sources and (pair is None or p == pair)]
+        return np.isin(self.feed, wanted)
+
+    def with_keys(self, keys: tuple[tuple[str, str], ...]) -> Ticks:
+        """The same rows over a longer key list (new keys appended after the old ones)."""
+        if keys[: len(self.keys)] != self.keys:
+            raise ValueError("new keys must extend the old ones")
+        return Ticks(keys, *self._columns())
+
+    @staticmethod
+    def concat(parts: list[Ticks]) -> Ticks:
+        keys = parts[0].keys
+        if any(p.keys != keys for p in parts):
+            raise ValueError("concatenated ticks must share their keys")
+        cols = zip(*(p._columns() for p in parts), strict=True)
+        return Ticks(keys, *(np.concatenate(c) for c in cols))
+
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return (self.feed, self.ts, self.price, self.bid, self.ask, self.venue_ts)
+
+
+def _open(path: Path, mode: str) -> IO[str]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, mode + "t", encoding="utf-8", newline="", compresslevel=1)  # type: ignore[return-value]
+    return path.open(mode, encoding="utf-8", newline="")
+
+
+def _float(text: str) -> float:
+    return float(text) if text else math.nan
+
+
+def read_ticks(path: str | Path) -> Ticks:
+    p = Path(path)
+    try:
+        with _open(p, "r") as fh:
+            return _parse(p, csv.reader(fh))
+    except FileNotFoundError:
+        raise TicksError(f"{p}: no such file") from None
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise TicksError(f"{p}: unreadable ({exc})") from None
+
+
+def _parse(p: Path, reader: Iterator[list[str]]) -> Ticks:
+    header = next(reader, None)
+    if header is None:
+        raise TicksError(f"{p}: empty file (expected a header {','.join(REQUIRED)}...)")
+    header = [h.strip() for h in header]
+    missing = [c for c in REQUIRED if c not in header]
+    unknown = [c for c in header if c not in HEADER]
+    if missing or unknown:
+        raise TicksError(f"{p}: header needs {','.join(REQUIRED)} (missing {missing}, unknown {unknown})")
+    col = {name: header.index(name) for name in header}
+    keys: dict[tuple[str, str], int] = {}
+    feed: list[int] = []
+    nums: list[list[float]] = [[] for _ in range(5)]
+    optional = [col.get(name) for name in ("bid", "ask", "venue_ts")]
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        try:
+            key = (row[col["source"]], row[col["pair"]])
+            values = (float(row[col["ts"]]), float(row[col["price"]]))
+            extra = [_float(row[i]) if i is not None and i < len(row) else math.nan for i in optional]
+        except (IndexError, ValueError) as exc:
+            raise TicksError(f"{p}:{line}: bad row {row!r} ({exc})") from None
+        if not math.isfinite(values[0]):
+            raise TicksError(f"{p}:{line}: ts must be a finite number")
+        feed.append(keys.setdefault(key, len(keys)))
+        for out, v in zip(nums, (*values, *extra), strict=True):
+            out.append(v)
+    ticks = Ticks(tuple(keys), np.array(feed, dtype=np.intp), *(np.array(c, dtype=float) for c in nums))
+    return ticks.sorted()
+
+
+def write_ticks(path: str | Path, ticks: Ticks) -> int:
+    """Write the ticks file (gzip when the name ends in .gz); returns the number of rows."""
+    labels = [f"{s},{p}" for s, p in ticks.keys]
+    with _open(Path(path), "w") as out:
+        out.write(",".join(HEADER) + "\n")
+        for ts, f, price, bid, ask, vts in zip(
+            ticks.ts.tolist(),
+            ticks.feed.tolist(),
+            ticks.price.tolist(),
+            ticks.bid.tolist(),
+            ticks.ask.tolist(),
+            ticks.venue_ts.tolist(),
+            strict=True,
+        ):
+            out.write(f"{ts!r},{labels[f]},{price!r},{_text(bid)},{_text(ask)},{_text(vts)}\n")
+    return len(ticks)
+
+
+def _text(x: float) -> str:
+    return "" if math.isnan(x) else repr(x)
