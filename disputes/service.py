@@ -1,0 +1,117 @@
+"""The dispute stage's shell: Redis, webhook, metrics and logs around the pure `DisputeStage`.
+
+The daemon's tick loop calls `stage.process()` (pure) and hands the events to `record()`; the HTTP
+API opens and resolves disputes through `open()` and `resolve()`. Resolving asks Redis first,
+atomically, so exactly one of two concurrent resolves wins, whichever replica served them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from redis.exceptions import RedisError
+
+from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason, UnknownDispute
+from disputes.notify import WebhookNotifier
+from disputes.stage import DisputeStage, dispute_event
+from disputes.store import DisputeStore
+from oracle.clock import Clock
+from oracle.metrics import Metrics
+from oracle.models import Mark
+
+log = logging.getLogger(__name__)
+
+
+class DisputeService:
+    def __init__(
+        self,
+        stage: DisputeStage,
+        store: DisputeStore,
+        clock: Clock,
+        *,
+        notifier: WebhookNotifier | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.stage = stage
+        self.store = store
+        self.clock = clock
+        self.notifier = notifier
+        self.metrics = metrics
+
+    async def restore(self, marks: Iterable[Mark] = ()) -> list[Dispute]:
+        """Load the open disputes from Redis into the stage (once at start, before the first tick).
+
+        `marks`: the last published marks, so a held market keeps its price across the restart.
+        """
+        disputes = await self.store.load()
+        self.stage.restore(disputes, marks)
+        self._count_open({d.market for d in disputes})
+        return [d for d in disputes if d.is_open]
+
+    async def open(self, market: str, reason: Reason, note: str = "") -> Dispute:
+        """Raises UnknownMarket."""
+        d = self.stage.open_dispute(market, reason.value, self.clock.now(), note=note)
+        await self.record([dispute_event(d)])
+        return d
+
+    async def resolve(self, dispute_id: str, action: Action) -> Dispute:
+        """Raises UnknownDispute, or DisputeClosed when it was closed already (here or elsewhere)."""
+        current = self._find(dispute_id)
+        now = self.clock.now()
+        outcome = Outcome.UPHELD if action == "uphold" else Outcome.REJECTED
+        if not await self.store.close(current.closed(outcome, now)):
+            raise DisputeClosed(dispute_id)
+        closed = self.stage.resolve(dispute_id, action, now)
+        await self._emit(dispute_event(closed))
+        return closed
+
+    async def record(self, events: Iterable[Event]) -> None:
+        """Persist, audit, notify and count the events of a tick (or of an API call).
+
+        A Redis outage must not stop the tick loop: the stage keeps the truth in memory, so a
+        failed write is logged and the tick goes on.
+        """
+        for event in events:
+            try:
+                await self._persist(event)
+            except RedisError as exc:
+                log.error("dispute store unavailable, %s not persisted: %s", event.kind, exc)
+            await self._emit(event)
+
+    async def _persist(self, event: Event) -> None:
+        d = event.dispute
+        if d is None:
+            return
+        if event.kind is EventKind.DISPUTE_OPENED:
+            await self.store.save(d)
+        elif not await self.store.close(d):
+            log.info("dispute %s was already closed in the store", d.id)
+
+    async def _emit(self, event: Event) -> None:
+        try:
+            await self.store.append(event)
+        except RedisError as exc:
+            log.error("dispute audit stream unavailable, %s lost: %s", event.kind, exc)
+        log.info("%s %s %s", event.kind, event.market, dict(event.detail))
+        if self.notifier is not None:
+            self.notifier.notify(event)
+        if self.metrics is not None and event.dispute is not None:
+            if event.kind is EventKind.DISPUTE_OPENED:
+                self.metrics.dispute_opened(event.market, event.dispute.reason.value)
+            self._count_open({event.market})
+
+    def _find(self, dispute_id: str) -> Dispute:
+        for d in self.stage.disputes():
+            if d.id == dispute_id:
+                if not d.is_open:
+                    raise DisputeClosed(dispute_id)
+                return d
+        raise UnknownDispute(dispute_id)
+
+    def _count_open(self, markets: set[str]) -> None:
+        if self.metrics is None:
+            return
+        disputes = self.stage.disputes()
+        for m in sorted(markets):
+            self.metrics.set_disputes_open(m, sum(1 for d in disputes if d.is_open and d.market == m))
