@@ -49,9 +49,9 @@ class DisputeService:
         self._count_open({d.market for d in disputes})
         return [d for d in disputes if d.is_open]
 
-    async def open(self, market: str, reason: Reason, note: str = "") -> Dispute:
-        """Raises UnknownMarket."""
-        d = self.stage.open_dispute(market, reason.value, self.clock.now(), note=note)
+    async def open(self, market: str, reason: Reason | str, note: str = "") -> Dispute:
+        """Raises UnknownMarket, or ValueError for a reason outside the code set."""
+        d = self.stage.open_dispute(market, Reason(reason).value, self.clock.now(), note=note)
         await self.record([dispute_event(d)])
         return d
 
