@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
-from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason, UnknownDispute
+from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason
 from disputes.notify import WebhookNotifier
 from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
@@ -57,7 +57,9 @@ class DisputeService:
 
     async def resolve(self, dispute_id: str, action: Action) -> Dispute:
         """Raises UnknownDispute, or DisputeClosed when it was closed already (here or elsewhere)."""
-        current = self._find(dispute_id)
+        current = self.stage.dispute(dispute_id)
+        if not current.is_open:
+            raise DisputeClosed(dispute_id)
         now = self.clock.now()
         outcome = Outcome.UPHELD if action == "uphold" else Outcome.REJECTED
         if not await self.store.close(current.closed(outcome, now)):
@@ -100,14 +102,6 @@ class DisputeService:
             if event.kind is EventKind.DISPUTE_OPENED:
                 self.metrics.dispute_opened(event.market, event.dispute.reason.value)
             self._count_open({event.market})
-
-    def _find(self, dispute_id: str) -> Dispute:
-        for d in self.stage.disputes():
-            if d.id == dispute_id:
-                if not d.is_open:
-                    raise DisputeClosed(dispute_id)
-                return d
-        raise UnknownDispute(dispute_id)
 
     def _count_open(self, markets: set[str]) -> None:
         if self.metrics is None:

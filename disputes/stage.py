@@ -13,6 +13,7 @@ detector's own dispute, until its condition clears). Manual disputes come in thr
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ from disputes.tiers import NO_TIER, TierMachine
 from oracle.models import Candidate, Exclusion, Mark, Status, TierResult
 from oracle.settings import Policy, Settings
 
+_URL_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # an id goes into a URL path
 KEEP_CLOSED = 1000  # closed disputes kept in memory for listing; Redis keeps them all
 
 _WINDOW_EVENTS = {
@@ -87,7 +89,8 @@ class DisputeStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._markets: dict[str, MarketState] = {}
-        self._disputes: dict[str, Dispute] = {}
+        self._open: dict[str, dict[str, Dispute]] = {}  # market -> id -> open dispute
+        self._closed: dict[str, Dispute] = {}  # the latest KEEP_CLOSED closed ones, oldest first
         self._counter = 0
 
     # --- the tick ---
@@ -161,16 +164,15 @@ class DisputeStage:
     def _detector_opens(
         self, st: MarketState, market: str, reason: Reason, price: float, now: float, note: str
     ) -> list[Event]:
-        if reason in st.muted or self._open(market, reason, "detector"):
+        if reason in st.muted or self._open_of(market, reason, "detector"):
             return []
         d = self._new_dispute(market, reason, now, "detector", note, price)
         return [dispute_event(d)]
 
     def _revert(self, market: str, reason: Reason, now: float) -> list[Event]:
         events = []
-        for d in self._open(market, reason, "detector"):
-            closed = self._disputes[d.id] = d.closed(Outcome.REVERTED, now)
-            events.append(dispute_event(closed))
+        for d in self._open_of(market, reason, "detector"):
+            events.append(dispute_event(self._close(d, Outcome.REVERTED, now)))
         return events
 
     def _frozen_events(self, st: MarketState, c: Candidate, now: float) -> list[Event]:
@@ -192,13 +194,11 @@ class DisputeStage:
         return self._new_dispute(market, code, now, source, note, price)
 
     def resolve(self, dispute_id: str, action: Action, now: float) -> Dispute:
-        d = self._disputes.get(dispute_id)
-        if d is None:
-            raise UnknownDispute(dispute_id)
+        d = self.dispute(dispute_id)
         if not d.is_open:
             raise DisputeClosed(dispute_id)
         outcome = Outcome.UPHELD if action == "uphold" else Outcome.REJECTED
-        closed = self._disputes[d.id] = d.closed(outcome, now)
+        closed = self._close(d, outcome, now)
         st = self._state(d.market)
         if d.reason in (Reason.ANCHOR, Reason.DIVERGENCE):
             st.muted.add(d.reason)  # a ruled-on condition must not reopen its dispute next tick
@@ -208,8 +208,16 @@ class DisputeStage:
             self._accept_candidate(st, d.market, now)
         return closed
 
+    def dispute(self, dispute_id: str) -> Dispute:
+        """Raises UnknownDispute (also for a closed one older than the latest KEEP_CLOSED)."""
+        d = self._find(dispute_id)
+        if d is None:
+            raise UnknownDispute(dispute_id)
+        return d
+
     def disputes(self) -> list[Dispute]:
-        return list(self._disputes.values())
+        everything = [*self._closed.values(), *(d for ds in self._open.values() for d in ds.values())]
+        return sorted(everything, key=lambda d: (d.opened_ts, _serial(d.id)))
 
     def restore(self, disputes: Iterable[Dispute], marks: Iterable[Mark] = ()) -> None:
         """After a restart: open disputes come back (their markets held), and so do the last marks.
@@ -225,7 +233,7 @@ class DisputeStage:
         for d in disputes:
             self._counter = max(self._counter, _serial(d.id))
             if d.is_open and d.market in self.settings.markets:
-                self._disputes[d.id] = d
+                self._add(d)
 
     def _accept_candidate(self, st: MarketState, market: str, now: float) -> None:
         st.guard.clear()
@@ -241,7 +249,7 @@ class DisputeStage:
     ) -> Dispute:
         self._counter += 1
         d = Dispute(
-            id=f"{market}.{round(now * 1000)}.{self._counter}",
+            id=f"{_URL_UNSAFE.sub('_', market)}.{round(now * 1000)}.{self._counter}",
             market=market,
             reason=reason,
             opened_ts=now,
@@ -249,27 +257,31 @@ class DisputeStage:
             note=note,
             candidate=price,
         )
-        self._disputes[d.id] = d
-        self._prune()
+        self._add(d)
         return d
 
-    def _prune(self) -> None:
-        closed = [k for k, d in self._disputes.items() if not d.is_open]
-        for k in closed[: max(0, len(closed) - KEEP_CLOSED)]:
-            del self._disputes[k]
+    def _add(self, d: Dispute) -> None:
+        self._open.setdefault(d.market, {})[d.id] = d
 
-    def _open(self, market: str, reason: Reason | None = None, origin: Origin | None = None) -> list[Dispute]:
-        return [
-            d
-            for d in self._disputes.values()
-            if d.is_open
-            and d.market == market
-            and (reason is None or d.reason is reason)
-            and (origin is None or d.origin == origin)
-        ]
+    def _close(self, d: Dispute, outcome: Outcome, now: float) -> Dispute:
+        del self._open[d.market][d.id]
+        closed = self._closed[d.id] = d.closed(outcome, now)
+        while len(self._closed) > KEEP_CLOSED:
+            del self._closed[next(iter(self._closed))]
+        return closed
+
+    def _find(self, dispute_id: str) -> Dispute | None:
+        for ds in self._open.values():
+            if dispute_id in ds:
+                return ds[dispute_id]
+        return self._closed.get(dispute_id)
+
+    def _open_of(self, market: str, reason: Reason, origin: Origin) -> list[Dispute]:
+        ds = self._open.get(market, {})
+        return [d for d in ds.values() if d.reason is reason and d.origin == origin]
 
     def _is_disputed(self, market: str) -> bool:
-        return bool(self._open(market))
+        return bool(self._open.get(market))
 
     # --- marks ---
     def _state(self, market: str) -> MarketState:
