@@ -49,6 +49,25 @@ class DisputeService:
         self._count_open({d.market for d in disputes})
         return [d for d in disputes if d.is_open]
 
+    async def sync(self) -> None:
+        """Adopt what other replicas sharing the store opened or resolved (call every second or so).
+
+        Any replica's API may serve a write; the leader's stage learns of it here. The events were
+        already audited and notified by the replica that served the request.
+        """
+        try:
+            stored = await self.store.load_open()
+            still_open = {d.id for d in stored}
+            for d in self.stage.disputes():
+                if d.is_open and d.id not in still_open:  # closed elsewhere: learn how
+                    stored.append(await self.store.get(d.id) or d)
+        except RedisError as exc:
+            log.error("dispute store unavailable, not synced: %s", exc)
+            return
+        for d in stored:
+            self.stage.adopt(d)
+        self._count_open({d.market for d in stored})
+
     async def open(self, market: str, reason: Reason | str, note: str = "") -> Dispute:
         """Raises UnknownMarket, or ValueError for a reason outside the code set."""
         d = self.stage.open_dispute(market, Reason(reason).value, self.clock.now(), note=note)
@@ -107,5 +126,5 @@ class DisputeService:
         if self.metrics is None:
             return
         disputes = self.stage.disputes()
-        for m in sorted(markets):
+        for m in sorted(markets & self.stage.settings.markets.keys()):
             self.metrics.set_disputes_open(m, sum(1 for d in disputes if d.is_open and d.market == m))

@@ -197,16 +197,18 @@ class DisputeStage:
         d = self.dispute(dispute_id)
         if not d.is_open:
             raise DisputeClosed(dispute_id)
-        outcome = Outcome.UPHELD if action == "uphold" else Outcome.REJECTED
-        closed = self._close(d, outcome, now)
-        st = self._state(d.market)
-        if d.reason in (Reason.ANCHOR, Reason.DIVERGENCE):
-            st.muted.add(d.reason)  # a ruled-on condition must not reopen its dispute next tick
-        if action == "uphold":
-            st.guard.uphold()
-        else:
-            self._accept_candidate(st, d.market, now)
-        return closed
+        return self._rule(d, Outcome.UPHELD if action == "uphold" else Outcome.REJECTED, now)
+
+    def adopt(self, d: Dispute) -> None:
+        """Take in a dispute as another replica (sharing the store) opened or closed it."""
+        known = self._find(d.id)
+        self._counter = max(self._counter, _serial(d.id))
+        if d.market not in self.settings.markets:
+            return
+        if known is None and d.is_open:
+            self._add(d)
+        elif known is not None and known.is_open and d.outcome is not None:
+            self._rule(known, d.outcome, d.closed_ts if d.closed_ts is not None else d.opened_ts)
 
     def dispute(self, dispute_id: str) -> Dispute:
         """Raises UnknownDispute (also for a closed one older than the latest KEEP_CLOSED)."""
@@ -231,9 +233,21 @@ class DisputeStage:
                 st.last = Validated(m.price, m.confidence, m.ts, m.tier, m.sources)
                 st.anchor.observe(m.price, m.ts)
         for d in disputes:
-            self._counter = max(self._counter, _serial(d.id))
-            if d.is_open and d.market in self.settings.markets:
-                self._add(d)
+            self.adopt(d)
+
+    def _rule(self, d: Dispute, outcome: Outcome, now: float) -> Dispute:
+        """Close `d` and apply its outcome to the market."""
+        closed = self._close(d, outcome, now)
+        if outcome is Outcome.REVERTED:
+            return closed
+        st = self._state(d.market)
+        if d.reason in (Reason.ANCHOR, Reason.DIVERGENCE):
+            st.muted.add(d.reason)  # a ruled-on condition must not reopen its dispute next tick
+        if outcome is Outcome.UPHELD:
+            st.guard.uphold()
+        else:
+            self._accept_candidate(st, d.market, now)
+        return closed
 
     def _accept_candidate(self, st: MarketState, market: str, now: float) -> None:
         st.guard.clear()

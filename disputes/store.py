@@ -1,13 +1,15 @@
 """Disputes in Redis: they survive a restart and are shared by the replicas.
 
 Keys (`P` is `redis.prefix`):
-- `P:disputes:records`: hash, dispute id -> the dispute as JSON (open and closed alike).
 - `P:disputes`: stream, the audit log of every dispute event (the contract's name), capped at
   `history_maxlen`.
+- `{P:disputes}:records`: hash, dispute id -> the dispute as JSON (open and closed alike).
+- `{P:disputes}:open`: set, the ids of the open disputes.
 
-Every operation touches one key, so it works on Redis Cluster too. Closing is a server-side script
-that checks the record is still open and closes it in one step: of two concurrent resolves of the
-same dispute, from one replica or two, exactly one wins.
+The hash tag puts all three in the stream's Redis Cluster slot, so the scripts below may touch
+them together. Opening and closing are server-side scripts: closing checks the record is still
+open and closes it in one step, so of two concurrent resolves of the same dispute, from one replica
+or two, exactly one wins.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import redis.asyncio as aioredis
 from disputes.model import Dispute, Event
 from oracle.settings import RedisSettings
 
-# KEYS[1] records hash; ARGV[1] id, ARGV[2] closed record. 1 = closed by us, 0 = already closed.
+# KEYS: records hash, open set. ARGV: id, record. 1 = stored, 0 = that id exists already.
+_OPEN = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: records hash, open set. ARGV: id, closed record. 1 = closed by us, 0 = already closed.
 # A record Redis lost (or never got) is closed as given: nobody else can have closed it.
 _CLOSE = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -29,6 +40,7 @@ if cur and cjson.decode(cur)['status'] ~= 'open' then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -36,9 +48,11 @@ return 1
 class DisputeStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "markd", stream_maxlen: int = 100_000) -> None:
         self.client = client
-        self.records_key = f"{prefix}:disputes:records"
         self.stream_key = f"{prefix}:disputes"
+        self.records_key = f"{{{self.stream_key}}}:records"
+        self.open_key = f"{{{self.stream_key}}}:open"
         self.stream_maxlen = stream_maxlen
+        self._open = client.register_script(_OPEN)
         self._close = client.register_script(_CLOSE)
 
     @staticmethod
@@ -48,15 +62,17 @@ class DisputeStore:
 
     async def save(self, dispute: Dispute) -> bool:
         """Record a newly opened dispute; False if that id is already stored (never overwritten)."""
-        return bool(
-            await cast(Awaitable[int], self.client.hsetnx(self.records_key, dispute.id, dispute.to_json()))
-        )
+        if not dispute.is_open:
+            raise ValueError(f"dispute {dispute.id} is not open")
+        keys = [self.records_key, self.open_key]
+        return bool(await self._open(keys=keys, args=[dispute.id, dispute.to_json()]))
 
     async def close(self, dispute: Dispute) -> bool:
         """Store the closed `dispute` if its record is still open. True for the one caller that wins."""
         if dispute.is_open:
             raise ValueError(f"dispute {dispute.id} is not closed")
-        won = await self._close(keys=[self.records_key], args=[dispute.id, dispute.to_json()])
+        keys = [self.records_key, self.open_key]
+        won = await self._close(keys=keys, args=[dispute.id, dispute.to_json()])
         return bool(won)
 
     async def get(self, dispute_id: str) -> Dispute | None:
@@ -67,6 +83,14 @@ class DisputeStore:
         """Every stored dispute, oldest first (pass them to `DisputeStage.restore`)."""
         raw = await cast(Awaitable[dict[str, str]], self.client.hgetall(self.records_key))
         return sorted((_dispute(v) for v in raw.values()), key=lambda d: (d.opened_ts, d.id))
+
+    async def load_open(self) -> list[Dispute]:
+        """The open disputes only, oldest first (cheap enough to poll: see DisputeService.sync)."""
+        ids = sorted(await cast(Awaitable[set[str]], self.client.smembers(self.open_key)))
+        if not ids:
+            return []
+        raw = await cast(Awaitable[list[str | None]], self.client.hmget(self.records_key, ids))
+        return sorted((_dispute(v) for v in raw if v is not None), key=lambda d: (d.opened_ts, d.id))
 
     async def append(self, event: Event) -> str:
         """XADD the event to the audit stream; returns the entry id."""

@@ -63,3 +63,17 @@ async def test_of_two_concurrent_closes_exactly_one_wins(store):
     assert (await store.get(d.id)).outcome is Outcome.UPHELD  # the first one in
     assert not await store.save(d)  # an id is never overwritten
     assert dispute_event(d).dispute == d
+
+
+async def test_a_replica_learns_disputes_opened_and_resolved_elsewhere(store):
+    leader = DisputeService(DisputeStage(make_settings()), store, VirtualClock(10.0))
+    other = DisputeService(DisputeStage(make_settings()), store, VirtualClock(10.0))
+    run(leader.stage, 100.0, None, 9.0)
+    d = await other.open(MARKET, "manual")
+    await leader.sync()
+    assert run(leader.stage, 100.0, None, 10.0).mark.status is Status.HELD
+    await other.resolve(d.id, "reject")
+    await leader.sync()
+    assert leader.stage.dispute(d.id).outcome is Outcome.REJECTED
+    assert run(leader.stage, 100.0, None, 11.0).mark.status is Status.OK
+    assert await store.load_open() == []
