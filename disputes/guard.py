@@ -61,18 +61,17 @@ class JumpGuard:
         self.upheld = False  # an upheld dispute: hold until the sources return
 
     def step(self, price: float, last_validated: float, now: float, disputed: bool) -> GuardStep:
+        """`disputed`: a dispute is open on the market, so nothing may validate."""
         if math.isnan(last_validated) and not disputed:
             return GuardStep(Verdict.VALIDATE)  # the first mark: nothing to jump from
         ordinary = not self.max_jump_bps or deviation_bps(price, last_validated) <= self.max_jump_bps
         if self.upheld:
             return self._after_uphold(ordinary, disputed)
-        if disputed:
-            return self._disputed(price, now)
         if ordinary:
             change = Change.CLOSED if self.window else Change.NONE
             self.window = None
-            return GuardStep(Verdict.VALIDATE, change)
-        return self._jump(price, now)
+            return GuardStep(Verdict.HOLD if disputed else Verdict.VALIDATE, change)
+        return self._jump(price, now, disputed)
 
     def uphold(self) -> None:
         self.window, self.upheld = None, True
@@ -87,20 +86,14 @@ class JumpGuard:
             return GuardStep(Verdict.VALIDATE)
         return GuardStep(Verdict.HOLD)
 
-    def _disputed(self, price: float, now: float) -> GuardStep:
-        # An open dispute blocks validation; a window that ends meanwhile starts over.
-        if self.window and self.window.ended(now, self.window_s):
-            self.window = DisputeWindow(now, price)
-            return GuardStep(Verdict.HOLD, Change.RESTARTED)
-        return GuardStep(Verdict.HOLD)
-
-    def _jump(self, price: float, now: float) -> GuardStep:
+    def _jump(self, price: float, now: float, disputed: bool) -> GuardStep:
+        # The window runs while a dispute is open too, but can only pass once none is.
         if self.window is None:
             self.window = DisputeWindow(now, price)
             return GuardStep(Verdict.HOLD, Change.OPENED)
         if not self.window.ended(now, self.window_s):
             return GuardStep(Verdict.HOLD)
-        if deviation_bps(price, self.window.reference) <= self.max_deviation_bps:
+        if not disputed and deviation_bps(price, self.window.reference) <= self.max_deviation_bps:
             self.window = None
             return GuardStep(Verdict.VALIDATE, Change.PASSED)
         self.window = DisputeWindow(now, price)

@@ -143,12 +143,14 @@ class DisputeStage:
             return self._revert(c.market, Reason.ANCHOR, now)
         confirmed_by = confirming_tier(result.price, result.tier, c.tiers, st.policy.max_deviation_bps)
         if confirmed_by is not None:
-            # Genuine: the market really moved, as an independent tier confirms.
-            was, st.anchor_confirmed = st.anchor_confirmed, True
-            if was:
-                return []
-            detail = {"anchor": anchor, "candidate": result.price, "confirmed_by": confirmed_by}
-            return [Event(EventKind.ANCHOR_CONFIRMED, c.market, now, detail)]
+            # Genuine: the market really moved, as an independent tier confirms. That clears the
+            # detector's condition, so a dispute it opened before the confirmation reverts.
+            events = self._revert(c.market, Reason.ANCHOR, now)
+            if not st.anchor_confirmed:
+                detail = {"anchor": anchor, "candidate": result.price, "confirmed_by": confirmed_by}
+                events.append(Event(EventKind.ANCHOR_CONFIRMED, c.market, now, detail))
+            st.anchor_confirmed = True
+            return events
         st.anchor_confirmed = False
         return self._detector_opens(st, c.market, Reason.ANCHOR, result.price, now, f"anchor {anchor!r}")
 

@@ -53,10 +53,14 @@ def test_mango_slow_walk_up_on_every_source_opens_an_anchor_dispute_before_the_p
     closed = [e.dispute for e in d.events if e.kind is EventKind.DISPUTE_CLOSED]
     assert [(c.reason, c.outcome) for c in closed] == [(Reason.ANCHOR, Outcome.REVERTED)]
     assert not [x for x in stage.disputes() if x.is_open]
-    # Back down from the last validated level is itself a jump: it waits out one window, no operator.
+    # Back down from the last validated level is itself a jump: the window the pump kept restarting
+    # ends on a different price and restarts once more, then validates. No operator needed.
     assert d.mark.status is Status.HELD
-    d = run(stage, P0 * 1.01, None, 1810.0)
-    assert (d.mark.status, d.mark.price) == (Status.OK, P0 * 1.01)
+    resumed = next(
+        t for t in range(1801, 1900) if run(stage, P0 * 1.01, None, float(t)).mark.status is Status.OK
+    )
+    assert resumed <= 1800 + 2 * 10
+    assert run(stage, P0 * 1.01, None, 1900.0).mark.price == P0 * 1.01
 
 
 def test_a_move_far_from_the_anchor_confirmed_by_another_tier_is_genuine():
@@ -171,3 +175,16 @@ def test_the_stage_reports_frozen_sources_without_holding():
     assert d.mark.status is Status.OK
     d = run(stage, 100.1, None, 2.0)
     assert [(e.kind, e.detail["source"]) for e in d.events] == [(EventKind.SOURCE_THAWED, "kraken")]
+
+
+def test_an_anchor_dispute_reverts_once_another_tier_confirms_the_move():
+    stage = DisputeStage(make_settings())
+    warm_up(stage, 100.0, 600)
+    d = run(stage, 125.0, None, 600.0)  # no other tier to confirm: dispute
+    assert len(opened(d, Reason.ANCHOR)) == 1
+    d = run(stage, 125.0, 125.1, 601.0)  # the fallback tier regains quorum and agrees
+    kinds = [(e.kind, e.dispute.outcome if e.dispute else None) for e in d.events]
+    assert kinds == [(EventKind.DISPUTE_CLOSED, Outcome.REVERTED), (EventKind.ANCHOR_CONFIRMED, None)]
+    assert d.mark.status is Status.HELD  # still a jump: it waits out the window opened at 600 s
+    assert run(stage, 125.0, 125.1, 609.0).mark.status is Status.HELD
+    assert run(stage, 125.0, 125.1, 610.0).mark.status is Status.OK
