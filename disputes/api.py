@@ -162,5 +162,5 @@ def _reason(value: object) -> Reason:
 
 
 def _unavailable(exc: RedisError) -> web.HTTPException:
-    log.error("dispute store unavailable: %s", exc)
+    log.error("dispute_store_unavailable", extra={"error": type(exc).__name__})
     return _error(web.HTTPServiceUnavailable, "dispute store unavailable")

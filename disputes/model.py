@@ -159,6 +159,13 @@ class Event:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
+    def log_fields(self) -> dict[str, Any]:
+        """Flat context for a structured log line (`log.info(event.kind, extra=...)`)."""
+        out: dict[str, Any] = {"market": self.market, **self.detail}
+        if self.dispute is not None and self.dispute.note:
+            out["note"] = self.dispute.note
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

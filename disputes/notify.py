@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 1000
 
 
-class WebhookNotifier:
-    """Start with `await start()`, stop with `await close()`. A no-op when `[notify] url` is empty."""
+class Notifier:
+    """`start()` inside the running loop, `await close()` at the end. A no-op when `[notify] url` is empty."""
 
     def __init__(
         self,
@@ -44,6 +44,7 @@ class WebhookNotifier:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._owned = False
         self.sent = 0
         self.failed = 0  # events given up on after every retry
         self.dropped = 0  # events pushed out of a full queue
@@ -52,7 +53,7 @@ class WebhookNotifier:
     def enabled(self) -> bool:
         return bool(self.url)
 
-    def notify(self, event: Event) -> None:
+    def send(self, event: Event) -> None:
         """Queue `event` for delivery; never blocks, never raises."""
         if not self.enabled or event.kind not in self.kinds:
             return
@@ -61,12 +62,14 @@ class WebhookNotifier:
             self._queue.task_done()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning("notify queue full: dropped the oldest event (%d dropped so far)", self.dropped)
+                log.warning("notify_dropped", extra={"dropped": self.dropped})
         self._queue.put_nowait(event)
 
-    async def start(self) -> None:
+    def start(self, session: aiohttp.ClientSession | None = None) -> None:
+        """Start the delivery task; `session` is borrowed (left open), else one is made and owned."""
         if self.enabled and self._task is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._owned = session is None
+            self._session = session or aiohttp.ClientSession()
             self._task = asyncio.create_task(self._drain(), name="markd-notify")
 
     async def flush(self) -> None:
@@ -80,9 +83,9 @@ class WebhookNotifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._session is not None:
+        if self._session is not None and self._owned:
             await self._session.close()
-            self._session = None
+        self._session = None
 
     async def _drain(self) -> None:
         while True:
@@ -101,17 +104,16 @@ class WebhookNotifier:
             if attempt < self.max_retries:
                 await asyncio.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt))
         self.failed += 1
-        log.warning("webhook gave up on %s %s after %d attempts", event.kind, event.market, attempt + 1)
+        log.warning("notify_failed", extra={"kind": event.kind.value, "market": event.market})
 
     async def _post(self, body: str) -> bool:
         assert self._session is not None
         try:
-            async with self._session.post(
-                self.url, data=body, headers={"Content-Type": "application/json"}
-            ) as resp:
+            headers = {"Content-Type": "application/json"}
+            async with self._session.post(self.url, data=body, headers=headers, timeout=self.timeout) as resp:
                 if resp.status < 300:
                     return True
-                log.info("webhook answered %d", resp.status)
+                log.info("notify_retry", extra={"status": resp.status})
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.info("webhook failed: %s", exc.__class__.__name__)
+            log.info("notify_retry", extra={"error": type(exc).__name__})
         return False

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from redis.exceptions import RedisError
 
 from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason
-from disputes.notify import WebhookNotifier
+from disputes.notify import Notifier
 from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
 from oracle.clock import Clock
@@ -30,7 +30,7 @@ class DisputeService:
         store: DisputeStore,
         clock: Clock,
         *,
-        notifier: WebhookNotifier | None = None,
+        notifier: Notifier | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.stage = stage
@@ -62,7 +62,7 @@ class DisputeService:
                 if d.is_open and d.id not in still_open:  # closed elsewhere: learn how
                     stored.append(await self.store.get(d.id) or d)
         except RedisError as exc:
-            log.error("dispute store unavailable, not synced: %s", exc)
+            log.error("disputes_not_synced", extra={"error": type(exc).__name__})
             return
         for d in stored:
             self.stage.adopt(d)
@@ -81,7 +81,7 @@ class DisputeService:
             raise DisputeClosed(dispute_id)
         now = self.clock.now()
         outcome = Outcome.UPHELD if action == "uphold" else Outcome.REJECTED
-        if not await self.store.close(current.closed(outcome, now)):
+        if not await self.store.close_dispute(current.closed(outcome, now)):
             raise DisputeClosed(dispute_id)
         closed = self.stage.resolve(dispute_id, action, now)
         await self._emit(dispute_event(closed))
@@ -97,7 +97,9 @@ class DisputeService:
             try:
                 await self._persist(event)
             except RedisError as exc:
-                log.error("dispute store unavailable, %s not persisted: %s", event.kind, exc)
+                log.error(
+                    "dispute_not_persisted", extra={"kind": event.kind.value, "error": type(exc).__name__}
+                )
             await self._emit(event)
 
     async def _persist(self, event: Event) -> None:
@@ -106,17 +108,19 @@ class DisputeService:
             return
         if event.kind is EventKind.DISPUTE_OPENED:
             await self.store.save(d)
-        elif not await self.store.close(d):
-            log.info("dispute %s was already closed in the store", d.id)
+        elif not await self.store.close_dispute(d):
+            log.info("dispute_closed_elsewhere", extra={"id": d.id})
 
     async def _emit(self, event: Event) -> None:
         try:
             await self.store.append(event)
         except RedisError as exc:
-            log.error("dispute audit stream unavailable, %s lost: %s", event.kind, exc)
-        log.info("%s %s %s", event.kind, event.market, dict(event.detail))
+            log.error(
+                "dispute_event_not_audited", extra={"kind": event.kind.value, "error": type(exc).__name__}
+            )
+        log.info(event.kind.value, extra=event.log_fields())
         if self.notifier is not None:
-            self.notifier.notify(event)
+            self.notifier.send(event)
         if self.metrics is not None and event.dispute is not None:
             if event.kind is EventKind.DISPUTE_OPENED:
                 self.metrics.dispute_opened(event.market, event.dispute.reason.value)
@@ -125,6 +129,10 @@ class DisputeService:
     def _count_open(self, markets: set[str]) -> None:
         if self.metrics is None:
             return
-        disputes = self.stage.disputes()
-        for m in sorted(markets & self.stage.settings.markets.keys()):
-            self.metrics.set_disputes_open(m, sum(1 for d in disputes if d.is_open and d.market == m))
+        counts = self.stage.open_counts()
+        for m in sorted(markets & counts.keys()):
+            self.metrics.set_disputes_open(m, counts[m])
+
+
+def _failure(event: Event, exc: Exception) -> dict[str, str]:
+    return {"kind": event.kind.value, "market": event.market, "error": type(exc).__name__}

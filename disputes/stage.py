@@ -38,7 +38,7 @@ from oracle.models import Candidate, Exclusion, Mark, Status, TierResult
 from oracle.settings import Policy, Settings
 
 _URL_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # an id goes into a URL path
-KEEP_CLOSED = 1000  # closed disputes kept in memory for listing; Redis keeps them all
+KEEP_CLOSED = 10_000  # closed disputes kept in memory (for replay's disputes.csv); Redis keeps all
 
 _WINDOW_EVENTS = {
     Change.OPENED: EventKind.JUMP_HELD,
@@ -218,6 +218,10 @@ class DisputeStage:
         if d is None:
             raise UnknownDispute(dispute_id)
         return d
+
+    def open_counts(self) -> dict[str, int]:
+        """Open disputes per market, every configured market included (the disputes_open gauge)."""
+        return {m: len(self._open.get(m, ())) for m in self.settings.markets}
 
     def disputes(self) -> list[Dispute]:
         everything = [*self._closed.values(), *(d for ds in self._open.values() for d in ds.values())]

@@ -67,7 +67,7 @@ class DisputeStore:
         keys = [self.records_key, self.open_key]
         return bool(await self._open(keys=keys, args=[dispute.id, dispute.to_json()]))
 
-    async def close(self, dispute: Dispute) -> bool:
+    async def close_dispute(self, dispute: Dispute) -> bool:
         """Store the closed `dispute` if its record is still open. True for the one caller that wins."""
         if dispute.is_open:
             raise ValueError(f"dispute {dispute.id} is not closed")
@@ -110,7 +110,8 @@ class DisputeStore:
         entries = await self.client.xrevrange(self.stream_key, count=count)
         return [json.loads(_text(fields.get("json") or fields[b"json"])) for _, fields in reversed(entries)]
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
+        """Close the connection pool."""
         await self.client.aclose()
 
 

@@ -13,4 +13,4 @@ from tests.servers import RedisServer
 async def store(redis_server: RedisServer) -> AsyncIterator[DisputeStore]:
     s = DisputeStore(aioredis.Redis.from_url(redis_server.url, decode_responses=True), prefix="t")
     yield s
-    await s.aclose()
+    await s.close()

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from disputes.model import NOTIFIED, EventKind
-from disputes.notify import WebhookNotifier
+from disputes.notify import Notifier
 from disputes.service import DisputeService
 from disputes.stage import DisputeStage
 from oracle.clock import VirtualClock
@@ -46,8 +46,8 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 async def test_the_receiver_gets_every_dispute_and_tier_event(receiver, store):
     r, url = receiver
-    notifier = WebhookNotifier(NotifySettings(url=url, max_retries=3), backoff_s=0.01)
-    await notifier.start()
+    notifier = Notifier(NotifySettings(url=url, max_retries=3), backoff_s=0.01)
+    notifier.start()
     stage = DisputeStage(make_settings(anchor_deviation_bps=0))
     service = DisputeService(stage, store, VirtualClock(10.0), notifier=notifier)
     expected = []
@@ -70,13 +70,13 @@ async def test_the_receiver_gets_every_dispute_and_tier_event(receiver, store):
 
 async def test_a_dead_receiver_never_stalls_the_tick_loop():
     dead = f"http://127.0.0.1:{free_port()}/hook"
-    notifier = WebhookNotifier(NotifySettings(url=dead, max_retries=5), queue_size=8, backoff_s=0.5)
-    await notifier.start()
+    notifier = Notifier(NotifySettings(url=dead, max_retries=5), queue_size=8, backoff_s=0.5)
+    notifier.start()
     stage = DisputeStage(make_settings(recover_ticks=1))
     started = time.perf_counter()
     for t in range(2000):  # tier 1 flaps every tick: a tier event each time
         for e in run(stage, 100.0 if t % 2 else None, 100.0, float(t)).events:
-            notifier.notify(e)
+            notifier.send(e)
     elapsed = time.perf_counter() - started
     await notifier.close()
     assert elapsed < 2.0
@@ -85,12 +85,12 @@ async def test_a_dead_receiver_never_stalls_the_tick_loop():
 
 
 async def test_an_unset_url_turns_notification_off():
-    notifier = WebhookNotifier(NotifySettings())
-    await notifier.start()
+    notifier = Notifier(NotifySettings())
+    notifier.start()
     stage = DisputeStage(make_settings())
     for e in run(stage, 100.0, None, 0.0).events:
         assert e.kind is EventKind.TIER_CHANGED
-        notifier.notify(e)
+        notifier.send(e)
     await notifier.flush()
     await notifier.close()
     assert (notifier.sent, notifier.dropped) == (0, 0)

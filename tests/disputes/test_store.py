@@ -31,7 +31,7 @@ async def test_disputes_survive_a_new_store_and_a_restarted_stage(redis_server, 
         assert (d.mark.status, d.mark.price) == (Status.HELD, 100.0)
         assert {x.id: x.outcome for x in await fresh.load()} == {opened.id: None, other.id: Outcome.REJECTED}
     finally:
-        await fresh.aclose()
+        await fresh.close()
 
 
 async def test_every_event_is_in_the_disputes_stream(store):
@@ -57,7 +57,7 @@ async def test_of_two_concurrent_closes_exactly_one_wins(store):
     d = stage.open_dispute(MARKET, "manual", 1.0)
     await store.save(d)
     results = await asyncio.gather(
-        *(store.close(d.closed(o, 2.0)) for o in (Outcome.UPHELD, Outcome.REJECTED) * 5)
+        *(store.close_dispute(d.closed(o, 2.0)) for o in (Outcome.UPHELD, Outcome.REJECTED) * 5)
     )
     assert sorted(results) == [False] * 9 + [True]
     assert (await store.get(d.id)).outcome is Outcome.UPHELD  # the first one in
