@@ -9,11 +9,8 @@ from disputes.model import Outcome, Reason
 
 
 def test_public_surface_is_all_of_all():
-    exported = {
-        n
-        for n in dir(disputes)
-        if not n.startswith("_") and not isinstance(getattr(disputes, n), types.ModuleType)
-    }
+    names = (n for n in dir(disputes) if not n.startswith("_"))
+    exported = {n for n in names if not isinstance(getattr(disputes, n), types.ModuleType)}
     assert exported == set(disputes.__all__)
 
 
