@@ -1,6 +1,6 @@
 """Webhook notifications of dispute and tier events, off the tick loop.
 
-`notify()` only puts the event on a bounded queue and returns: a slow or dead receiver must never
+`send()` only puts the event on a bounded queue and returns: a slow or dead receiver must never
 delay a tick. A task drains the queue, POSTing each event as JSON with retries and exponential
 backoff. When the queue is full the *oldest* event is dropped (the newest says more about the
 market's state now), counted in `dropped` and logged.

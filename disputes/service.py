@@ -44,10 +44,10 @@ class DisputeService:
 
         `marks`: the last published marks, so a held market keeps its price across the restart.
         """
-        disputes = await self.store.load()
+        disputes = await self.store.load_open()
         self.stage.restore(disputes, marks)
-        self._count_open({d.market for d in disputes})
-        return [d for d in disputes if d.is_open]
+        self._count_open(set(self.stage.settings.markets))
+        return disputes
 
     async def sync(self) -> None:
         """Adopt what other replicas sharing the store opened or resolved (call every second or so).
@@ -97,9 +97,7 @@ class DisputeService:
             try:
                 await self._persist(event)
             except RedisError as exc:
-                log.error(
-                    "dispute_not_persisted", extra={"kind": event.kind.value, "error": type(exc).__name__}
-                )
+                log.error("dispute_not_persisted", extra=_failure(event, exc))
             await self._emit(event)
 
     async def _persist(self, event: Event) -> None:
@@ -115,9 +113,7 @@ class DisputeService:
         try:
             await self.store.append(event)
         except RedisError as exc:
-            log.error(
-                "dispute_event_not_audited", extra={"kind": event.kind.value, "error": type(exc).__name__}
-            )
+            log.error("dispute_event_not_audited", extra=_failure(event, exc))
         log.info(event.kind.value, extra=event.log_fields())
         if self.notifier is not None:
             self.notifier.send(event)
