@@ -115,10 +115,12 @@ class _DisputeApi:
         return web.json_response(d.to_dict())
 
     async def _stored(self) -> list[Dispute]:
+        """Redis has every replica's disputes; without it, this replica's memory is the next best."""
         try:
             return await self.service.store.load()
         except RedisError as exc:
-            raise _unavailable(exc) from None
+            log.warning("dispute_store_unavailable", extra={"error": type(exc).__name__})
+            return self.service.stage.disputes()
 
     async def _authorised_body(self, request: web.Request) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > MAX_BODY:

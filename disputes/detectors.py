@@ -125,12 +125,15 @@ class FreezeDetector:
     A cell is frozen once its price has been unchanged for `freeze_ticks` consecutive ticks while at
     least one peer in its row changed during that run; it stays frozen until its own price moves.
     NaN cells are absent: never frozen, and their run starts over when they return.
-    `freeze_ticks = 0` turns detection off for that row.
+    `freeze_ticks = 0` turns detection off for that row. `freeze_ticks_per_row` is one number, one
+    per row, or one per cell (rows × cols) for sources that legitimately update rarely.
     """
 
     def __init__(self, n_rows: int, n_cols: int, freeze_ticks_per_row: npt.ArrayLike) -> None:
-        ticks = np.broadcast_to(np.asarray(freeze_ticks_per_row, dtype=np.int64), (n_rows,))
-        self._ticks = ticks.reshape(n_rows, 1).copy()
+        ticks = np.asarray(freeze_ticks_per_row, dtype=np.int64)
+        if ticks.ndim == 1:
+            ticks = ticks.reshape(-1, 1)  # one per row, applied across its columns
+        self._ticks = np.broadcast_to(ticks, (n_rows, n_cols)).copy()
         self._prev = np.full((n_rows, n_cols), np.nan)
         self._run = np.zeros((n_rows, n_cols), dtype=np.int64)  # consecutive unchanged ticks
         self._peer_moved = np.zeros((n_rows, n_cols), dtype=bool)  # some peer changed in the run

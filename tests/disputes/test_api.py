@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
@@ -18,6 +19,7 @@ from oracle.clock import VirtualClock
 from oracle.metrics import Metrics
 from oracle.models import Status
 from tests.disputes.helpers import MARKET, make_settings, run
+from tests.servers import free_port
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -153,3 +155,21 @@ async def test_the_metric_label_is_the_code_never_the_operator_text(client, serv
     assert f'markd_disputes_total{{market="{MARKET}",reason="manual"}} 1.0' in text
     assert f'markd_disputes_open{{market="{MARKET}"}} 1.0' in text
     assert "Binance wick" not in text
+
+
+async def test_with_redis_down_reads_fall_back_to_memory_and_resolve_is_503():
+    settings = make_settings().model_copy(update={"dispute_token": SecretStr(TOKEN)})
+    dead = DisputeStore(aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", decode_responses=True))
+    service = DisputeService(DisputeStage(settings), dead, VirtualClock(5.0))
+    client = await serve(service)
+    try:
+        d = await open_one(client)  # the stage holds the market even if Redis missed the record
+        assert run(service.stage, 100.0, None, 6.0).mark.status is Status.HELD
+        listing = await (await client.get("/v1/disputes")).json()
+        assert [x["id"] for x in listing["disputes"]] == [d["id"]]
+        url = f"/v1/disputes/{d['id']}/resolve"
+        resolve = await client.post(url, json={"action": "reject"}, headers=AUTH)
+        assert resolve.status == 503  # no arbiter, no resolve: two replicas could both win
+    finally:
+        await client.close()
+        await dead.close()

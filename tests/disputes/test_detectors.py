@@ -188,3 +188,10 @@ def test_an_anchor_dispute_reverts_once_another_tier_confirms_the_move():
     assert d.mark.status is Status.HELD  # still a jump: it waits out the window opened at 600 s
     assert run(stage, 125.0, 125.1, 609.0).mark.status is Status.HELD
     assert run(stage, 125.0, 125.1, 610.0).mark.status is Status.OK
+
+
+def test_freeze_ticks_may_be_given_per_cell():
+    det = FreezeDetector(1, 3, [[2, 2, 0]])  # the third source updates rarely by design: never frozen
+    for tick in range(6):
+        out = det.update(np.array([[1.0 + tick, 5.0, 7.0]]))
+    assert out.tolist() == [[False, True, False]]
