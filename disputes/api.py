@@ -77,25 +77,28 @@ class _DisputeApi:
         return web.json_response({"disputes": records})
 
     async def get(self, request: web.Request) -> web.Response:
-        for d in await self._stored():
-            if d.id == request.match_info["id"]:
-                return web.json_response(d.to_dict())
-        raise _error(web.HTTPNotFound, "no such dispute")
+        dispute_id = request.match_info["id"]
+        try:
+            d = await self.service.store.get(dispute_id)
+        except RedisError as exc:
+            log.warning("dispute_store_unavailable", extra={"error": type(exc).__name__})
+            d = next((x for x in self.service.stage.disputes() if x.id == dispute_id), None)
+        if d is None:
+            raise _error(web.HTTPNotFound, "no such dispute")
+        return web.json_response(d.to_dict())
 
     async def open(self, request: web.Request) -> web.Response:
         body = await self._authorised_body(request)
-        market, note = body.get("market"), body.get("note", "")
-        if not isinstance(market, str) or market not in self.service.stage.settings.markets:
-            raise _error(web.HTTPBadRequest, "unknown market")
+        market, note = body.get("market"), body.get("note") or ""
         reason = _reason(body.get("reason"))
         if not isinstance(note, str) or len(note) > MAX_NOTE:
             raise _error(web.HTTPBadRequest, f"note must be text of at most {MAX_NOTE} characters")
         try:
-            d = await self.service.open(market, reason, note)
+            # A Redis outage does not fail an open: the stage holds the market either way, and
+            # the service logs the record it could not write.
+            d = await self.service.open(market if isinstance(market, str) else "", reason, note)
         except UnknownMarket:
             raise _error(web.HTTPBadRequest, "unknown market") from None
-        except RedisError as exc:
-            raise _unavailable(exc) from None
         record = {k: d.to_dict()[k] for k in ("id", "market", "reason", "status", "opened_ts")}
         return web.json_response(record, status=201)
 

@@ -46,6 +46,8 @@ return 1
 
 
 class DisputeStore:
+    """`client` must decode responses (`decode_responses=True`), as `from_settings` makes it."""
+
     def __init__(self, client: aioredis.Redis, prefix: str = "markd", stream_maxlen: int = 100_000) -> None:
         self.client = client
         self.stream_key = f"{prefix}:disputes"
@@ -103,21 +105,17 @@ class DisputeStore:
         entry = await self.client.xadd(
             self.stream_key, cast(Any, fields), maxlen=self.stream_maxlen, approximate=True
         )
-        return _text(entry)
+        return str(entry)
 
     async def events(self, count: int = 1000) -> list[dict[str, Any]]:
         """The latest `count` audit events, oldest first, as their JSON documents."""
         entries = await self.client.xrevrange(self.stream_key, count=count)
-        return [json.loads(_text(fields.get("json") or fields[b"json"])) for _, fields in reversed(entries)]
+        return [json.loads(fields["json"]) for _, fields in reversed(entries)]
 
     async def close(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _dispute(raw: str | bytes) -> Dispute:
+def _dispute(raw: str) -> Dispute:
     return Dispute.from_dict(json.loads(raw))
