@@ -73,6 +73,10 @@ class JumpGuard:
             return GuardStep(Verdict.HOLD if disputed else Verdict.VALIDATE, change)
         return self._jump(price, now, disputed)
 
+    def interrupt(self) -> None:
+        """No tier has quorum: a window must watch the candidate without a gap, so it starts over."""
+        self.window = None
+
     def uphold(self) -> None:
         self.window, self.upheld = None, True
 

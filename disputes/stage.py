@@ -106,7 +106,9 @@ class DisputeStage:
         st.candidate = result
         events += self._detect(st, candidate, result, now)
         status = step.status
-        if result is not None:
+        if result is None:
+            st.guard.interrupt()
+        else:
             held, window_events = self._guard(st, candidate.market, result, now)
             events += window_events
             status = Status.HELD if held else step.status

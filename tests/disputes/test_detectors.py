@@ -195,3 +195,13 @@ def test_freeze_ticks_may_be_given_per_cell():
     for tick in range(6):
         out = det.update(np.array([[1.0 + tick, 5.0, 7.0]]))
     assert out.tolist() == [[False, True, False]]
+
+
+def test_freeze_stays_silent_on_clean_venues_that_sometimes_repeat_a_price():
+    rng = np.random.default_rng(11)
+    det = FreezeDetector(2, 5, 20)
+    prices = np.full((2, 5), 100.0)
+    for _ in range(5000):
+        moves = rng.random((2, 5)) < 0.6  # a venue's mid often stays put for a tick or two
+        prices = np.where(moves, prices * (1 + rng.normal(0, 1e-4, (2, 5))), prices)
+        assert not det.update(prices).any()

@@ -106,3 +106,12 @@ def test_stage_is_deterministic():
         return out
 
     assert replay() == replay()
+
+
+def test_a_window_interrupted_by_a_stale_gap_starts_over(stage):
+    run(stage, 115.0, None, 1.0)
+    for t in range(2, 12):
+        assert run(stage, None, None, float(t)).mark.status is Status.STALE
+    d = run(stage, 115.0, None, 12.0)  # 11 s after the jump, but nobody watched it in between
+    assert (d.mark.status, kinds(d)) == (Status.HELD, [EventKind.TIER_CHANGED, EventKind.JUMP_HELD])
+    assert run(stage, 115.0, None, 22.0).mark.status is Status.OK
