@@ -95,8 +95,10 @@ class Anchor:
 
 
 def anchor_breached(price: float, anchor: float, anchor_deviation_bps: float) -> bool:
-    """`anchor_deviation_bps = 0` turns the detector off."""
-    return bool(anchor_deviation_bps) and deviation_bps(price, anchor) > anchor_deviation_bps
+    """`anchor_deviation_bps = 0` turns the detector off; with no anchor yet there is no verdict."""
+    if not anchor_deviation_bps or not math.isfinite(anchor):
+        return False
+    return deviation_bps(price, anchor) > anchor_deviation_bps
 
 
 def confirming_tier(

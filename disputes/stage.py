@@ -334,9 +334,10 @@ class DisputeStage:
         if math.isnan(mark.price):
             return False  # nothing validated yet: nothing the margin engine could use
         prev = st.published
-        changed = prev is None or (
-            (prev.price, prev.status, prev.tier, prev.confidence)
-            != (mark.price, mark.status, mark.tier, mark.confidence)
+        changed = (
+            prev is None
+            or (prev.price, prev.status, prev.tier) != (mark.price, mark.status, mark.tier)
+            or not _same(prev.confidence, mark.confidence)
         )
         due = (now - st.published_ts) * 1000.0 >= st.policy.heartbeat_ms
         if changed or due:
@@ -351,7 +352,12 @@ def dispute_event(d: Dispute) -> Event:
     if d.is_open:
         return Event(EventKind.DISPUTE_OPENED, d.market, d.opened_ts, detail, d)
     detail["outcome"] = d.outcome.value if d.outcome else None
-    return Event(EventKind.DISPUTE_CLOSED, d.market, d.closed_ts or d.opened_ts, detail, d)
+    ts = d.opened_ts if d.closed_ts is None else d.closed_ts
+    return Event(EventKind.DISPUTE_CLOSED, d.market, ts, detail, d)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _serial(dispute_id: str) -> int:
