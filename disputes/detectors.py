@@ -35,6 +35,7 @@ class Anchor:
 
     def __init__(self, window_s: float, buckets: int = ANCHOR_BUCKETS) -> None:
         self.window_s = window_s
+        self.buckets = buckets
         self.width = window_s / buckets if window_s > 0 else math.inf
         self._closed: deque[tuple[int, float, float]] = deque()  # (bucket index, Σ price·dt, Σ dt)
         self._closed_pw = 0.0
@@ -85,7 +86,7 @@ class Anchor:
         if self._w > 0:
             self._closed.append((self._bucket, self._pw, self._w))
         self._bucket, self._pw, self._w = index, 0.0, 0.0
-        oldest = index - ANCHOR_BUCKETS + 1
+        oldest = index - self.buckets + 1
         while self._closed and self._closed[0][0] < oldest:
             self._closed.popleft()
         # Re-summing the few kept buckets (instead of subtracting) keeps float drift from

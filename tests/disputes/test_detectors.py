@@ -209,3 +209,11 @@ def test_freeze_stays_silent_on_clean_venues_that_sometimes_repeat_a_price():
         moves = rng.random((2, 5)) < 0.6  # a venue's mid often stays put for a tick or two
         prices = np.where(moves, prices * (1 + rng.normal(0, 1e-4, (2, 5))), prices)
         assert not det.update(prices).any()
+
+
+def test_the_anchor_window_slides_with_bounded_memory():
+    a = Anchor(window_s=60, buckets=6)
+    for t in range(0, 600):
+        a.observe(100.0 if t < 300 else 200.0, float(t))
+    assert a.mean() == pytest.approx(200.0)
+    assert len(a._closed) <= 6
