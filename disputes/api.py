@@ -1,0 +1,171 @@
+"""The dispute HTTP API (aiohttp), to mount on the daemon's application.
+
+    POST /v1/disputes               {market, reason, note?}  -> 201 {id, market, reason, status, opened_ts}
+    POST /v1/disputes/{id}/resolve  {action: uphold|reject}  -> 200 the closed dispute
+    GET  /v1/disputes[?status=open|closed]                   -> 200 {"disputes": [...]}
+    GET  /v1/disputes/{id}                                   -> 200 the dispute
+
+Writes need `Authorization: Bearer $MARKD_DISPUTE_TOKEN`, compared in constant time; with no token
+configured every write is refused. `reason` is a code (manual, jump, anchor, divergence), so it can
+label a metric; an operator's words go in `note`, which is stored but never becomes a label.
+Bodies over 16 KiB are refused from Content-Length, or while reading, before the whole body is in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from disputes.model import Action, Dispute, DisputeClosed, Reason, UnknownDispute, UnknownMarket
+from disputes.service import DisputeService
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024
+MAX_NOTE = 2000
+ACTIONS: tuple[Action, ...] = ("uphold", "reject")
+
+
+def dispute_routes(service: DisputeService) -> list[web.RouteDef]:
+    api = _DisputeApi(service)
+    return [
+        web.get("/v1/disputes", api.list_disputes),
+        web.get("/v1/disputes/{id}", api.get),
+        web.post("/v1/disputes", api.open),
+        web.post("/v1/disputes/{id}/resolve", api.resolve),
+    ]
+
+
+def dispute_app(service: DisputeService) -> web.Application:
+    """A standalone application serving only the dispute API (tests, or `add_subapp`)."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app.add_routes(dispute_routes(service))
+    return app
+
+
+def _error(cls: type[web.HTTPException], message: str, **kw: Any) -> web.HTTPException:
+    return cls(text=json.dumps({"error": message}), content_type="application/json", **kw)
+
+
+def _too_large(size: int) -> web.HTTPException:
+    return _error(
+        web.HTTPRequestEntityTooLarge, f"body over {MAX_BODY} bytes", max_size=MAX_BODY, actual_size=size
+    )
+
+
+def _unauthorised(message: str) -> web.HTTPException:
+    return _error(web.HTTPUnauthorized, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class _DisputeApi:
+    def __init__(self, service: DisputeService) -> None:
+        self.service = service
+        token = service.stage.settings.dispute_token
+        self._token = token.get_secret_value().encode() if token and token.get_secret_value() else None
+
+    async def list_disputes(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("status")
+        if wanted not in (None, "open", "closed"):
+            raise _error(web.HTTPBadRequest, "status must be open or closed")
+        disputes = await self._stored()
+        records = [d.to_dict() for d in disputes if wanted is None or d.status == wanted]
+        return web.json_response({"disputes": records})
+
+    async def get(self, request: web.Request) -> web.Response:
+        dispute_id = request.match_info["id"]
+        try:
+            d = await self.service.store.get(dispute_id)
+        except RedisError as exc:
+            log.warning("dispute_store_unavailable", extra={"error": type(exc).__name__})
+            d = next((x for x in self.service.stage.disputes() if x.id == dispute_id), None)
+        if d is None:
+            raise _error(web.HTTPNotFound, "no such dispute")
+        return web.json_response(d.to_dict())
+
+    async def open(self, request: web.Request) -> web.Response:
+        body = await self._authorised_body(request)
+        market, note = body.get("market"), body.get("note") or ""
+        reason = _reason(body.get("reason"))
+        if not isinstance(note, str) or len(note) > MAX_NOTE:
+            raise _error(web.HTTPBadRequest, f"note must be text of at most {MAX_NOTE} characters")
+        try:
+            # A Redis outage does not fail an open: the stage holds the market either way, and
+            # the service logs the record it could not write.
+            d = await self.service.open(market if isinstance(market, str) else "", reason, note)
+        except UnknownMarket:
+            raise _error(web.HTTPBadRequest, "unknown market") from None
+        record = {k: d.to_dict()[k] for k in ("id", "market", "reason", "status", "opened_ts")}
+        return web.json_response(record, status=201)
+
+    async def resolve(self, request: web.Request) -> web.Response:
+        body = await self._authorised_body(request)
+        action = body.get("action")
+        if action not in ACTIONS:
+            raise _error(web.HTTPBadRequest, "action must be uphold or reject")
+        try:
+            d = await self.service.resolve(request.match_info["id"], action)
+        except UnknownDispute:
+            raise _error(web.HTTPNotFound, "no such dispute") from None
+        except DisputeClosed:
+            raise _error(web.HTTPConflict, "dispute already closed") from None
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+        return web.json_response(d.to_dict())
+
+    async def _stored(self) -> list[Dispute]:
+        """Redis has every replica's disputes; without it, this replica's memory is the next best."""
+        try:
+            return await self.service.store.load()
+        except RedisError as exc:
+            log.warning("dispute_store_unavailable", extra={"error": type(exc).__name__})
+            return self.service.stage.disputes()
+
+    async def _authorised_body(self, request: web.Request) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise _too_large(request.content_length)
+        self._authorise(request)
+        raw = await _read_bounded(request)
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _error(web.HTTPBadRequest, "malformed JSON") from None
+        if not isinstance(body, dict):
+            raise _error(web.HTTPBadRequest, "the body must be a JSON object")
+        return body
+
+    def _authorise(self, request: web.Request) -> None:
+        if self._token is None:
+            raise _unauthorised("disputes are read-only: MARKD_DISPUTE_TOKEN is not set")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise _unauthorised("missing or wrong bearer token")
+
+
+async def _read_bounded(request: web.Request) -> bytes:
+    """Read the body, giving up as soon as it passes MAX_BODY (a chunked body has no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(MAX_BODY + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large(size)
+    return b"".join(chunks)
+
+
+def _reason(value: object) -> Reason:
+    try:
+        return Reason(value if isinstance(value, str) else "")
+    except ValueError:
+        codes = ", ".join(r.value for r in Reason)
+        raise _error(web.HTTPBadRequest, f"unknown reason (one of: {codes}; put free text in note)") from None
+
+
+def _unavailable(exc: RedisError) -> web.HTTPException:
+    log.error("dispute_store_unavailable", extra={"error": type(exc).__name__})
+    return _error(web.HTTPServiceUnavailable, "dispute store unavailable")

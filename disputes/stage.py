@@ -1,0 +1,365 @@
+"""The dispute stage: turns each tick's Candidate into the market's Mark, plus events.
+
+Pure and deterministic: no I/O, no clock of its own (`now` comes in), no randomness, so the replay
+harness gets byte-identical marks and events from the same input. Per market and tick:
+
+    tier machine (hysteresis) ► detectors (open / self-close disputes) ► jump guard ► Mark
+
+An open dispute holds the market at its last validated price until it is resolved (or, for a
+detector's own dispute, until its condition clears). Manual disputes come in through
+`open_dispute`/`resolve`; their events are the caller's to record (see `dispute_event`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from disputes.detectors import Anchor, anchor_breached, confirming_tier, divergent_tiers
+from disputes.guard import Change, JumpGuard, Verdict
+from disputes.model import (
+    Action,
+    Decision,
+    Dispute,
+    DisputeClosed,
+    Event,
+    EventKind,
+    Origin,
+    Outcome,
+    Reason,
+    UnknownDispute,
+    UnknownMarket,
+    finite_or_none,
+)
+from disputes.tiers import NO_TIER, TierMachine
+from oracle.models import Candidate, Exclusion, Mark, Status, TierResult
+from oracle.settings import Policy, Settings
+
+_URL_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # an id goes into a URL path
+KEEP_CLOSED = 10_000  # closed disputes kept in memory (for replay's disputes.csv); Redis keeps all
+
+_WINDOW_EVENTS = {
+    Change.OPENED: EventKind.JUMP_HELD,
+    Change.RESTARTED: EventKind.WINDOW_RESTARTED,
+    Change.PASSED: EventKind.JUMP_VALIDATED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    """The last validated price of a market and where it came from."""
+
+    price: float
+    confidence: float
+    ts: float
+    tier: int
+    sources: tuple[str, ...]
+
+
+NOTHING_VALIDATED = Validated(math.nan, math.nan, 0.0, NO_TIER, ())
+
+
+@dataclass
+class MarketState:
+    policy: Policy
+    tiers: TierMachine
+    guard: JumpGuard
+    anchor: Anchor
+    last: Validated = NOTHING_VALIDATED
+    candidate: TierResult | None = None  # the tier in use's result at the latest tick
+    published: Mark | None = None
+    published_ts: float = -math.inf
+    frozen: frozenset[str] = frozenset()
+    muted: set[Reason] = field(default_factory=set)  # detectors silenced until their condition clears
+    anchor_confirmed: bool = False
+
+    @staticmethod
+    def new(policy: Policy) -> MarketState:
+        return MarketState(
+            policy=policy,
+            tiers=TierMachine(policy.recover_ticks, policy.max_deviation_bps),
+            guard=JumpGuard(policy.max_jump_bps, policy.dispute_window_ms, policy.max_deviation_bps),
+            anchor=Anchor(policy.anchor_window_s),
+        )
+
+
+class DisputeStage:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._markets: dict[str, MarketState] = {}
+        self._open: dict[str, dict[str, Dispute]] = {}  # market -> id -> open dispute
+        self._closed: dict[str, Dispute] = {}  # the latest KEEP_CLOSED closed ones, oldest first
+        self._counter = 0
+
+    # --- the tick ---
+    def process(self, candidate: Candidate, now: float) -> Decision:
+        st = self._state(candidate.market)
+        events: list[Event] = []
+        step = st.tiers.step(candidate)
+        if step.changed:
+            detail = {"from": step.previous, "to": step.tier, "status": step.status.value}
+            events.append(Event(EventKind.TIER_CHANGED, candidate.market, now, detail))
+        events += self._frozen_events(st, candidate, now)
+        result = candidate.result(step.tier)
+        st.candidate = result
+        events += self._detect(st, candidate, result, now)
+        status = step.status
+        if result is None:
+            st.guard.interrupt()
+        else:
+            held, window_events = self._guard(st, candidate.market, result, now)
+            events += window_events
+            status = Status.HELD if held else step.status
+        st.anchor.observe(st.last.price, now)
+        mark = self._mark(st, candidate, status, step.tier)
+        return Decision(mark, self._should_publish(st, mark, now), events)
+
+    def _guard(
+        self, st: MarketState, market: str, result: TierResult, now: float
+    ) -> tuple[bool, list[Event]]:
+        """Run the jump guard; validate the candidate unless held. True when held."""
+        g = st.guard.step(result.price, st.last.price, now, self._is_disputed(market))
+        events = []
+        if (kind := _WINDOW_EVENTS.get(g.change)) is not None:
+            detail = {"candidate": finite_or_none(result.price), "last": finite_or_none(st.last.price)}
+            events.append(Event(kind, market, now, detail))
+        if g.verdict is Verdict.HOLD:
+            return True, events
+        st.last = Validated(result.price, result.confidence, now, result.tier, result.sources)
+        return False, events
+
+    # --- detectors ---
+    def _detect(self, st: MarketState, c: Candidate, result: TierResult | None, now: float) -> list[Event]:
+        events = self._divergence(st, c, now)
+        if result is not None and not math.isnan(st.last.price) and st.anchor.enabled:
+            events += self._anchor(st, c, result, now)
+        return events
+
+    def _anchor(self, st: MarketState, c: Candidate, result: TierResult, now: float) -> list[Event]:
+        anchor = st.anchor.mean()
+        if not anchor_breached(result.price, anchor, st.policy.anchor_deviation_bps):
+            st.muted.discard(Reason.ANCHOR)
+            st.anchor_confirmed = False
+            return self._revert(c.market, Reason.ANCHOR, now)
+        confirmed_by = confirming_tier(result.price, result.tier, c.tiers, st.policy.max_deviation_bps)
+        if confirmed_by is not None:
+            # Genuine: the market really moved, as an independent tier confirms. That clears the
+            # detector's condition, so a dispute it opened before the confirmation reverts.
+            events = self._revert(c.market, Reason.ANCHOR, now)
+            if not st.anchor_confirmed:
+                detail = {"anchor": anchor, "candidate": result.price, "confirmed_by": confirmed_by}
+                events.append(Event(EventKind.ANCHOR_CONFIRMED, c.market, now, detail))
+            st.anchor_confirmed = True
+            return events
+        st.anchor_confirmed = False
+        return self._detector_opens(st, c.market, Reason.ANCHOR, result.price, now, f"anchor {anchor!r}")
+
+    def _divergence(self, st: MarketState, c: Candidate, now: float) -> list[Event]:
+        pair = divergent_tiers(c.tiers, st.policy.max_deviation_bps)
+        if pair is None:
+            st.muted.discard(Reason.DIVERGENCE)
+            return self._revert(c.market, Reason.DIVERGENCE, now)
+        price = st.candidate.price if st.candidate is not None else math.nan
+        note = f"tiers {pair[0]} and {pair[1]} disagree"
+        return self._detector_opens(st, c.market, Reason.DIVERGENCE, price, now, note)
+
+    def _detector_opens(
+        self, st: MarketState, market: str, reason: Reason, price: float, now: float, note: str
+    ) -> list[Event]:
+        if reason in st.muted or self._open_of(market, reason, "detector"):
+            return []
+        d = self._new_dispute(market, reason, now, "detector", note, price)
+        return [dispute_event(d)]
+
+    def _revert(self, market: str, reason: Reason, now: float) -> list[Event]:
+        events = []
+        for d in self._open_of(market, reason, "detector"):
+            events.append(dispute_event(self._close(d, Outcome.REVERTED, now)))
+        return events
+
+    def _frozen_events(self, st: MarketState, c: Candidate, now: float) -> list[Event]:
+        frozen = frozenset(e.source for e in c.excluded if e.reason is Exclusion.FROZEN)
+        thawed, newly = st.frozen - frozen, frozen - st.frozen
+        changes = ((EventKind.SOURCE_FROZEN, newly), (EventKind.SOURCE_THAWED, thawed))
+        events = [Event(kind, c.market, now, {"source": s}) for kind, new in changes for s in sorted(new)]
+        st.frozen = frozen
+        return events
+
+    # --- disputes ---
+    def open_dispute(
+        self, market: str, reason: str, now: float, *, source: Origin = "manual", note: str = ""
+    ) -> Dispute:
+        """Open a dispute; the market is held from its next tick until the dispute is resolved."""
+        st = self._state(market)
+        code = Reason(reason)  # ValueError on an unknown code: the API checks codes first
+        price = st.candidate.price if st.candidate is not None else math.nan
+        return self._new_dispute(market, code, now, source, note, price)
+
+    def resolve(self, dispute_id: str, action: Action, now: float) -> Dispute:
+        d = self.dispute(dispute_id)
+        if not d.is_open:
+            raise DisputeClosed(dispute_id)
+        return self._rule(d, Outcome.UPHELD if action == "uphold" else Outcome.REJECTED, now)
+
+    def adopt(self, d: Dispute) -> None:
+        """Take in a dispute as another replica (sharing the store) opened or closed it."""
+        known = self._find(d.id)
+        self._counter = max(self._counter, _serial(d.id))
+        if d.market not in self.settings.markets:
+            return
+        if known is None and d.is_open:
+            self._add(d)
+        elif known is not None and known.is_open and d.outcome is not None:
+            self._rule(known, d.outcome, d.closed_ts if d.closed_ts is not None else d.opened_ts)
+
+    def dispute(self, dispute_id: str) -> Dispute:
+        """Raises UnknownDispute (also for a closed one older than the latest KEEP_CLOSED)."""
+        d = self._find(dispute_id)
+        if d is None:
+            raise UnknownDispute(dispute_id)
+        return d
+
+    def open_counts(self) -> dict[str, int]:
+        """Open disputes per market, every configured market included (the disputes_open gauge)."""
+        return {m: len(self._open.get(m, ())) for m in self.settings.markets}
+
+    def disputes(self) -> list[Dispute]:
+        everything = [*self._closed.values(), *(d for ds in self._open.values() for d in ds.values())]
+        return sorted(everything, key=lambda d: (d.opened_ts, _serial(d.id)))
+
+    def restore(self, disputes: Iterable[Dispute], marks: Iterable[Mark] = ()) -> None:
+        """After a restart: open disputes come back (their markets held), and so do the last marks.
+
+        Without the last validated marks the stage holds a disputed market at no price at all, and
+        the jump guard has nothing to compare the first candidate with; pass them when Redis has them.
+        """
+        for m in marks:
+            if m.market in self.settings.markets and math.isfinite(m.price):
+                st = self._state(m.market)
+                st.last = Validated(m.price, m.confidence, m.ts, m.tier, m.sources)
+                st.anchor.observe(m.price, m.ts)
+        for d in disputes:
+            self.adopt(d)
+
+    def _rule(self, d: Dispute, outcome: Outcome, now: float) -> Dispute:
+        """Close `d` and apply its outcome to the market."""
+        closed = self._close(d, outcome, now)
+        if outcome is Outcome.REVERTED:
+            return closed
+        st = self._state(d.market)
+        if d.reason in (Reason.ANCHOR, Reason.DIVERGENCE):
+            st.muted.add(d.reason)  # a ruled-on condition must not reopen its dispute next tick
+        if outcome is Outcome.UPHELD:
+            st.guard.uphold()
+        else:
+            self._accept_candidate(st, d.market, now)
+        return closed
+
+    def _accept_candidate(self, st: MarketState, market: str, now: float) -> None:
+        st.guard.clear()
+        c = st.candidate
+        if c is None or not c.quorum or self._is_disputed(market):
+            return
+        st.last = Validated(c.price, c.confidence, now, c.tier, c.sources)
+        if anchor_breached(c.price, st.anchor.mean(), st.policy.anchor_deviation_bps):
+            st.anchor.reset(c.price, now)  # the operator ruled this is the level now
+
+    def _new_dispute(
+        self, market: str, reason: Reason, now: float, origin: Origin, note: str, price: float
+    ) -> Dispute:
+        self._counter += 1
+        d = Dispute(
+            id=f"{_URL_UNSAFE.sub('_', market)}.{round(now * 1000)}.{self._counter}",
+            market=market,
+            reason=reason,
+            opened_ts=now,
+            origin=origin,
+            note=note,
+            candidate=price,
+        )
+        self._add(d)
+        return d
+
+    def _add(self, d: Dispute) -> None:
+        self._open.setdefault(d.market, {})[d.id] = d
+
+    def _close(self, d: Dispute, outcome: Outcome, now: float) -> Dispute:
+        del self._open[d.market][d.id]
+        closed = self._closed[d.id] = d.closed(outcome, now)
+        while len(self._closed) > KEEP_CLOSED:
+            del self._closed[next(iter(self._closed))]
+        return closed
+
+    def _find(self, dispute_id: str) -> Dispute | None:
+        for ds in self._open.values():
+            if dispute_id in ds:
+                return ds[dispute_id]
+        return self._closed.get(dispute_id)
+
+    def _open_of(self, market: str, reason: Reason, origin: Origin) -> list[Dispute]:
+        ds = self._open.get(market, {})
+        return [d for d in ds.values() if d.reason is reason and d.origin == origin]
+
+    def _is_disputed(self, market: str) -> bool:
+        return bool(self._open.get(market))
+
+    # --- marks ---
+    def _state(self, market: str) -> MarketState:
+        st = self._markets.get(market)
+        if st is None:
+            if market not in self.settings.markets:
+                raise UnknownMarket(market)
+            st = self._markets[market] = MarketState.new(self.settings.policy_for(market))
+        return st
+
+    def _mark(self, st: MarketState, c: Candidate, status: Status, tier: int) -> Mark:
+        """Status and tier say where the market is now; price, ts and sources are the last validation's."""
+        last = st.last
+        return Mark(
+            market=c.market,
+            price=last.price,
+            confidence=last.confidence,
+            ts=last.ts,
+            seq=0,
+            status=status,
+            tier=tier,
+            sources=last.sources,
+            excluded=c.excluded,
+            candidate=st.candidate.price if st.candidate is not None else math.nan,
+        )
+
+    def _should_publish(self, st: MarketState, mark: Mark, now: float) -> bool:
+        if math.isnan(mark.price):
+            return False  # nothing validated yet: nothing the margin engine could use
+        prev = st.published
+        changed = (
+            prev is None
+            or (prev.price, prev.status, prev.tier) != (mark.price, mark.status, mark.tier)
+            or not _same(prev.confidence, mark.confidence)
+        )
+        due = (now - st.published_ts) * 1000.0 >= st.policy.heartbeat_ms
+        if changed or due:
+            st.published, st.published_ts = mark, now
+            return True
+        return False
+
+
+def dispute_event(d: Dispute) -> Event:
+    """The audit event of a dispute opening or closing (the `ts` is when that happened)."""
+    detail: dict[str, str | None] = {"id": d.id, "reason": d.reason.value}
+    if d.is_open:
+        return Event(EventKind.DISPUTE_OPENED, d.market, d.opened_ts, detail, d)
+    detail["outcome"] = d.outcome.value if d.outcome else None
+    ts = d.opened_ts if d.closed_ts is None else d.closed_ts
+    return Event(EventKind.DISPUTE_CLOSED, d.market, ts, detail, d)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _serial(dispute_id: str) -> int:
+    tail = dispute_id.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

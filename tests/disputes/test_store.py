@@ -1,0 +1,79 @@
+"""Disputes in Redis: they survive a restart, and every event lands in the audit stream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from disputes.model import Outcome
+from disputes.service import DisputeService
+from disputes.stage import DisputeStage, dispute_event
+from disputes.store import DisputeStore
+from oracle.clock import VirtualClock
+from oracle.models import Status
+from tests.disputes.helpers import MARKET, make_settings, run
+
+
+async def test_disputes_survive_a_new_store_and_a_restarted_stage(redis_server, store):
+    stage = DisputeStage(make_settings())
+    service = DisputeService(stage, store, VirtualClock(100.0))
+    last = run(stage, 100.0, None, 99.0).mark
+    opened = await service.open(MARKET, "manual", note="venue outage")
+    other = await service.open("ETH-USD", "jump")
+    await service.resolve(other.id, "reject")
+
+    fresh = DisputeStore(aioredis.Redis.from_url(redis_server.url, decode_responses=True), prefix="t")
+    try:
+        restarted = DisputeService(DisputeStage(make_settings()), fresh, VirtualClock(200.0))
+        assert await restarted.restore(marks=[last]) == [opened]
+        d = run(restarted.stage, 100.1, None, 200.0)
+        assert (d.mark.status, d.mark.price) == (Status.HELD, 100.0)
+        assert {x.id: x.outcome for x in await fresh.load()} == {opened.id: None, other.id: Outcome.REJECTED}
+    finally:
+        await fresh.close()
+
+
+async def test_every_event_is_in_the_disputes_stream(store):
+    stage = DisputeStage(make_settings(anchor_deviation_bps=0))
+    service = DisputeService(stage, store, VirtualClock(0.0))
+    for t, (t1, t2) in enumerate([(100.0, 100.0), (None, 100.0), (100.0, 103.0), (100.0, 100.0)]):
+        await service.record(run(stage, t1, t2, float(t)).events)
+    kinds = [(e["kind"], e.get("dispute", {}).get("outcome")) for e in await store.events()]
+    assert kinds == [
+        ("tier_changed", None),
+        ("tier_changed", None),
+        ("dispute_opened", None),
+        ("dispute_closed", "reverted"),
+    ]
+    raw = await store.client.xrange("t:disputes")
+    assert raw[2][1]["reason"] == "divergence"
+    [reverted] = await store.load()
+    assert reverted.outcome is Outcome.REVERTED
+
+
+async def test_of_two_concurrent_closes_exactly_one_wins(store):
+    stage = DisputeStage(make_settings())
+    d = stage.open_dispute(MARKET, "manual", 1.0)
+    await store.save(d)
+    results = await asyncio.gather(
+        *(store.close_dispute(d.closed(o, 2.0)) for o in (Outcome.UPHELD, Outcome.REJECTED) * 5)
+    )
+    assert sorted(results) == [False] * 9 + [True]
+    assert (await store.get(d.id)).outcome is Outcome.UPHELD  # the first one in
+    assert not await store.save(d)  # an id is never overwritten
+    assert dispute_event(d).dispute == d
+
+
+async def test_a_replica_learns_disputes_opened_and_resolved_elsewhere(store):
+    leader = DisputeService(DisputeStage(make_settings()), store, VirtualClock(10.0))
+    other = DisputeService(DisputeStage(make_settings()), store, VirtualClock(10.0))
+    run(leader.stage, 100.0, None, 9.0)
+    d = await other.open(MARKET, "manual")
+    await leader.sync()
+    assert run(leader.stage, 100.0, None, 10.0).mark.status is Status.HELD
+    await other.resolve(d.id, "reject")
+    await leader.sync()
+    assert leader.stage.dispute(d.id).outcome is Outcome.REJECTED
+    assert run(leader.stage, 100.0, None, 11.0).mark.status is Status.OK
+    assert await store.load_open() == []
