@@ -1,0 +1,1 @@
+"""The simulated market: a seeded price model, `markd synth`, and venue servers speaking real formats."""
