@@ -137,11 +137,17 @@ class VenueQuoter:
         # Venues number their updates from some large past value, never from zero.
         self._seq0 = int(self._rng.integers(10**8, 10**9))
 
+    def _open(self, pair: str, mid: float) -> _PairState:
+        """A pair's first quote opens its day, with a plausible volume already traded ($20M-200M)."""
+        st = _PairState(open=mid, high=mid, low=mid, volume=float(self._rng.uniform(2e7, 2e8)) / mid)
+        self._state[pair] = st
+        return st
+
     def quote(self, pair: str) -> Ticker:
         true = self.market.pair_price(pair)
         mid = float(walk.observe(np.array(true), self.spec.bias_bps, self.spec.noise_bps, self._rng))
         bid, ask = (float(x) for x in walk.book(np.array(mid), self.spec.spread_bps))
-        st = self._state.setdefault(pair, _PairState(open=mid, high=mid, low=mid))
+        st = self._state.get(pair) or self._open(pair, mid)
         side = "buy" if self._rng.random() < 0.5 else "sell"
         last = ask if side == "buy" else bid
         last_size = float(self._rng.exponential(1000.0 / mid))  # about $1,000 a trade
