@@ -1,7 +1,7 @@
 """Simulated venues on loopback, each speaking its real venue's paths and wire format.
 
     async with SimVenues(clock=WallClock(), seed=7) as sim:
-        urls = sim.urls              # {"binance": {"rest": "http://127.0.0.1:P", "ws": "ws://127.0.0.1:P"}, ...}
+        urls = sim.urls  # {"binance": {"rest": "http://127.0.0.1:P", "ws": "ws://127.0.0.1:P"}, ...}
         await sim.set_outage("kraken", "503", seconds=10)
 
 Each venue has its own server; `rest` is its REST root (append the venue's real path) and `ws` its

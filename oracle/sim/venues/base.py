@@ -283,5 +283,5 @@ def trimmed(x: float, decimals: int) -> str:
 
 def price_decimals(x: float) -> int:
     """Decimals that give a price about seven significant digits (30000.12, 1.00031)."""
-    digits = max(1, int(math.floor(math.log10(abs(x)))) + 1) if x else 1
+    digits = max(1, math.floor(math.log10(abs(x))) + 1) if x else 1
     return max(2, 7 - digits)
