@@ -79,7 +79,9 @@ def plan_feeds(markets: Sequence[str], sources: Sequence[str]) -> list[Feed]:
     for name, over in overrides.items():
         for market in markets:
             base, quote = market.split("-")
-            feeds.append(Feed(name, market, f"{base}-{over.get(base, over.get('*', quote))}"))
+            quote = over.get(base, over.get("*", quote))
+            if quote != base:  # binance:USDT quotes USDT-USD as nothing, not as USDT-USDT
+                feeds.append(Feed(name, market, f"{base}-{quote}"))
     return feeds
 
 

@@ -41,12 +41,3 @@ def payload(shared_dir: Path) -> Callable[[str], Any]:
         return json.loads((shared_dir / "fixtures" / "payloads" / name).read_text(encoding="utf-8"))
 
     return load
-
-
-def shape(value: Any) -> Any:
-    """Key sets and value types, recursively; lists positionally (Kraken's arrays mix types)."""
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(v) for v in value]
-    return type(value).__name__

@@ -42,3 +42,13 @@ def test_config_demo_toml_validates_and_is_demo_config_with_placeholders() -> No
 def test_to_toml_round_trips_the_demo_config() -> None:
     config = demo_config(PLACEHOLDER_URLS, 'redis://:pa"ss@127.0.0.1:1/0', 1234)
     assert tomllib.loads(to_toml(config)) == config
+
+
+def test_public_surface() -> None:
+    import oracle.sim
+
+    assert sorted(oracle.sim.__all__) == [
+        "Model", "OutageKind", "SimMarket", "SimVenues", "VenueSpec",
+        "demo_config", "run_synth", "synth_ticks", "to_toml",
+    ]  # fmt: skip
+    assert all(hasattr(oracle.sim, name) for name in oracle.sim.__all__)

@@ -79,6 +79,13 @@ def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> Non
     assert time.perf_counter() - t0 < 3.0
 
 
+def test_a_source_never_quotes_a_coin_in_itself() -> None:
+    ticks = synth_columns({"BTC-USD": 30_000.0, "USDT-USD": 1.0}, ["kraken", "binance:USDT"], 5, 1, 1)
+    assert [(f.source, f.pair) for f in ticks.feeds] == [
+        ("kraken", "BTC-USD"), ("kraken", "USDT-USD"), ("binance", "BTC-USDT"),
+    ]  # fmt: skip
+
+
 def test_a_quote_currency_without_a_rate_is_an_error() -> None:
     with pytest.raises(SynthError, match="USDT-USD"):
         synth_columns({"BTC-USD": 30_000.0}, ["binance:USDT"], 10, 1, 1)

@@ -14,9 +14,17 @@ from oracle.clock import VirtualClock, WallClock
 from oracle.sim.market import VenueSpec
 from oracle.sim.venues import SimVenues
 from oracle.sim.venues.kraken import result_key
-from tests.sim.conftest import shape
 
 Payload = Callable[[str], Any]
+
+
+def shape(value: Any) -> Any:
+    """Key sets and value types, recursively; lists positionally (Kraken's arrays mix types)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
 
 
 async def _get(http: aiohttp.ClientSession, url: str) -> Any:

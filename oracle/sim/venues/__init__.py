@@ -105,9 +105,9 @@ class SimVenues:
         return self.urls
 
     async def stop(self) -> None:
-        for name in list(self.urls):
-            await self.servers[name].stop()
-            del self.urls[name]
+        for server in self.servers.values():
+            await server.stop()
+        self.urls.clear()
 
     async def set_outage(self, venue: str, kind: OutageKind | str, seconds: float) -> None:
         """Take one venue down for `seconds` of the market's clock: `refuse`, `503` or `silent`."""

@@ -128,14 +128,17 @@ class VenueServer:
         return self.urls()
 
     async def stop(self) -> None:
+        """Close every connection and the server; safe to call twice, or after a failed start."""
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+            self._watcher = None
         await self._close_all()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     async def _listen(self) -> None:
         """Listen on our port; the OS picks it the first time, then a refused venue reuses it."""
@@ -172,7 +175,8 @@ class VenueServer:
         if kind is OutageKind.REFUSE and self._site is not None:
             await self._unlisten()
         elif kind is not OutageKind.REFUSE and self._site is None and self._runner is not None:
-            await self._listen()
+            with contextlib.suppress(OSError):  # port briefly taken by someone else: the watcher retries
+                await self._listen()
 
     async def _watch(self) -> None:
         last = self.clock.now()
@@ -181,6 +185,7 @@ class VenueServer:
             now = self.clock.now()
             if self.outage is not None and self.active_outage() is None:
                 self.outage = None
+            if self.outage is None and self._site is None:
                 await self._apply_outage()
             if self.outage is None and self._random_outage_due(now - last):
                 kind = self._rng.choice(list(OutageKind))

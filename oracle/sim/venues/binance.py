@@ -9,6 +9,7 @@ string with 8 decimals. The spot bookTicker payload carries no event time.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from oracle.sim.venues.base import Conn, Json, VenueServer, fixed, parse_json
 
 STREAM = "@bookTicker"
 INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def symbol(pair: str) -> str:
@@ -51,7 +53,7 @@ class Binance(VenueServer):
     def _price(self, t: Ticker) -> dict[str, Any]:
         return {"symbol": symbol(t.pair), "price": fixed(t.last, 8)}
 
-    def _rest(self, render: Any) -> Any:
+    def _rest(self, render: Callable[[Ticker], dict[str, Any]]) -> Handler:
         """One handler shape for both tickers: `?symbol=X` → object, `?symbols=[..]` or none → array."""
 
         async def handler(request: web.Request) -> web.Response:

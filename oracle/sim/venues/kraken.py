@@ -52,7 +52,7 @@ class Kraken(VenueServer):
 
     def _lookup(self) -> dict[str, str]:
         """Every name a client may use for a pair (Kraken also accepts BTCUSD and XXBTZUSD)."""
-        names = {}
+        names: dict[str, str] = {}
         for p in self.pairs:
             names |= {altname(p): p, result_key(p): p, p.replace("-", ""): p}
         return names
@@ -67,7 +67,6 @@ class Kraken(VenueServer):
         return web.json_response({"error": [], "result": result})
 
     async def on_open(self, conn: Conn, request: web.Request) -> None:
-        conn.ids["channel"] = {}
         await self.send(
             conn,
             {
