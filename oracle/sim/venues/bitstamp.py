@@ -20,7 +20,14 @@ class Bitstamp(VenueServer):
     name = "bitstamp"
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/api/v2/ticker/{pair}/", self._ticker)]
+        return [
+            web.get("/api/v2/ticker/{pair}/", self._ticker),
+            web.get("/api/v2/ticker/{pair}", self._append_slash),
+        ]
+
+    async def _append_slash(self, request: web.Request) -> web.Response:
+        """Bitstamp's framework redirects a path without its trailing slash to the one with it."""
+        raise web.HTTPMovedPermanently(request.path + "/")
 
     async def _ticker(self, request: web.Request) -> web.Response:
         pair = {url_symbol(p): p for p in self.pairs}.get(request.match_info["pair"])
