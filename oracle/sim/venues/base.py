@@ -55,12 +55,11 @@ class Conn:
     pairs: list[str] = field(default_factory=list)
     ids: dict[str, Any] = field(default_factory=dict)
 
-    def subscribe(self, pair: str) -> None:
-        if pair not in self.pairs:
+    def subscribe(self, pair: str, on: bool = True) -> None:
+        """Add the pair (or remove it, with on=False); idempotent either way."""
+        if on and pair not in self.pairs:
             self.pairs.append(pair)
-
-    def unsubscribe(self, pair: str) -> None:
-        if pair in self.pairs:
+        elif not on and pair in self.pairs:
             self.pairs.remove(pair)
 
 
@@ -266,6 +265,11 @@ class VenueServer:
     async def _close_all(self) -> None:
         for conn in list(self._conns):
             await conn.ws.close(code=1001, message=b"going away")
+
+
+def joined(pair: str) -> str:
+    """`BTC-USDT` → `BTCUSDT`, the symbol of Binance, Bybit and (lowercase) Bitstamp."""
+    return pair.replace("-", "")
 
 
 def parse_json(text: str) -> Any:

@@ -15,15 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from oracle.sim.market import Ticker
-from oracle.sim.venues.base import Conn, Json, VenueServer, fixed, parse_json
+from oracle.sim.venues.base import Conn, Json, VenueServer, fixed, joined, parse_json
 
 STREAM = "@bookTicker"
 INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-def symbol(pair: str) -> str:
-    return pair.replace("-", "")
 
 
 class Binance(VenueServer):
@@ -39,11 +35,11 @@ class Binance(VenueServer):
 
     @property
     def _by_symbol(self) -> dict[str, str]:
-        return {symbol(p): p for p in self.pairs}
+        return {joined(p): p for p in self.pairs}
 
     def _book(self, t: Ticker) -> dict[str, Any]:
         return {
-            "symbol": symbol(t.pair),
+            "symbol": joined(t.pair),
             "bidPrice": fixed(t.bid, 8),
             "bidQty": fixed(t.bid_size, 8),
             "askPrice": fixed(t.ask, 8),
@@ -51,7 +47,7 @@ class Binance(VenueServer):
         }
 
     def _price(self, t: Ticker) -> dict[str, Any]:
-        return {"symbol": symbol(t.pair), "price": fixed(t.last, 8)}
+        return {"symbol": joined(t.pair), "price": fixed(t.last, 8)}
 
     def _rest(self, render: Callable[[Ticker], dict[str, Any]]) -> Handler:
         """One handler shape for both tickers: `?symbol=X` → object, `?symbols=[..]` or none → array."""
@@ -98,7 +94,7 @@ class Binance(VenueServer):
         params = msg.get("params") or []
         if msg["method"] == "UNSUBSCRIBE":
             for stream in params:
-                conn.unsubscribe(self._by_symbol.get(str(stream).removesuffix(STREAM).upper(), ""))
+                conn.subscribe(self._by_symbol.get(str(stream).removesuffix(STREAM).upper(), ""), on=False)
         elif not all(self._subscribe(conn, str(stream)) for stream in params):
             await self.send(conn, {"error": {"code": 2, "msg": "Invalid request"}, "id": msg.get("id")})
             return
@@ -107,7 +103,7 @@ class Binance(VenueServer):
     def push(self, conn: Conn, ticker: Ticker) -> Json:
         data = {
             "u": ticker.seq,
-            "s": symbol(ticker.pair),
+            "s": joined(ticker.pair),
             "b": fixed(ticker.bid, 8),
             "B": fixed(ticker.bid_size, 8),
             "a": fixed(ticker.ask, 8),
@@ -115,7 +111,7 @@ class Binance(VenueServer):
         }
         if not conn.ids["combined"]:
             return data
-        return {"stream": f"{symbol(ticker.pair).lower()}{STREAM}", "data": data}
+        return {"stream": f"{joined(ticker.pair).lower()}{STREAM}", "data": data}
 
 
 def _symbols(text: str) -> list[str] | None:

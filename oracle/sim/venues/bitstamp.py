@@ -9,11 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from oracle.sim.market import Ticker
-from oracle.sim.venues.base import VenueServer, price_decimals, trimmed
-
-
-def url_symbol(pair: str) -> str:
-    return pair.replace("-", "").lower()
+from oracle.sim.venues.base import VenueServer, joined, price_decimals, trimmed
 
 
 class Bitstamp(VenueServer):
@@ -30,7 +26,7 @@ class Bitstamp(VenueServer):
         raise web.HTTPMovedPermanently(request.path + "/")
 
     async def _ticker(self, request: web.Request) -> web.Response:
-        pair = {url_symbol(p): p for p in self.pairs}.get(request.match_info["pair"])
+        pair = {joined(p).lower(): p for p in self.pairs}.get(request.match_info["pair"])
         if pair is None:
             return web.json_response({"status": "error", "reason": "Not Found"}, status=404)
         return web.json_response(_fields(self.ticker(pair)))

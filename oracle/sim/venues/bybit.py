@@ -11,11 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from oracle.sim.market import Ticker
-from oracle.sim.venues.base import VenueServer, price_decimals, trimmed
-
-
-def symbol(pair: str) -> str:
-    return pair.replace("-", "")
+from oracle.sim.venues.base import VenueServer, joined, price_decimals, trimmed
 
 
 class Bybit(VenueServer):
@@ -25,7 +21,7 @@ class Bybit(VenueServer):
         return [web.get("/v5/market/tickers", self._tickers)]
 
     async def _tickers(self, request: web.Request) -> web.Response:
-        by_symbol = {symbol(p): p for p in self.pairs}
+        by_symbol = {joined(p): p for p in self.pairs}
         if request.query.get("category") != "spot":
             return self._reply(10001, "Illegal category", {})
         asked = request.query.get("symbol")
@@ -48,7 +44,7 @@ class Bybit(VenueServer):
 def _fields(t: Ticker) -> dict[str, str]:
     d = price_decimals(t.last)
     return {
-        "symbol": symbol(t.pair),
+        "symbol": joined(t.pair),
         "bid1Price": trimmed(t.bid, d),
         "bid1Size": trimmed(t.bid_size, 6),
         "ask1Price": trimmed(t.ask, d),

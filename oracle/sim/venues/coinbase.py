@@ -68,7 +68,7 @@ class Coinbase(VenueServer):
             await self.send(conn, _failure(f"{unknown[0]} is not a valid product"))
             return
         for pair in wanted:
-            (conn.subscribe if msg["type"] == "subscribe" else conn.unsubscribe)(pair)
+            conn.subscribe(pair, on=msg["type"] == "subscribe")
         channels = [{"name": CHANNEL, "product_ids": list(conn.pairs)}] if conn.pairs else []
         await self.send(conn, {"type": "subscriptions", "channels": channels})
 

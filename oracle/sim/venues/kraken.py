@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from oracle.sim.market import Ticker
-from oracle.sim.venues.base import Conn, Json, VenueServer, fixed, parse_json, price_decimals
+from oracle.sim.venues.base import Conn, Json, VenueServer, fixed, joined, parse_json, price_decimals
 
 LEGACY = frozenset({"XBT", "ETH", "LTC", "XRP", "XMR", "ETC", "ZEC", "XLM", "REP", "MLN", "XDG"})
 FIAT = frozenset({"USD", "EUR", "GBP", "JPY", "CAD", "CHF", "AUD"})
@@ -54,7 +54,7 @@ class Kraken(VenueServer):
         """Every name a client may use for a pair (Kraken also accepts BTCUSD and XXBTZUSD)."""
         names: dict[str, str] = {}
         for p in self.pairs:
-            names |= {altname(p): p, result_key(p): p, p.replace("-", ""): p}
+            names |= {altname(p): p, result_key(p): p, joined(p): p}
         return names
 
     async def _ticker(self, request: web.Request) -> web.Response:
@@ -110,7 +110,7 @@ class Kraken(VenueServer):
                 )
                 continue
             channel = CHANNEL_ID0 + self.pairs.index(pair)
-            (conn.subscribe if event == "subscribe" else conn.unsubscribe)(pair)
+            conn.subscribe(pair, on=event == "subscribe")
             status = "subscribed" if event == "subscribe" else "unsubscribed"
             await self.send(conn, {"channelID": channel, "channelName": "ticker", **base, "status": status})
 

@@ -63,7 +63,7 @@ class Okx(VenueServer):
                 conn, _error("60018", f"Wrong URL or channel:{CHANNEL},instId:{inst} doesn't exist.")
             )
             return
-        (conn.subscribe if op == "subscribe" else conn.unsubscribe)(inst)
+        conn.subscribe(inst, on=op == "subscribe")
         await self.send(conn, {"event": op, "arg": {"channel": CHANNEL, "instId": inst}, "connId": CONN_ID})
 
     def push(self, conn: Conn, ticker: Ticker) -> Json:
