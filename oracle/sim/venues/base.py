@@ -21,7 +21,7 @@ import contextlib
 import json
 import math
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -229,16 +229,13 @@ class VenueServer:
         await ws.prepare(request)
         conn = Conn(ws)
         self._conns.add(conn)
-        pusher = asyncio.create_task(self._push_loop(conn), name=f"sim-{self.name}-push")
         try:
-            await self.on_open(conn, request)
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT and self.active_outage() is not OutageKind.SILENT:
-                    await self.on_text(conn, msg.data)
+            await self.on_open(conn, request)  # before any push: it may set what the pushes need
+            async with _background(self._push_loop(conn), f"sim-{self.name}-push"):
+                async for msg in ws:
+                    if msg.type == WSMsgType.TEXT and self.active_outage() is not OutageKind.SILENT:
+                        await self.on_text(conn, msg.data)
         finally:
-            pusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pusher
             self._conns.discard(conn)
         return ws
 
@@ -265,6 +262,18 @@ class VenueServer:
     async def _close_all(self) -> None:
         for conn in list(self._conns):
             await conn.ws.close(code=1001, message=b"going away")
+
+
+@contextlib.asynccontextmanager
+async def _background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run `coro` as a task for the duration of the block, then cancel it."""
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def joined(pair: str) -> str:
