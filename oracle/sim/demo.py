@@ -2,7 +2,8 @@
 
 USDT-USD comes from three USD venues; BTC, ETH and SOL each from six, three of which quote in USDT
 and are converted through the USDT-USD mark. Coinbase, Kraken, Binance and OKX stream over
-WebSocket, Bybit and Bitstamp are polled over REST, so both transports run in the demo.
+WebSocket, Bybit and Bitstamp are polled over REST, so both transports run in the demo. When the
+venues include Pyth, every market gets it as a fallback tier (so venue outages show `degraded`).
 `config/demo.toml` is the same config with placeholder loopback ports (PLACEHOLDER_URLS); the demo
 rewrites them with the ports its venues actually got.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from oracle.sim.venues.pyth import FEED_IDS
+
 DEMO_MARKETS = ("USDT-USD", "BTC-USD", "ETH-USD", "SOL-USD")
 TRANSPORTS = {
     "coinbase": "ws",
@@ -20,12 +23,14 @@ TRANSPORTS = {
     "okx": "ws",
     "bybit": "rest",
     "bitstamp": "rest",
+    "pyth": "rest",  # optional: the fallback tier
 }
+OPTIONAL = frozenset({"pyth"})
 USD_VENUES = ("coinbase", "kraken", "bitstamp")
 USDT_VENUES = ("binance", "okx", "bybit")
 _PATHS = {"okx": "/ws/v5/public"}  # WS endpoints whose URL carries a path
 
-# What config/demo.toml holds: loopback ports 18101-18106 (nothing listens there until the demo).
+# What config/demo.toml holds: loopback ports 18101-18107 (nothing listens there until the demo).
 PLACEHOLDER_URLS: dict[str, dict[str, str]] = {
     venue: {
         "rest": f"http://127.0.0.1:{18101 + i}",
@@ -41,38 +46,50 @@ def demo_config(urls: Mapping[str, Mapping[str, str]], redis_url: str, http_port
     """The demo's config as a TOML-shaped dict (validate with oracle.settings.parse_settings).
 
     `urls` is what SimVenues.start() returned: per venue its `rest` root and, if any, its `ws` URL.
+    Pyth is optional: without its URLs the markets have no fallback tier.
     """
+    missing = sorted(set(TRANSPORTS) - OPTIONAL - set(urls))
+    if missing:
+        raise ValueError(f"demo_config: no URLs for venue(s) {missing}")
+    venues = [v for v in TRANSPORTS if v in urls]
     return {
         "service": {"tick_ms": 250, "http_host": "127.0.0.1", "http_port": http_port},
         "redis": {"url": redis_url, "prefix": "markd"},
         "policy": {"max_age_ms": 5000, "max_deviation_bps": 150, "min_sources": 3},
-        "sources": {venue: _source(venue, transport, urls[venue]) for venue, transport in TRANSPORTS.items()},
-        "markets": {market: _market(market) for market in DEMO_MARKETS},
+        "sources": {v: _source(v, TRANSPORTS[v], urls[v]) for v in venues},
+        "markets": {market: _market(market, with_pyth="pyth" in venues) for market in DEMO_MARKETS},
     }
 
 
 def _source(venue: str, transport: str, urls: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": venue, "transport": transport, "base_url": urls[transport]}
     if transport == "rest":
-        out["poll_ms"] = 500
+        out["poll_ms"] = 1000 if venue == "pyth" else 500
     return out
 
 
-def _market(market: str) -> dict[str, Any]:
-    if market == "USDT-USD":  # a peg: tight bands, two of three venues suffice, and it may sit still
-        return {
-            "sources": [{"source": v, "pair": market} for v in USD_VENUES],
-            "min_sources": 2,
-            "max_deviation_bps": 50,
-            "max_jump_bps": 300,
-            "anchor_deviation_bps": 500,
-            "min_price": 0.5,
-            "max_price": 1.5,
-            "freeze_ticks": 0,
-        }
-    base = market.split("-")[0]
-    usdt = [{"source": v, "pair": f"{base}-USDT", "convert": "USDT-USD"} for v in USDT_VENUES]
-    return {"sources": [{"source": v, "pair": market} for v in USD_VENUES] + usdt, "max_deviation_bps": 100}
+def _market(market: str, with_pyth: bool) -> dict[str, Any]:
+    tiers: dict[str, Any] = {"sources": [{"source": v, "pair": market} for v in USD_VENUES]}
+    if market != "USDT-USD":
+        base = market.split("-")[0]
+        tiers["sources"] += [
+            {"source": v, "pair": f"{base}-USDT", "convert": "USDT-USD"} for v in USDT_VENUES
+        ]
+    if with_pyth:
+        tiers["fallback"] = [{"source": "pyth", "pair": market, "id": FEED_IDS[market]}]
+    if market != "USDT-USD":
+        return {**tiers, "max_deviation_bps": 100}
+    # A peg: tight bands, two of three venues suffice, and it may legitimately sit still.
+    return {
+        **tiers,
+        "min_sources": 2,
+        "max_deviation_bps": 50,
+        "max_jump_bps": 300,
+        "anchor_deviation_bps": 500,
+        "min_price": 0.5,
+        "max_price": 1.5,
+        "freeze_ticks": 0,
+    }
 
 
 def to_toml(config: Mapping[str, Any]) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from oracle.settings import parse_settings
 from oracle.sim.demo import (
     PLACEHOLDER_HTTP_PORT,
@@ -28,8 +30,17 @@ async def test_demo_config_over_live_venues_validates(sim: SimVenues) -> None:
 def test_every_demo_pair_is_listed_by_its_simulated_venue() -> None:
     settings = parse_settings(demo_config(PLACEHOLDER_URLS, PLACEHOLDER_REDIS_URL, PLACEHOLDER_HTTP_PORT))
     for market in settings.markets.values():
-        for ref in market.sources:
+        for ref in (ref for tier in market.tiers for ref in tier):
             assert ref.pair in DEFAULT_PAIRS[ref.source], (ref.source, ref.pair)
+
+
+def test_pyth_is_an_optional_fallback_tier() -> None:
+    without = {v: u for v, u in PLACEHOLDER_URLS.items() if v != "pyth"}
+    settings = parse_settings(demo_config(without, PLACEHOLDER_REDIS_URL, PLACEHOLDER_HTTP_PORT))
+    assert "pyth" not in settings.sources
+    assert all(len(m.tiers) == 1 for m in settings.markets.values())
+    with pytest.raises(ValueError, match="kraken"):
+        demo_config({v: u for v, u in without.items() if v != "kraken"}, PLACEHOLDER_REDIS_URL, 0)
 
 
 def test_config_demo_toml_validates_and_is_demo_config_with_placeholders() -> None:

@@ -14,6 +14,7 @@ from oracle.clock import VirtualClock, WallClock
 from oracle.sim.market import VenueSpec
 from oracle.sim.venues import SimVenues
 from oracle.sim.venues.kraken import result_key
+from oracle.sim.venues.pyth import FEED_IDS
 
 Payload = Callable[[str], Any]
 
@@ -127,6 +128,22 @@ async def test_bitstamp_ticker_rest(
     got = await _get(http, sim.urls["bitstamp"]["rest"] + f"/api/v2/ticker/{path}/")
     assert shape(got) == shape(payload(f"bitstamp_api_v2_ticker_{fixture}.json"))
     assert shape(await _get(http, sim.urls["bitstamp"]["rest"] + f"/api/v2/ticker/{path}")) == shape(got)
+
+
+async def test_pyth_hermes_latest_price_updates(
+    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
+) -> None:
+    real = payload("pyth_hermes_v2_updates_price_latest.json")
+    btc = real["parsed"][0]["id"]
+    url = sim.urls["pyth"]["rest"] + f"/v2/updates/price/latest?ids[]=0x{btc}&ids[]={FEED_IDS['ETH-USD']}"
+    got = await _get(http, url)
+    assert shape(got["parsed"][0]) == shape(real["parsed"][0])
+    assert shape(got["binary"]) == shape(real["binary"])
+    assert [p["id"] for p in got["parsed"]] == [btc, FEED_IDS["ETH-USD"]]
+    price = got["parsed"][0]["price"]
+    assert int(price["price"]) * 10 ** price["expo"] == pytest.approx(30_000, rel=0.01)
+    async with http.get(sim.urls["pyth"]["rest"] + "/v2/updates/price/latest?ids[]=00ff") as resp:
+        assert resp.status == 404
 
 
 async def test_all_venues_quote_one_market(sim: SimVenues, http: aiohttp.ClientSession) -> None:

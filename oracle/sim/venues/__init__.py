@@ -6,7 +6,7 @@
 
 Each venue has its own server; `rest` is its REST root (append the venue's real path) and `ws` its
 WebSocket endpoint (Binance's is the root, to which a client appends `/stream?streams=...`; OKX's
-includes `/ws/v5/public`). Bybit and Bitstamp are simulated over REST only.
+includes `/ws/v5/public`). Bybit, Bitstamp and Pyth (Hermes) are simulated over REST only.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from oracle.sim.venues.bybit import Bybit
 from oracle.sim.venues.coinbase import Coinbase
 from oracle.sim.venues.kraken import Kraken
 from oracle.sim.venues.okx import Okx
+from oracle.sim.venues.pyth import Pyth
 
 __all__ = ["DEFAULT_MARKETS", "DEFAULT_PAIRS", "DEFAULT_SPECS", "VENUES", "OutageKind", "SimVenues"]
 
-VENUES: dict[str, type[VenueServer]] = {v.name: v for v in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp)}
+VENUES: dict[str, type[VenueServer]] = {
+    v.name: v for v in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth)
+}
 
 # Start prices of the true USD markets; a venue's USDT pairs are crossed through USDT-USD.
 DEFAULT_MARKETS: dict[str, float] = {
@@ -46,6 +49,7 @@ DEFAULT_PAIRS: dict[str, list[str]] = {
     "binance": _USDT,
     "okx": _USDT,
     "bybit": _USDT,
+    "pyth": _USD,
 }
 
 # A few bps of constant disagreement and different speeds, as between real venues.
@@ -56,6 +60,7 @@ DEFAULT_SPECS: dict[str, VenueSpec] = {
     "binance": VenueSpec(bias_bps=-0.5, noise_bps=0.8, spread_bps=0.5, latency_ms=15, push_ms=100),
     "okx": VenueSpec(bias_bps=0.0, noise_bps=1.0, spread_bps=1.0, latency_ms=25, push_ms=200),
     "bybit": VenueSpec(bias_bps=1.0, noise_bps=1.2, spread_bps=1.5, latency_ms=35),
+    "pyth": VenueSpec(bias_bps=0.0, noise_bps=0.5, spread_bps=1.0, latency_ms=80),  # conf = half-spread
 }
 
 
