@@ -61,12 +61,16 @@ async def test_binance_price_ticker_rest(
     assert shape(one) == shape(real["single_symbol"])
 
 
-async def test_binance_unknown_symbol_is_400_with_its_error_code(
-    sim: SimVenues, http: aiohttp.ClientSession
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("symbol=BTCUSD", -1121), ('symbols=["BTCUSDT", "ETHUSDT"]', -1100), ("symbols=BTCUSDT", -1100)],
+)
+async def test_binance_rejects_what_binance_rejects(
+    sim: SimVenues, http: aiohttp.ClientSession, query: str, code: int
 ) -> None:
-    async with http.get(sim.urls["binance"]["rest"] + "/api/v3/ticker/bookTicker?symbol=BTCUSD") as resp:
+    async with http.get(sim.urls["binance"]["rest"] + "/api/v3/ticker/bookTicker?" + query) as resp:
         assert resp.status == 400
-        assert (await resp.json())["code"] == -1121
+        assert (await resp.json())["code"] == code
 
 
 async def test_coinbase_product_ticker_rest(
@@ -77,6 +81,9 @@ async def test_coinbase_product_ticker_rest(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", got["time"])
     async with http.get(sim.urls["coinbase"]["rest"] + "/products/BTC-USDT/ticker") as resp:
         assert resp.status == 404
+    anonymous = {"User-Agent": ""}
+    async with http.get(sim.urls["coinbase"]["rest"] + "/products/BTC-USD/ticker", headers=anonymous) as resp:
+        assert resp.status == 400  # Coinbase requires a User-Agent
 
 
 async def test_kraken_ticker_rest_uses_krakens_result_keys(
@@ -175,10 +182,13 @@ async def test_binance_raw_stream_and_subscribe_method(
     raw = payload("binance_ws_bookTicker_doc.json")["payload"]
     async with http.ws_connect(sim.urls["binance"]["ws"] + "/ws/btcusdt@bookTicker") as ws:
         assert shape(await ws.receive_json()) == shape(raw)
+    async with http.ws_connect(sim.urls["binance"]["ws"] + "/ws") as ws:
         await ws.send_json({"method": "SUBSCRIBE", "params": ["solusdt@bookTicker"], "id": 7})
-        frames = [await ws.receive_json() for _ in range(6)]
-    assert {"result": None, "id": 7} in frames
-    assert "SOLUSDT" in {f.get("s") for f in frames}
+        ack = await ws.receive_json()
+        frame = await ws.receive_json()
+    assert ack == {"result": None, "id": 7}
+    assert shape(frame) == shape(raw)
+    assert frame["s"] == "SOLUSDT"
 
 
 async def test_coinbase_ticker_channel(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:

@@ -9,6 +9,7 @@ string with 8 decimals. The spot bookTicker payload carries no event time.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from oracle.sim.market import Ticker
 from oracle.sim.venues.base import Conn, Json, VenueServer, fixed, joined, parse_json
 
 STREAM = "@bookTicker"
+# The pattern Binance itself states in its -1100 error for `symbols`.
+SYMBOLS_SYNTAX = re.compile(r'\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}")*)?\]')
 INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -30,6 +33,7 @@ class Binance(VenueServer):
         return [
             web.get("/api/v3/ticker/bookTicker", self._rest(self._book)),
             web.get("/api/v3/ticker/price", self._rest(self._price)),
+            web.get("/ws", self._ws_handler),  # raw streams, added later with SUBSCRIBE
             web.get("/ws/{stream}", self._ws_handler),
         ]
 
@@ -62,7 +66,11 @@ class Binance(VenueServer):
                 _symbols(many) if many is not None else [one] if one is not None else list(self._by_symbol)
             )
             if wanted is None:
-                return _error(-1100, "Illegal characters found in parameter 'symbols'.")
+                return _error(
+                    -1100,
+                    "Illegal characters found in parameter 'symbols'; legal range is "
+                    f"'^{SYMBOLS_SYNTAX.pattern}$'.",
+                )
             if any(s not in self._by_symbol for s in wanted):
                 return web.json_response(INVALID_SYMBOL, status=400)
             rows = [render(self.ticker(self._by_symbol[s])) for s in wanted]
@@ -73,9 +81,10 @@ class Binance(VenueServer):
     # --- WebSocket -------------------------------------------------------------------------------
 
     async def on_open(self, conn: Conn, request: web.Request) -> None:
-        raw = request.match_info.get("stream")
-        conn.ids["combined"] = raw is None
-        streams = [raw] if raw else request.query.get("streams", "").split("/")
+        combined = conn.ids["combined"] = request.path == self.ws_path
+        streams = (
+            request.query.get("streams", "").split("/") if combined else [request.match_info.get("stream")]
+        )
         for stream in filter(None, streams):
             self._subscribe(conn, stream)
 
@@ -115,12 +124,9 @@ class Binance(VenueServer):
 
 
 def _symbols(text: str) -> list[str] | None:
-    """Binance's `symbols=["BTCUSDT","ETHUSDT"]` (a JSON array in the query string)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, list) and value and all(isinstance(s, str) for s in value) else None
+    """Binance's `symbols=["BTCUSDT","ETHUSDT"]`: a JSON array written exactly so, without spaces
+    (Binance rejects `["BTCUSDT", "ETHUSDT"]`, so the simulation does too)."""
+    return json.loads(text) if SYMBOLS_SYNTAX.fullmatch(text) else None
 
 
 def _error(code: int, msg: str) -> web.Response:

@@ -33,6 +33,8 @@ class Coinbase(VenueServer):
         return [web.get("/products/{product_id}/ticker", self._ticker)]
 
     async def _ticker(self, request: web.Request) -> web.Response:
+        if not request.headers.get("User-Agent"):  # Coinbase refuses anonymous clients
+            return web.json_response({"message": "User-Agent header is required."}, status=400)
         pair = request.match_info["product_id"]
         if pair not in self.pairs:
             return web.json_response({"message": "NotFound"}, status=404)
