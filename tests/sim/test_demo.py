@@ -34,8 +34,10 @@ def test_every_demo_pair_is_listed_by_its_simulated_venue() -> None:
             assert ref.pair in DEFAULT_PAIRS[ref.source], (ref.source, ref.pair)
 
 
-def test_pyth_is_an_optional_fallback_tier() -> None:
-    without = {v: u for v, u in PLACEHOLDER_URLS.items() if v != "pyth"}
+def test_pyth_and_chainlink_are_an_optional_fallback_tier() -> None:
+    full = parse_settings(demo_config(PLACEHOLDER_URLS, PLACEHOLDER_REDIS_URL, PLACEHOLDER_HTTP_PORT))
+    assert all([r.source for r in m.tiers[1]] == ["pyth", "chainlink"] for m in full.markets.values())
+    without = {v: u for v, u in PLACEHOLDER_URLS.items() if v not in ("pyth", "chainlink")}
     settings = parse_settings(demo_config(without, PLACEHOLDER_REDIS_URL, PLACEHOLDER_HTTP_PORT))
     assert "pyth" not in settings.sources
     assert all(len(m.tiers) == 1 for m in settings.markets.values())

@@ -13,6 +13,7 @@ import pytest
 from oracle.clock import VirtualClock, WallClock
 from oracle.sim.market import VenueSpec
 from oracle.sim.venues import SimVenues
+from oracle.sim.venues.chainlink import FEEDS, LATEST_ROUND_DATA
 from oracle.sim.venues.kraken import result_key
 from oracle.sim.venues.pyth import FEED_IDS
 
@@ -331,3 +332,57 @@ async def test_random_outages_are_drawn_at_the_configured_rate() -> None:
             if sim["bitstamp"].outage is not None:
                 break
         assert sim["bitstamp"].outage is not None
+
+
+# --- Chainlink (JSON-RPC) -----------------------------------------------------------------------
+
+
+async def _latest_round(http: aiohttp.ClientSession, url: str, address: str) -> dict[str, int]:
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "eth_call",
+        "params": [{"to": address, "data": LATEST_ROUND_DATA}, "latest"],
+    }
+    async with http.post(url, json=call) as resp:
+        body = await resp.json()
+    assert body["id"] == 1
+    words = bytes.fromhex(body["result"][2:])
+    names = ["roundId", "answer", "startedAt", "updatedAt", "answeredInRound"]
+    return {n: int.from_bytes(words[32 * i : 32 * i + 32], "big") for i, n in enumerate(names)}
+
+
+async def test_chainlink_latest_round_data(
+    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload, clock: VirtualClock
+) -> None:
+    real = payload("chainlink_latestRoundData_eth_usd.json")
+    url, eth = sim.urls["chainlink"]["rest"], real["feed"]["proxy"]
+    got = await _latest_round(http, url, eth)
+    assert got.keys() == real["latestRoundData"].keys()
+    assert got["roundId"] >> 64 == real["derived"]["phaseId"]
+    assert got["answer"] / 10 ** real["feed"]["decimals"] == pytest.approx(2_000, rel=0.01)
+    assert got["updatedAt"] == int(clock.now())
+    clock.advance(60)  # a small move and no heartbeat yet: the same round
+    assert await _latest_round(http, url, eth) == got
+    clock.advance(FEEDS["ETH-USD"].heartbeat_s)
+    later = await _latest_round(http, url, eth)
+    assert later["roundId"] == got["roundId"] + 1
+    assert later["updatedAt"] == int(clock.now())
+
+
+async def test_chainlink_json_rpc_envelope(sim: SimVenues, http: aiohttp.ClientSession) -> None:
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "eth_call",
+            "params": [{"to": FEEDS["BTC-USD"].address, "data": "0x313ce567"}, "latest"],
+        },
+        {"jsonrpc": "2.0", "id": 3, "method": "eth_sendTransaction", "params": []},
+    ]
+    async with http.post(sim.urls["chainlink"]["rest"], json=batch) as resp:
+        chain, decimals, refused = await resp.json()
+    assert chain == {"jsonrpc": "2.0", "id": 1, "result": "0x1"}
+    assert int(decimals["result"], 16) == 8
+    assert refused["error"]["code"] == -32601

@@ -6,7 +6,8 @@
 
 Each venue has its own server; `rest` is its REST root (append the venue's real path) and `ws` its
 WebSocket endpoint (Binance's is the root, to which a client appends `/stream?streams=...`; OKX's
-includes `/ws/v5/public`). Bybit, Bitstamp and Pyth (Hermes) are simulated over REST only.
+includes `/ws/v5/public`). Bybit, Bitstamp and Pyth (Hermes) are simulated over REST only, and
+Chainlink as an Ethereum JSON-RPC endpoint (`rest` is the RPC URL).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from oracle.sim.venues.base import OutageKind, VenueServer
 from oracle.sim.venues.binance import Binance
 from oracle.sim.venues.bitstamp import Bitstamp
 from oracle.sim.venues.bybit import Bybit
+from oracle.sim.venues.chainlink import Chainlink
 from oracle.sim.venues.coinbase import Coinbase
 from oracle.sim.venues.kraken import Kraken
 from oracle.sim.venues.okx import Okx
@@ -28,7 +30,7 @@ from oracle.sim.venues.pyth import Pyth
 __all__ = ["DEFAULT_MARKETS", "DEFAULT_PAIRS", "DEFAULT_SPECS", "VENUES", "OutageKind", "SimVenues"]
 
 VENUES: dict[str, type[VenueServer]] = {
-    v.name: v for v in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth)
+    v.name: v for v in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth, Chainlink)
 }
 
 # Start prices of the true USD markets; a venue's USDT pairs are crossed through USDT-USD.
@@ -50,6 +52,7 @@ DEFAULT_PAIRS: dict[str, list[str]] = {
     "okx": _USDT,
     "bybit": _USDT,
     "pyth": _USD,
+    "chainlink": _USD,
 }
 
 # A few bps of constant disagreement and different speeds, as between real venues.
@@ -61,6 +64,7 @@ DEFAULT_SPECS: dict[str, VenueSpec] = {
     "okx": VenueSpec(bias_bps=0.0, noise_bps=1.0, spread_bps=1.0, latency_ms=25, push_ms=200),
     "bybit": VenueSpec(bias_bps=1.0, noise_bps=1.2, spread_bps=1.5, latency_ms=35),
     "pyth": VenueSpec(bias_bps=0.0, noise_bps=0.5, spread_bps=1.0, latency_ms=80),  # conf = half-spread
+    "chainlink": VenueSpec(bias_bps=0.0, noise_bps=0.5, spread_bps=0.0, latency_ms=100),
 }
 
 
