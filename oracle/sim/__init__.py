@@ -9,11 +9,10 @@ demo       demo_config(): the config `markd demo` runs over SimVenues
 
 from oracle.sim.demo import demo_config, to_toml
 from oracle.sim.market import SimMarket, VenueSpec
-from oracle.sim.synth import Model, run_synth, synth_ticks
+from oracle.sim.synth import run_synth, synth_ticks
 from oracle.sim.venues import OutageKind, SimVenues
 
 __all__ = [
-    "Model",
     "OutageKind",
     "SimMarket",
     "SimVenues",

@@ -212,9 +212,16 @@ def synth_ticks(
     interval_s: float,
     seed: int,
     start_ts: float = DEFAULT_START_TS,
-    model: Model = Model(),
+    *,
+    vol: float | Mapping[str, float] | None = None,
+    noise_bps: float = 1.0,
+    bias_bps: float = 2.0,
+    spread_bps: float = 2.0,
+    latency_ms: float = 50.0,
+    quote_rates: Mapping[str, float] | None = None,
 ) -> int:
-    """Simulate and write a ticks file; returns the number of rows."""
+    """Simulate and write a ticks file; returns the number of rows. The keywords are Model's."""
+    model = Model(vol, noise_bps, bias_bps, spread_bps, latency_ms, quote_rates or {})
     ticks = synth_columns(markets, sources, seconds, interval_s, seed, start_ts, model)
     write_ticks(path, ticks)
     return len(ticks)
@@ -301,9 +308,12 @@ def run_synth(argv: list[str]) -> int:
             args.interval,
             args.seed,
             args.start,
-            Model(
-                args.vol, args.noise_bps, args.bias_bps, args.spread_bps, args.latency_ms, args.quote_rates
-            ),
+            vol=args.vol,
+            noise_bps=args.noise_bps,
+            bias_bps=args.bias_bps,
+            spread_bps=args.spread_bps,
+            latency_ms=args.latency_ms,
+            quote_rates=args.quote_rates,
         )
     except SynthError as exc:
         print(f"markd synth: error: {exc}", file=sys.stderr)

@@ -61,7 +61,7 @@ def test_public_surface() -> None:
     import oracle.sim
 
     assert sorted(oracle.sim.__all__) == [
-        "Model", "OutageKind", "SimMarket", "SimVenues", "VenueSpec",
+        "OutageKind", "SimMarket", "SimVenues", "VenueSpec",
         "demo_config", "run_synth", "synth_ticks", "to_toml",
     ]  # fmt: skip
     assert all(hasattr(oracle.sim, name) for name in oracle.sim.__all__)

@@ -73,7 +73,7 @@ def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> Non
         86_400,
         1,
         7,
-        model=Model(quote_rates={"USDT-USD": 1.0005}),
+        quote_rates={"USDT-USD": 1.0005},
     )
     assert n == 518_400
     assert time.perf_counter() - t0 < 3.0
