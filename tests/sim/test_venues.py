@@ -319,7 +319,8 @@ async def test_outage_silent_answers_nothing_then_resumes(
         with pytest.raises(asyncio.TimeoutError):
             await ws.receive_json(timeout=0.2)
         with pytest.raises(asyncio.TimeoutError):
-            await http.get(sim.urls["okx"]["rest"] + "/api/v5/market/ticker?instId=ETH-USDT", timeout=0.2)
+            url = sim.urls["okx"]["rest"] + "/api/v5/market/ticker?instId=ETH-USDT"
+            await http.get(url, timeout=aiohttp.ClientTimeout(total=0.2))
         clock.advance(5)
         assert (await ws.receive_json(timeout=1))["arg"]["instId"] == "ETH-USDT"
 

@@ -62,3 +62,18 @@ def test_venue_quoter_gives_a_sane_book_with_rising_sequence() -> None:
     assert second.seq == first.seq + 1
     assert second.ts == first.ts + 1
     assert second.low <= min(first.last, second.last) <= second.high
+
+
+def test_live_market_and_venue_are_deterministic_per_seed() -> None:
+    def run(seed: int) -> list[float]:
+        clock = VirtualClock(1_700_000_000.0)
+        venue = VenueQuoter(
+            "okx", SimMarket({"ETH-USD": 2_000.0, "USDT-USD": 1.0}, clock=clock, seed=seed), VenueSpec()
+        )
+        out = []
+        for _ in range(20):
+            clock.advance(0.5)
+            out.append(venue.quote("ETH-USDT").bid)
+        return out
+
+    assert run(3) == run(3) != run(4)
