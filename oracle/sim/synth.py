@@ -42,7 +42,7 @@ class Feed:
 
 @dataclass(frozen=True, slots=True)
 class Ticks:
-    """Ticks as columns, sorted by receive time; `source`/`pair` index into `feeds`."""
+    """Ticks as columns, sorted by receive time; each row's `feed` indexes `feeds` (its source and pair)."""
 
     feeds: tuple[Feed, ...]
     feed: np.ndarray  # int index into feeds, per row
@@ -64,7 +64,7 @@ def parse_source(token: str) -> tuple[str, dict[str, str]]:
     if not override:
         return name, {}
     base, dash, quote = override.rpartition("-")
-    if dash and not base:
+    if (dash and not base.isalnum()) or not quote.isalnum():
         raise SynthError(f"source '{token}': expected NAME, NAME:QUOTE or NAME:BASE-QUOTE")
     return name, {base or "*": quote}
 

@@ -127,6 +127,7 @@ def test_cli_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         (["--out", "x.csv", "--markets", "BTC-USD", "--sources", "coinbase"], "NAME=NUMBER"),
         (["--out", "x.csv", "--markets", "BTC-USD=abc", "--sources", "coinbase"], "not a number"),
         (["--out", "x.csv", "--markets", "BTC=1", "--sources", "coinbase"], "BASE-QUOTE"),
+        (["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "binance:BTC-"], "NAME:QUOTE"),
         (["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "binance:USDT"], "--quote-rates USDT-USD"),
         (
             ["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "coinbase", "--interval", "0"],
