@@ -109,18 +109,21 @@ class Kraken(VenueServer):
                     conn, {"errorMessage": f"Currency pair not supported {name}", **base, "status": "error"}
                 )
                 continue
-            channel = CHANNEL_ID0 + self.pairs.index(pair)
             conn.subscribe(pair, on=event == "subscribe")
             status = "subscribed" if event == "subscribe" else "unsubscribed"
-            await self.send(conn, {"channelID": channel, "channelName": "ticker", **base, "status": status})
+            channel = {"channelID": self._channel(pair), "channelName": "ticker"}
+            await self.send(conn, {**channel, **base, "status": status})
+
+    def _channel(self, pair: str) -> int:
+        return CHANNEL_ID0 + self.pairs.index(pair)
 
     def push(self, conn: Conn, ticker: Ticker) -> Json:
+        """The REST fields, except that WS v1 sends `o` as [today, 24h] and whole-lot volumes as ints."""
         fields = _rest_fields(ticker)
-        d = price_decimals(ticker.last) + 3
         fields["a"][1] = max(1, round(ticker.ask_size))
         fields["b"][1] = max(1, round(ticker.bid_size))
-        fields["o"] = [fixed(ticker.open, d), fixed(ticker.open, d)]
-        return [CHANNEL_ID0 + self.pairs.index(ticker.pair), fields, "ticker", wsname(ticker.pair)]
+        fields["o"] = [fields["o"], fields["o"]]
+        return [self._channel(ticker.pair), fields, "ticker", wsname(ticker.pair)]
 
     def idle_frame(self) -> Json:
         return {"event": "heartbeat"}
