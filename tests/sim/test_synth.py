@@ -65,7 +65,8 @@ def test_usdt_quotes_are_the_market_divided_by_the_quote_rate() -> None:
 
 
 def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
+    # CPU time, not wall time: on a shared machine other processes must not fail this test.
+    t0 = time.process_time()
     n = synth_ticks(
         tmp_path / "day.csv",
         {"BTC-USD": 30_000.0},
@@ -76,7 +77,7 @@ def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> Non
         quote_rates={"USDT-USD": 1.0005},
     )
     assert n == 518_400
-    assert time.perf_counter() - t0 < 3.0
+    assert time.process_time() - t0 < 3.0
 
 
 def test_a_source_never_quotes_a_coin_in_itself() -> None:
