@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import csv
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oracle.sim.synth import HEADER, Model, SynthError, run_synth, synth_columns, synth_ticks
+
+SIX = ["coinbase", "kraken", "bitstamp", "binance:USDT", "okx:USDT", "bybit:USDT"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        assert f.readline().strip() == HEADER
+        f.seek(0)
+        return list(csv.DictReader(f))
+
+
+def test_synth_writes_a_valid_sorted_ticks_file(tmp_path: Path) -> None:
+    out = tmp_path / "ticks.csv"
+    n = synth_ticks(out, {"BTC-USD": 30_000.0, "USDT-USD": 1.0}, ["coinbase", "binance:BTC-USDT"], 60, 1, 7)
+    rows = _rows(out)
+    assert n == len(rows) == 2 * 2 * 60
+    ts = [float(r["ts"]) for r in rows]
+    assert ts == sorted(ts)
+    assert {(r["source"], r["pair"]) for r in rows} == {
+        ("coinbase", "BTC-USD"),
+        ("coinbase", "USDT-USD"),
+        ("binance", "BTC-USDT"),
+        ("binance", "USDT-USD"),
+    }
+    for r in rows:
+        assert float(r["bid"]) < float(r["price"]) < float(r["ask"])
+        assert 0 < float(r["ts"]) - float(r["venue_ts"]) < 1.0  # received shortly after the venue sent it
+
+
+def test_synth_is_deterministic_per_seed(tmp_path: Path) -> None:
+    a, b, c = (tmp_path / f"{x}.csv" for x in "abc")
+    synth_ticks(a, {"ETH-USD": 2_000.0}, ["kraken", "okx"], 30, 0.5, seed=3)
+    synth_ticks(b, {"ETH-USD": 2_000.0}, ["kraken", "okx"], 30, 0.5, seed=3)
+    synth_ticks(c, {"ETH-USD": 2_000.0}, ["kraken", "okx"], 30, 0.5, seed=4)
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+
+
+def test_synth_gz_holds_the_same_rows(tmp_path: Path) -> None:
+    args = ({"SOL-USD": 20.0}, ["coinbase", "kraken"], 20, 1, 1)
+    synth_ticks(tmp_path / "t.csv", *args)
+    synth_ticks(tmp_path / "t.csv.gz", *args)
+    assert _rows(tmp_path / "t.csv.gz") == _rows(tmp_path / "t.csv")
+
+
+def test_usdt_quotes_are_the_market_divided_by_the_quote_rate() -> None:
+    model = Model(noise_bps=0.0, bias_bps=0.0, quote_rates={"USDT-USD": 1.0005})
+    ticks = synth_columns({"BTC-USD": 30_000.0}, ["coinbase", "binance:USDT"], 10, 1, 5, model=model)
+    pair = np.array([ticks.feeds[i].pair for i in ticks.feed])
+    by_venue_ts = {
+        p: ticks.price[pair == p][np.argsort(ticks.venue_ts[pair == p])] for p in ("BTC-USD", "BTC-USDT")
+    }
+    np.testing.assert_allclose(by_venue_ts["BTC-USDT"] * 1.0005, by_venue_ts["BTC-USD"], rtol=1e-12)
+
+
+def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> None:
+    # CPU time, not wall time: on a shared machine other processes must not fail this test.
+    t0 = time.process_time()
+    n = synth_ticks(
+        tmp_path / "day.csv",
+        {"BTC-USD": 30_000.0},
+        SIX,
+        86_400,
+        1,
+        7,
+        quote_rates={"USDT-USD": 1.0005},
+    )
+    assert n == 518_400
+    assert time.process_time() - t0 < 3.0
+
+
+def test_a_source_never_quotes_a_coin_in_itself() -> None:
+    ticks = synth_columns({"BTC-USD": 30_000.0, "USDT-USD": 1.0}, ["kraken", "binance:USDT"], 5, 1, 1)
+    assert [(f.source, f.pair) for f in ticks.feeds] == [
+        ("kraken", "BTC-USD"), ("kraken", "USDT-USD"), ("binance", "BTC-USDT"),
+    ]  # fmt: skip
+
+
+def test_a_quote_currency_without_a_rate_is_an_error() -> None:
+    with pytest.raises(SynthError, match="USDT-USD"):
+        synth_columns({"BTC-USD": 30_000.0}, ["binance:USDT"], 10, 1, 1)
+
+
+def test_cli_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.csv.gz"
+    argv = [
+        "--out",
+        str(out),
+        "--markets",
+        "BTC-USD=30000,ETH-USD=2000",
+        "--sources",
+        "coinbase,kraken,binance:USDT",
+        "--seconds",
+        "10",
+        "--interval",
+        "1",
+        "--seed",
+        "7",
+        "--start",
+        "1700000000",
+        "--quote-rates",
+        "USDT-USD=1.0005",
+        "--vol",
+        "BTC-USD=0.5",
+    ]
+    assert run_synth(argv) == 0
+    rows = _rows(out)
+    assert len(rows) == 3 * 2 * 10
+    assert float(rows[0]["venue_ts"]) >= 1_700_000_000
+    assert "wrote 60 ticks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--markets", "BTC-USD=30000", "--sources", "coinbase"], "--out"),
+        (["--out", "x.csv", "--markets", "BTC-USD", "--sources", "coinbase"], "NAME=NUMBER"),
+        (["--out", "x.csv", "--markets", "BTC-USD=abc", "--sources", "coinbase"], "not a number"),
+        (["--out", "x.csv", "--markets", "BTC=1", "--sources", "coinbase"], "BASE-QUOTE"),
+        (["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "binance:BTC-"], "NAME:QUOTE"),
+        (["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "binance:USDT"], "--quote-rates USDT-USD"),
+        (
+            ["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "coinbase", "--interval", "0"],
+            "interval",
+        ),
+    ],
+)
+def test_cli_bad_usage_exits_2_with_one_clear_message(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_synth(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x.csv").exists()
