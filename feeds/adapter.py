@@ -101,6 +101,7 @@ class Adapter:
     ws_url: ClassVar[str | None] = None  # None: the venue has no WebSocket adapter
     ws_heartbeat_s: ClassVar[float | None] = 15.0  # WebSocket protocol pings (aiohttp heartbeat)
     ws_ping: ClassVar[str | None] = None  # an application-level ping text, for venues that want one
+    ws_pong: ClassVar[str | None] = None  # the venue's answer to it (not JSON, never parsed)
     ws_ping_s: ClassVar[float] = 20.0
 
     def __init__(

@@ -34,6 +34,7 @@ class Okx(Adapter):
     ws_url = "wss://ws.okx.com:8443/ws/v5/public"
     ws_heartbeat_s = None
     ws_ping = "ping"
+    ws_pong = "pong"
     ws_ping_s = 20.0
 
     def requests(self) -> list[Request]:
@@ -43,11 +44,6 @@ class Okx(Adapter):
     def subscriptions(self) -> list[str]:
         args = [{"channel": "tickers", "instId": self.symbols.venue(p)} for p in self.refs]
         return [json.dumps({"op": "subscribe", "args": args})]
-
-    def parse(self, body: str | bytes, received_ts: float, pairs: tuple[str, ...] = ()) -> ParseResult:
-        if body in ("pong", b"pong"):  # the answer to our keep-alive, not JSON
-            return ParseResult()
-        return super().parse(body, received_ts, pairs)
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         body = obj(doc, "frame")

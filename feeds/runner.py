@@ -98,6 +98,7 @@ class SourceFeed:
             silence_s=self.silence_polls * poll_s,
             heartbeat_s=a.ws_heartbeat_s,
             ping_text=a.ws_ping,
+            pong_text=a.ws_pong,
             ping_s=a.ws_ping_s,
             pairs=tuple(a.refs),
         )

@@ -143,7 +143,8 @@ class WsClient:
 
     Raises ConnectError when the venue closes, FeedTimeout when nothing arrives for `silence_s`
     (the silence watchdog). Sends `ping_text` every `ping_s` for venues that want an
-    application-level ping (OKX), and leaves protocol pings to aiohttp's `heartbeat`.
+    application-level ping (OKX), swallowing its `pong_text` answers, and leaves protocol pings
+    to aiohttp's `heartbeat`.
     """
 
     def __init__(
@@ -157,6 +158,7 @@ class WsClient:
         silence_s: float,
         heartbeat_s: float | None = None,
         ping_text: str | None = None,
+        pong_text: str | None = None,
         ping_s: float = 20.0,
         pairs: tuple[str, ...] = (),
     ) -> None:
@@ -169,6 +171,7 @@ class WsClient:
         self.silence_s = silence_s
         self.heartbeat_s = heartbeat_s
         self.ping_text = ping_text
+        self.pong_text = pong_text
         self.ping_s = ping_s
         self.pairs = pairs
 
@@ -197,6 +200,10 @@ class WsClient:
         try:
             async with asyncio.timeout(self.silence_s):
                 msg = await ws.receive()
+                # The answer to our own ping proves the socket, not the feed: it does not reset
+                # the watchdog, and no parser sees it.
+                while self.pong_text is not None and msg.data == self.pong_text:
+                    msg = await ws.receive()
         except TimeoutError:
             raise FeedTimeout(f"{self.url}: silent for {self.silence_s}s") from None
         if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
