@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import csv
 import gzip
-import io
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -44,13 +44,10 @@ class TicksWriter:
         self.path = Path(path)
         self.clock = clock
         self.rows = 0
-        raw: IO[str]
-        if self.path.name.endswith(".gz"):
-            raw = io.TextIOWrapper(gzip.open(self.path, "wb"), encoding="utf-8", newline="")
-        else:
-            raw = self.path.open("w", encoding="utf-8", newline="")
-        self._file = raw
-        self._csv = csv.writer(raw, lineterminator="\n")
+        opener: Callable[..., IO[str]] = gzip.open if self.path.name.endswith(".gz") else open
+        # Owned across calls and closed by close(), hence no `with`.
+        self._file = opener(self.path, "wt", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._file, lineterminator="\n")
         self._csv.writerow(TICKS_HEADER)
         self._flushed = clock.now()
 
