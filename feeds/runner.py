@@ -100,7 +100,6 @@ class SourceFeed:
             ping_text=a.ws_ping,
             pong_text=a.ws_pong,
             ping_s=a.ws_ping_s,
-            pairs=tuple(a.refs),
         )
 
     async def run(self) -> None:

@@ -160,7 +160,6 @@ class WsClient:
         ping_text: str | None = None,
         pong_text: str | None = None,
         ping_s: float = 20.0,
-        pairs: tuple[str, ...] = (),
     ) -> None:
         self.session = session
         self.url = url
@@ -173,7 +172,6 @@ class WsClient:
         self.ping_text = ping_text
         self.pong_text = pong_text
         self.ping_s = ping_s
-        self.pairs = pairs
 
     async def frames(self) -> AsyncIterator[Frame]:
         try:
@@ -207,7 +205,7 @@ class WsClient:
         except TimeoutError:
             raise FeedTimeout(f"{self.url}: silent for {self.silence_s}s") from None
         if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-            return Frame(msg.data, self.clock.now(), self.pairs)
+            return Frame(msg.data, self.clock.now())  # a stream names its pairs itself
         if msg.type is aiohttp.WSMsgType.ERROR:
             raise ConnectError(f"{self.url}: {ws.exception()}")
         raise ConnectError(f"{self.url}: closed by the venue ({ws.close_code})")

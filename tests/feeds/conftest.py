@@ -74,6 +74,15 @@ class Feed:
         labels = {"source": source, "code": code}
         return self.metrics.registry.get_sample_value("markd_source_errors_total", labels) or 0.0
 
+    def counted(self) -> dict[str, float]:
+        """Every nonzero error count, by code."""
+        return {
+            s.labels["code"]: s.value
+            for metric in self.metrics.source_errors_total.collect()
+            for s in metric.samples
+            if s.name.endswith("_total") and s.value
+        }
+
     def up(self, source: str | None = None) -> float | None:
         source = source or next(iter(self.settings.sources))
         return self.metrics.registry.get_sample_value("markd_source_up", {"source": source})

@@ -19,6 +19,7 @@ async def _fault_then_heal(venues, case, *, code: str, fault: str | None = None,
     async with Feed(settings_for(case, venue.url)) as feed:
         await feed.next_quote()
         assert feed.up() == 1
+        assert feed.counted() == {}  # a healthy venue costs no errors
         venue.fault, venue.mode = fault, mode
         await until(lambda: feed.errors(code) >= 1)
         venue.heal()
