@@ -288,12 +288,10 @@ def scaled(mantissa: int, exponent: int) -> float:
     """mantissa × 10^exponent, correctly rounded (int / int is), for decimals up to 10^±64."""
     if not -64 <= exponent <= 64:
         raise SchemaError(f"exponent {exponent} out of range")
-    if exponent < 0:
-        return mantissa / 10 ** (-exponent)
     try:
-        return float(mantissa * 10**exponent)
+        return mantissa / 10 ** (-exponent) if exponent < 0 else float(mantissa * 10**exponent)
     except OverflowError:
-        raise BadPrice(f"{mantissa}e{exponent} overflows") from None
+        raise BadPrice(f"{mantissa}e{exponent} overflows a float") from None
 
 
 def seconds(value: Any, what: str = "timestamp", *, scale: float = 1.0) -> float:
@@ -314,11 +312,11 @@ def iso_seconds(value: Any, what: str = "time") -> float:
         value = f"{head}.{frac[: min(digits, 6)]}{frac[digits:]}"
     try:
         stamp = datetime.fromisoformat(value)
-    except ValueError:
+        if stamp.tzinfo is None:
+            raise SchemaError(f"{what} {value!r} has no time zone")
+        return stamp.timestamp()
+    except (ValueError, OverflowError):  # not ISO, or a year out of range once moved to UTC
         raise SchemaError(f"{what} is {value!r}, not an ISO time") from None
-    if stamp.tzinfo is None:
-        raise SchemaError(f"{what} {value!r} has no time zone")
-    return stamp.timestamp()
 
 
 @contextmanager

@@ -28,6 +28,12 @@ from oracle.models import Quote
 _UNKNOWN_INSTRUMENT = frozenset({"51001", "60018"})
 
 
+def _refusal(body: Any) -> UnknownPair | VenueRejected:
+    code = str(body.get("code"))
+    error = UnknownPair if code in _UNKNOWN_INSTRUMENT else VenueRejected
+    return error(f"OKX {code}: {body.get('msg')!r}")
+
+
 class Okx(Adapter):
     kind = "okx"
     rest_url = "https://www.okx.com"
@@ -49,17 +55,14 @@ class Okx(Adapter):
         body = obj(doc, "frame")
         if "event" in body:
             return self._event(body)
-        code = body.get("code", "0")
-        if code != "0":  # REST: an HTTP 200 that refuses the request
-            error = UnknownPair if code in _UNKNOWN_INSTRUMENT else VenueRejected
-            raise error(f"OKX {code}: {body.get('msg')!r}")
+        if body.get("code", "0") != "0":  # REST: an HTTP 200 that refuses the request
+            raise _refusal(body)
         rows = arr(get(body, "data"), "data")
         return self.resolve(rows, lambda row: self._row(row, received_ts))
 
     def _event(self, body: Any) -> ParseResult:
         if body.get("event") == "error":
-            error = UnknownPair if body.get("code") in _UNKNOWN_INSTRUMENT else VenueRejected
-            raise error(f"OKX {body.get('code')}: {body.get('msg')!r}")
+            raise _refusal(body)
         return ParseResult()  # subscribe acknowledgements
 
     def _row(self, row: Any, received_ts: float) -> Quote:
