@@ -108,6 +108,7 @@ class FakeVenue:
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, query)
     received: list[str] = field(default_factory=list)  # WebSocket text from the client
     connections: int = 0
+    closed: int = 0  # WebSocket connections that have ended
 
     async def start(self) -> FakeVenue:
         app = web.Application()
@@ -135,6 +136,9 @@ class FakeVenue:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.method, request.path, request.query_string))
+        if self.fault in ("500", "503", "429", "404"):  # refused before any upgrade, as proxies do
+            headers = {"Retry-After": self.retry_after} if self.fault == "429" else {}
+            return web.Response(status=int(self.fault), headers=headers, text="refused")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._ws(request)
         return await self._rest(request)
@@ -148,12 +152,6 @@ class FakeVenue:
         body = await request.json() if request.can_read_body else None
         if self.fault == "timeout":
             await self._hang()
-        if self.fault in ("500", "503"):
-            return web.Response(status=int(self.fault), text="down")
-        if self.fault == "429":
-            return web.Response(status=429, headers={"Retry-After": self.retry_after}, text="slow down")
-        if self.fault == "404":
-            return web.Response(status=404, text="no such product")
         if self.fault == "malformed":
             return web.Response(text='{"result": [1, 2', content_type="application/json")
         doc = self.case.render(self.case.mutated(self.case.docs[0], self.mode), body)
@@ -171,6 +169,7 @@ class FakeVenue:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             await ws.close()
+            self.closed += 1
         return ws
 
     async def _read(self, ws: web.WebSocketResponse) -> None:

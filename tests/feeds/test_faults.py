@@ -136,6 +136,22 @@ def _subscriptions(venue) -> int:
 
 
 @pytest.mark.parametrize("kind", WS_KINDS)
+@pytest.mark.parametrize(("fault", "code"), [("503", "http_5xx"), ("429", "rate_limited")])
+async def test_websocket_handshake_refused_then_accepted(venues, ws_case, kind, fault, code):
+    case = ws_case(kind)
+    venue = await venues(case)
+    async with Feed(settings_for(case, venue.url)) as feed:
+        await feed.next_quote()
+        venue.fault = "close"  # drop the live connection so the next handshake meets the refusal
+        await until(lambda: feed.errors("connect") >= 1)
+        venue.fault = fault
+        await until(lambda: feed.errors(code) >= 1)
+        venue.heal()
+        await feed.next_quote(case.pairs[0])
+    assert fault != "429" or any(s >= 1.0 for s in feed.clock.sleeps)
+
+
+@pytest.mark.parametrize("kind", WS_KINDS)
 async def test_garbage_websocket_frame_is_a_decode_error_and_the_stream_goes_on(venues, ws_case, kind):
     case = ws_case(kind)
     venue = await venues(case)
