@@ -67,12 +67,12 @@ class Kraken(Adapter):
             unknown = any("Unknown asset pair" in str(e) for e in errors)
             raise (UnknownPair(str(errors)) if unknown else VenueRejected(str(errors)))
         result = obj(get(body, "result"), "result")
-        return self.resolve(result.items(), lambda item: self._row(*item, received_ts))
+        return self.resolve(result.items(), lambda item: self._row(item, received_ts))
 
     def _ws_ticker(self, msg: list[Any], received_ts: float) -> ParseResult:
         if len(msg) != 4 or get(msg, 2) != "ticker":
             return ParseResult()  # another channel's message
-        return self.resolve([(get(msg, 3), get(msg, 1))], lambda item: self._row(*item, received_ts))
+        return self.resolve([(get(msg, 3), get(msg, 1))], lambda item: self._row(item, received_ts))
 
     def _ws_event(self, body: Any) -> ParseResult:
         # heartbeat, systemStatus and successful subscriptions need nothing; a refused pair does.
@@ -82,7 +82,8 @@ class Kraken(Adapter):
             raise UnknownPair(str(body.get("errorMessage")), pair)
         return ParseResult()
 
-    def _row(self, symbol: Any, row: Any, received_ts: float) -> Quote:
+    def _row(self, item: tuple[Any, Any], received_ts: float) -> Quote:
+        symbol, row = item
         pair = self.symbols.pair(symbol)
         with about(pair):
             row = obj(row, "ticker")

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
 
@@ -88,7 +88,7 @@ async def record(
     clock: Clock | None = None,
     *,
     metrics: Metrics | None = None,
-    **runner_options: float,
+    **runner_options: Any,
 ) -> int:
     """Record for `seconds` (None: until cancelled); returns the number of rows written."""
     clock = clock or WallClock()

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import email.utils
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -113,7 +113,7 @@ class RestPoller:
         self.poll_s = poll_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def frames(self) -> AsyncIterator[Frame]:
+    async def frames(self) -> AsyncGenerator[Frame, None]:
         while True:
             started = self.clock.now()
             for request in self.requests:
@@ -173,7 +173,7 @@ class WsClient:
         self.pong_text = pong_text
         self.ping_s = ping_s
 
-    async def frames(self) -> AsyncIterator[Frame]:
+    async def frames(self) -> AsyncGenerator[Frame, None]:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 ws = await self.session.ws_connect(self.url, timeout=self.timeout, heartbeat=self.heartbeat_s)

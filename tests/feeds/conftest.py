@@ -18,7 +18,7 @@ from tests.feeds.fakes import FakeVenue, FastClock, VenueCase, rest_cases, ws_ca
 # Small enough that every fault and its recovery takes well under a second.
 POLL_MS = 20
 TIMEOUT_MS = 200
-RUNNER_OPTIONS = {"backoff_initial_s": 0.02, "backoff_max_s": 0.1, "silence_polls": 10}
+RUNNER_OPTIONS: dict[str, Any] = {"backoff_initial_s": 0.02, "backoff_max_s": 0.1, "silence_polls": 10}
 
 REST_KINDS = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"]
 BOOK_KINDS = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp"]  # venues with a bid and an ask

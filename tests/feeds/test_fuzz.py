@@ -72,7 +72,7 @@ def _cases(shared: Path) -> dict[str, tuple[Adapter, Any, tuple[str, ...]]]:
     for case in ws_cases(shared):
         a = adapter(case.kind, *case.refs, transport="ws")
         out |= {f"{case.kind}-ws-{i}": (a, doc, ()) for i, doc in enumerate(case.docs[:2])}
-    extra = {
+    extra: dict[str, tuple[str, str | dict[str, Any], Any]] = {
         "binance-price": (
             "binance",
             "LTC-BTC",

@@ -10,6 +10,7 @@ import pytest
 
 from feeds.adapter import Adapter, ParseResult
 from feeds.chainlink import decode_round, encode_round
+from feeds.kraken import Kraken
 from feeds.registry import ADAPTERS, adapter_class
 from oracle.models import Quote
 from oracle.settings import SourceRef
@@ -291,6 +292,7 @@ def test_kraken_ws_v1_ticker_every_message(shared_dir: Path):
     wsnames = list(dict.fromkeys(m[3] for _, m in msgs))
     pairs = [name.replace("XBT", "BTC").replace("/", "-") for name in wsnames]
     a = adapter("kraken", *pairs, transport="ws")
+    assert isinstance(a, Kraken)
     assert json.loads(a.subscriptions()[0])["pair"] == wsnames
     for recv_ts, msg in msgs:
         q = only(parse(a, msg, recv_ts))

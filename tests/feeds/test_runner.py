@@ -62,7 +62,7 @@ def test_a_source_its_adapter_cannot_serve_is_a_config_error_naming_it():
         },
     )
     with pytest.raises(ConfigError) as caught:
-        FeedRunner(s, None, FastClock(), Metrics(), lambda q: None)  # type: ignore[arg-type]
+        FeedRunner(s, None, FastClock(), Metrics(), lambda q: None)
     assert [p.split(":")[0] for p in caught.value.problems] == ["sources.bybit", "sources.doc"]
 
 
