@@ -116,7 +116,6 @@ class SourceFeed:
         try:
             async with contextlib.aclosing(self.transport().frames()) as frames:
                 async for frame in frames:
-                    self.backoff.reset()
                     self._handle(frame)
         except TransportError as exc:
             log.warning("source %s: %s (%s)", self.name, exc.code, exc)
@@ -141,6 +140,8 @@ class SourceFeed:
             self.metrics.quote_received(self.name)
             self._deliver(quote)
         if result.quotes:
+            # Only quotes prove recovery: a venue that accepts and then drops us must keep backing off.
+            self.backoff.reset()
             self.metrics.set_source_up(self.name, True)
         elif any(e.pair is None for e in result.errors):
             self.metrics.set_source_up(self.name, False)  # the whole frame was unusable

@@ -6,12 +6,109 @@ markd_source_errors_total, and quotes resume once the venue heals.
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+
 import pytest
 
 from tests.feeds.conftest import BOOK_KINDS, REST_KINDS, WS_KINDS, Feed, settings_for, until
 from tests.servers import free_port
 
 pytestmark = pytest.mark.timeout(30)
+
+
+REST_EXPECTED = {  # kind: (method, path, query, (pair, price, bid, ask, venue_ts)) from the real payloads
+    "binance": (
+        "GET",
+        "/api/v3/ticker/bookTicker",
+        {"symbols": '["LTCBTC","ETHBTC"]'},
+        ("LTC-BTC", 4.000001, 4.0, 4.000002, None),
+    ),
+    "coinbase": (
+        "GET",
+        "/products/BTC-USD/ticker",
+        {},
+        ("BTC-USD", 6266.43, 6265.15, 6267.71, 1584663777.833),
+    ),
+    "kraken": ("GET", "/0/public/Ticker", {"pair": "XBTUSD"}, ("BTC-USD", 30300.05, 30300.0, 30300.1, None)),
+    "okx": (
+        "GET",
+        "/api/v5/market/ticker",
+        {"instId": "ETH-BTC"},
+        ("ETH-BTC", 0.07321, 0.0732, 0.07322, 1621440583.784),
+    ),
+    "bybit": (
+        "GET",
+        "/v5/market/tickers",
+        {"category": "spot"},
+        ("BTC-USDT", 16261.715, 16250.32, 16273.11, 1672046714.063),
+    ),
+    "bitstamp": ("GET", "/api/v2/ticker/btcusd/", {}, ("BTC-USD", 26209.5, 26208.0, 26211.0, 1686068944.0)),
+    "pyth": (
+        "GET",
+        "/v2/updates/price/latest",
+        {"ids[]": "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43", "parsed": "true"},
+        ("BTC-USD", 51900.75917635, None, None, 1708363256.0),
+    ),
+    "chainlink": ("POST", "/", {}, ("ETH-USD", 2075.87, None, None, 1700788631.0)),
+    "http_json": ("GET", "/any/ticker.json", {}, ("ETH-BTC", 0.07319, None, None, None)),
+}
+
+
+@pytest.mark.parametrize("kind", REST_KINDS)
+async def test_rest_adapter_polls_the_real_path_and_gets_the_payload_values(venues, rest_case, kind):
+    case = rest_case(kind)
+    venue = await venues(case)
+    method, path, query, expected = REST_EXPECTED[kind]
+    async with Feed(settings_for(case, venue.url)) as feed:
+        q = await feed.next_quote(expected[0])
+        await until(lambda: len(venue.seen) >= 3)  # it polls again and again
+    assert (q.pair, q.price, q.bid, q.ask, q.venue_ts) == expected
+    assert q.source == kind and abs(q.received_ts - feed.clock.now()) < 5
+    for seen_method, seen_path, seen_query in venue.seen:
+        assert (seen_method, seen_path) == (method, path)
+        assert dict(urllib.parse.parse_qsl(seen_query)) == query
+
+
+WS_EXPECTED = {  # kind: (the first streamed quote, what the venue hears after each connect)
+    "binance": (("NKN-USDT", 0.3521, 0.3526), lambda pairs: []),
+    "coinbase": (
+        ("BAND-GBP", 14.755, 14.806),
+        lambda pairs: [{"type": "subscribe", "product_ids": pairs, "channels": ["ticker", "heartbeat"]}],
+    ),
+    "kraken": (
+        ("WAVES-EUR", 13.2329, 13.2539),
+        lambda pairs: [
+            {
+                "event": "subscribe",
+                "pair": [p.replace("BTC", "XBT").replace("-", "/") for p in pairs],
+                "subscription": {"name": "ticker"},
+            }
+        ],
+    ),
+    "okx": (
+        ("BTC-USDT", 30228.6, 30228.7),
+        lambda pairs: [{"op": "subscribe", "args": [{"channel": "tickers", "instId": "BTC-USDT"}]}],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", WS_KINDS)
+async def test_websocket_adapter_subscribes_as_the_venue_expects_and_streams_quotes(venues, ws_case, kind):
+    case = ws_case(kind)
+    venue = await venues(case)
+    (pair, bid, ask), subscriptions = WS_EXPECTED[kind]
+    async with Feed(settings_for(case, venue.url)) as feed:
+        q = await feed.next_quote()
+        await until(lambda: len(feed.quotes) >= 5)
+    assert (q.pair, q.bid, q.ask) == (pair, bid, ask)
+    assert [json.loads(m) for m in venue.received if m != "ping"] == subscriptions(case.pairs)
+    if kind == "binance":
+        ((_, path, query),) = venue.seen
+        assert (path, urllib.parse.unquote(query)) == (
+            "/stream",
+            "streams=nknusdt@bookTicker/lrcbtc@bookTicker/blzeth@bookTicker/runeeur@bookTicker",
+        )
 
 
 async def _fault_then_heal(venues, case, *, code: str, fault: str | None = None, mode: str | None = None):
