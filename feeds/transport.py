@@ -72,18 +72,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _mapped(exc: BaseException, what: str) -> TransportError:
+def _mapped(exc: BaseException, what: str, now: float) -> TransportError:
     """The one place low-level errors become ours."""
     if isinstance(exc, TimeoutError):  # asyncio's and aiohttp's timeouts are both TimeoutErrors
         return FeedTimeout(f"{what}: no answer in time")
     if isinstance(exc, aiohttp.WSServerHandshakeError):
-        return _status_error(exc.status, None, exc.headers.get("Retry-After") if exc.headers else None)
+        return _status_error(exc.status, exc.headers.get("Retry-After") if exc.headers else None, now)
     return ConnectError(f"{what}: {type(exc).__name__}: {exc}")
 
 
-def _status_error(status: int, now: float | None, retry_after: str | None) -> HttpError:
+def _status_error(status: int, retry_after: str | None, now: float) -> HttpError:
     if status in _RATE_LIMIT_STATUSES:
-        return RateLimited(status, parse_retry_after(retry_after, now or 0.0))
+        return RateLimited(status, parse_retry_after(retry_after, now))
     return HttpError(status)
 
 
@@ -128,11 +128,11 @@ class RestPoller:
             ) as resp:
                 body = await resp.read()
         except _LOW_LEVEL as exc:
-            raise _mapped(exc, request.url) from exc
+            raise _mapped(exc, request.url, self.clock.now()) from exc
         received = self.clock.now()
         if resp.status < 400:
             return Frame(body, received, request.pairs)
-        error = _status_error(resp.status, received, resp.headers.get("Retry-After"))
+        error = _status_error(resp.status, resp.headers.get("Retry-After"), received)
         if error.code == "http_4xx":
             return Frame(body, received, request.pairs, error)
         raise error
@@ -178,7 +178,7 @@ class WsClient:
             async with asyncio.timeout(self.connect_timeout):
                 ws = await self.session.ws_connect(self.url, timeout=self.timeout, heartbeat=self.heartbeat_s)
         except _LOW_LEVEL as exc:
-            raise _mapped(exc, self.url) from exc
+            raise _mapped(exc, self.url, self.clock.now()) from exc
         pinger = asyncio.create_task(self._ping(ws)) if self.ping_text else None
         try:
             for message in self.subscriptions:
@@ -186,7 +186,7 @@ class WsClient:
             while True:
                 yield await self._receive(ws)
         except _LOW_LEVEL as exc:
-            raise _mapped(exc, self.url) from exc
+            raise _mapped(exc, self.url, self.clock.now()) from exc
         finally:
             if pinger is not None:
                 pinger.cancel()

@@ -56,10 +56,10 @@ class Feed:
 
     async def __aenter__(self) -> Feed:
         self.session = aiohttp.ClientSession()
-        runner = FeedRunner(
+        self.runner = FeedRunner(
             self.settings, self.session, self.clock, self.metrics, self.quotes.append, **RUNNER_OPTIONS
         )
-        self.task = asyncio.create_task(runner.run())
+        self.task = asyncio.create_task(self.runner.run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:

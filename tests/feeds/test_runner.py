@@ -135,3 +135,36 @@ async def test_transport_failures_are_logged_as_warnings(venues, rest_case, capl
         await until(lambda: feed.errors("http_5xx") >= 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("source bybit: http_5xx" in w for w in warnings)
+
+
+async def test_an_adapter_bug_is_logged_counted_as_internal_and_retried(venues, rest_case, caplog):
+    case = rest_case("okx")
+    venue = await venues(case)
+    feed = Feed(settings_for(case, venue.url))
+    async with feed:
+        adapter = feed.runner.feeds[0].adapter
+        real_parse, failures = adapter.parse, []
+
+        def flaky_parse(*args):
+            if not failures:
+                failures.append(1)
+                raise KeyError("a bug")
+            return real_parse(*args)
+
+        adapter.parse = flaky_parse  # type: ignore[method-assign]
+        await until(lambda: feed.errors("internal") == 1)
+        await feed.next_quote()
+    assert any("unexpected failure" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+async def test_a_venue_that_accepts_then_drops_without_quotes_keeps_backing_off(venues, ws_case):
+    case = ws_case("kraken")
+    venue = await venues(case)
+    venue.fault, venue.mode = "close", "schema"  # every connection: one useless message, then gone
+    async with Feed(settings_for(case, venue.url)) as feed:
+        await until(lambda: feed.errors("connect") >= 4)
+        delays = list(feed.clock.sleeps)
+        venue.heal()
+        await feed.next_quote()
+    # 0.02 s doubling to the 0.1 s cap, jittered by at most half: the later waits are longer.
+    assert delays[0] <= 0.02 and max(delays[2:]) >= 0.04
