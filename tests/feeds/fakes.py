@@ -24,7 +24,9 @@ from aiohttp import WSMsgType, web
 from feeds.chainlink import encode_round
 
 PAYLOADS = Path("fixtures/payloads")
-ETH_USD_PROXY = "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"
+ETH_USD_PROXY = "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"  # Chainlink's ETH/USD, as captured
+BTC_FEED = "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43"  # Pyth BTC/USD
+ETH_FEED = "ff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace"  # Pyth ETH/USD
 JsonPath = tuple[str | int, ...]
 
 
@@ -215,7 +217,6 @@ def rest_cases(shared: Path) -> list[VenueCase]:
     kraken = ("result", "XXBTZUSD")
     okx_doc = load(shared, "okx_api_v5_market_ticker.json")
     round_ = load(shared, "chainlink_latestRoundData_eth_usd.json")["latestRoundData"]
-    pyth_id = "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43"
     return [
         VenueCase(
             "binance",
@@ -278,7 +279,7 @@ def rest_cases(shared: Path) -> list[VenueCase]:
         ),
         VenueCase(
             "pyth",
-            [{"pair": "BTC-USD", "id": pyth_id}],
+            [{"pair": "BTC-USD", "id": BTC_FEED}],
             [load(shared, "pyth_hermes_v2_updates_price_latest.json")],
             "/v2/updates/price/latest",
             last=("parsed", 0, "price", "price"),

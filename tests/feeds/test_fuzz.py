@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from feeds.adapter import Adapter, ParseResult
 from oracle.metrics import SOURCE_ERROR_CODES
-from tests.feeds.fakes import load, rest_cases, ws_cases
-from tests.feeds.test_parsers import ETH_FEED, adapter
+from tests.feeds.fakes import ETH_FEED, load, rest_cases, ws_cases
+from tests.feeds.test_parsers import adapter
 
 JsonPath = tuple[str | int, ...]
 

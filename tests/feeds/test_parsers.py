@@ -14,10 +14,7 @@ from feeds.kraken import Kraken
 from feeds.registry import ADAPTERS, adapter_class
 from oracle.models import Quote
 from oracle.settings import SourceRef
-from tests.feeds.fakes import ETH_USD_PROXY, load
-
-BTC_FEED = "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43"
-ETH_FEED = "ff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace"
+from tests.feeds.fakes import BTC_FEED, ETH_FEED, ETH_USD_PROXY, load
 
 
 def adapter(

@@ -12,8 +12,6 @@ from oracle.clock import VirtualClock
 from oracle.models import Quote
 from tests.feeds.conftest import POLL_MS, RUNNER_OPTIONS, settings_for
 
-BTC_FEED = "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43"
-
 
 def _rows(path: Path) -> list[dict[str, str]]:
     opener = gzip.open if path.name.endswith(".gz") else open

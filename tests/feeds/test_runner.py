@@ -13,10 +13,8 @@ from oracle.metrics import Metrics
 from oracle.models import Quote
 from oracle.settings import ConfigError, Settings
 from tests.feeds.conftest import POLL_MS, RUNNER_OPTIONS, TIMEOUT_MS, Feed, settings_for, until
-from tests.feeds.fakes import FastClock
+from tests.feeds.fakes import BTC_FEED, FastClock
 from tests.servers import free_port
-
-BTC_FEED = "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43"
 
 
 def _settings(sources: dict, markets: dict) -> Settings:
