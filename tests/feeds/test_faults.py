@@ -277,7 +277,14 @@ async def test_silent_websocket_trips_the_watchdog_and_reconnects(venues, ws_cas
 
 @pytest.mark.parametrize("kind", WS_KINDS)
 @pytest.mark.parametrize(
-    ("mode", "code"), [("schema", "schema"), ("crossed", "bad_price"), ("0", "bad_price")]
+    ("mode", "code"),
+    [
+        ("schema", "schema"),
+        ("crossed", "bad_price"),
+        ("NaN", "bad_price"),
+        ("0", "bad_price"),
+        ("-1", "bad_price"),
+    ],
 )
 async def test_bad_websocket_messages_are_counted_per_pair(venues, ws_case, kind, mode, code):
     await _fault_then_heal(venues, ws_case(kind), code=code, mode=mode)
