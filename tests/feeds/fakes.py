@@ -3,8 +3,9 @@
 `FakeVenue` is one aiohttp server that answers REST requests and WebSocket connections from a
 `VenueCase`, and misbehaves on demand: `venue.fault = "timeout" | "404" | "429" | "500" | "503" |
 "malformed" | "close" | "garbage" | "silent"`, or serves a mutated payload (`venue.mode = "0"`,
-"NaN", "crossed", "schema", ...); `venue.heal()` ends either. `FastClock` is the wall clock with sleeps cut short and recorded, so
-backoff and Retry-After are visible to assertions without costing test time.
+"NaN", "crossed", "schema", ...); `venue.heal()` ends either. `FastClock` is the wall clock with
+sleeps cut short and recorded, so backoff and Retry-After are visible to assertions without costing
+test time.
 """
 
 from __future__ import annotations
