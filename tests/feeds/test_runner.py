@@ -166,3 +166,26 @@ async def test_a_venue_that_accepts_then_drops_without_quotes_keeps_backing_off(
         await feed.next_quote()
     # 0.02 s doubling to the 0.1 s cap, jittered by at most half: the later waits are longer.
     assert delays[0] <= 0.02 and max(delays[2:]) >= 0.04
+
+
+def test_the_production_config_gets_an_adapter_per_source_with_real_endpoints():
+    from pathlib import Path
+
+    from oracle.settings import load_settings
+
+    config = Path(__file__).resolve().parents[2] / "config" / "markd.toml"
+    adapters = build_adapters(load_settings(config))
+    endpoints = {
+        name: a.ws_endpoint() if a.transport == "ws" else a.requests()[0].url for name, a in adapters.items()
+    }
+    assert endpoints["coinbase"] == "wss://ws-feed.exchange.coinbase.com"
+    assert endpoints["kraken"] == "wss://ws.kraken.com"
+    assert endpoints["okx"] == "wss://ws.okx.com:8443/ws/v5/public"
+    assert endpoints["binance"].startswith(
+        "wss://stream.binance.com:9443/stream?streams=usdcusdt@bookTicker/"
+    )
+    assert endpoints["bybit"] == "https://api.bybit.com/v5/market/tickers"
+    assert endpoints["bitstamp"] == "https://www.bitstamp.net/api/v2/ticker/usdtusd/"
+    assert endpoints["pyth"] == "https://hermes.pyth.network/v2/updates/price/latest"
+    assert endpoints["chainlink"] == "https://ethereum-rpc.publicnode.com"
+    assert len(adapters["chainlink"].requests()) == 5  # one eth_call per aggregator
