@@ -1,0 +1,31 @@
+"""Feed adapters: the shared transport, one adapter per venue, the runner and the recorder.
+
+feeds.transport    RestPoller and WsClient over one aiohttp session, yielding raw Frames
+feeds.adapter      the adapter protocol (Adapter, ParseResult, Request, SymbolMap) and parse helpers
+feeds.<venue>      binance, coinbase, kraken, okx, bybit, bitstamp, pyth, chainlink, http_json
+feeds.registry     kind → adapter class
+feeds.runner       FeedRunner: one supervised task per source, quotes to a callback
+feeds.record       record() and run_record(): quotes to a ticks file
+feeds.errors       the exception tree, each error carrying its metrics code
+"""
+
+from feeds.adapter import Adapter, PairError, ParseResult, Request
+from feeds.errors import FeedError, ParseError, TransportError
+from feeds.record import record, run_record
+from feeds.registry import ADAPTERS, adapter_class
+from feeds.runner import FeedRunner
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "FeedError",
+    "FeedRunner",
+    "PairError",
+    "ParseError",
+    "ParseResult",
+    "Request",
+    "TransportError",
+    "adapter_class",
+    "record",
+    "run_record",
+]

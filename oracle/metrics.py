@@ -24,6 +24,7 @@ SOURCE_ERROR_CODES = (
     "bad_price",
     "unknown_pair",
     "stale_venue_time",
+    "internal",  # a bug, not the venue: an unexpected exception caught by the feed's supervisor
 )
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

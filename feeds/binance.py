@@ -1,0 +1,52 @@
+"""Binance spot: REST /api/v3/ticker/bookTicker (batched), WebSocket combined <symbol>@bookTicker streams.
+
+Prices are decimal strings. Neither form carries a venue timestamp (the spot bookTicker stream has
+no event time), so `venue_ts` stays None.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from feeds.adapter import Adapter, ParseResult, Request, about, get, obj, optional_price
+from oracle.models import Quote
+
+
+class Binance(Adapter):
+    kind = "binance"
+    rest_url = "https://api.binance.com"
+    ws_url = "wss://stream.binance.com:9443"
+
+    @staticmethod
+    def venue_symbol(pair: str) -> str:
+        return pair.replace("-", "")
+
+    def requests(self) -> list[Request]:
+        symbols = json.dumps([self.symbols.venue(p) for p in self.refs], separators=(",", ":"))
+        url = f"{self.base_url}/api/v3/ticker/bookTicker"
+        return [Request(url, [("symbols", symbols)], pairs=tuple(self.refs))]
+
+    def ws_endpoint(self) -> str:
+        # Combined streams are subscribed by URL: there is no message to send after connecting.
+        streams = "/".join(f"{self.symbols.venue(p).lower()}@bookTicker" for p in self.refs)
+        return f"{self.base_url}/stream?streams={streams}"
+
+    def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
+        if isinstance(doc, list):  # REST, several symbols
+            return self.resolve(doc, lambda row: self._row(row, received_ts))
+        body = obj(doc, "frame")
+        if "stream" in body:  # WebSocket combined-stream wrapper
+            return self.resolve([get(body, "data")], lambda row: self._row(row, received_ts))
+        return self.resolve([body], lambda row: self._row(row, received_ts))
+
+    def _row(self, row: Any, received_ts: float) -> Quote:
+        row = obj(row, "ticker")
+        ws = "s" in row  # the stream abbreviates the REST field names
+        pair = self.symbols.pair(get(row, "s" if ws else "symbol"))
+        with about(pair):
+            if not ws and "price" in row:  # /api/v3/ticker/price: a last price only
+                return self.book(pair, received_ts, last=optional_price(row, "price"))
+            bid = optional_price(row, "b" if ws else "bidPrice")
+            ask = optional_price(row, "a" if ws else "askPrice")
+            return self.book(pair, received_ts, bid=bid, ask=ask)

@@ -1,0 +1,36 @@
+"""Any JSON document: base_url is its full URL, SourceRef.path the dotted path to the price.
+
+`data.0.last` reads doc["data"][0]["last"]; an integer segment indexes a list. The price may be a
+JSON number or a decimal string. There is no book and no venue time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feeds.adapter import Adapter, ParseResult, Request, about, get, number
+from oracle.models import Quote
+
+
+def walk(doc: Any, path: str) -> Any:
+    node = doc
+    for segment in path.split("."):
+        is_index = isinstance(node, list) and segment.lstrip("-").isdigit()
+        node = get(node, int(segment) if is_index else segment)
+    return node
+
+
+class HttpJson(Adapter):
+    kind = "http_json"
+    rest_url = ""  # no default: base_url must name the document
+
+    def requests(self) -> list[Request]:
+        return [Request(self.base_url, pairs=tuple(self.refs))]
+
+    def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
+        return self.resolve(self.refs, lambda pair: self._quote(pair, doc, received_ts))
+
+    def _quote(self, pair: str, doc: Any, received_ts: float) -> Quote:
+        with about(pair):
+            path = self.refs[pair].path or ""
+            return self.book(pair, received_ts, last=number(walk(doc, path), path))

@@ -1,0 +1,63 @@
+"""Pyth via Hermes: REST /v2/updates/price/latest?ids[]=...&parsed=true.
+
+Feed ids come from SourceRef.id (with or without 0x; Hermes answers without). A price is an integer
+mantissa string with an exponent: price × 10^expo, and `conf` × 10^expo is the venue's own
+uncertainty, kept as Quote.confidence. `publish_time` (Unix seconds) is the venue time. The legacy
+/api/latest_price_feeds answer (a bare list of the same objects) parses too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feeds.adapter import (
+    Adapter,
+    ParseResult,
+    Request,
+    SymbolMap,
+    about,
+    arr,
+    get,
+    integer,
+    obj,
+    scaled,
+    seconds,
+    text,
+)
+from oracle.models import Quote
+from oracle.settings import SourceRef
+
+
+def _feed_id(ref: SourceRef) -> str:
+    return (ref.id or "").lower().removeprefix("0x")
+
+
+class Pyth(Adapter):
+    kind = "pyth"
+    rest_url = "https://hermes.pyth.network"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A Pyth pair's venue symbol is its feed id.
+        self.symbols = SymbolMap(self.refs, lambda pair: _feed_id(self.refs[pair]))
+
+    def requests(self) -> list[Request]:
+        params = [("ids[]", self.symbols.venue(p)) for p in self.refs] + [("parsed", "true")]
+        return [Request(f"{self.base_url}/v2/updates/price/latest", params, pairs=tuple(self.refs))]
+
+    def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
+        feeds = doc if isinstance(doc, list) else get(obj(doc, "frame"), "parsed")
+        return self.resolve(arr(feeds, "parsed"), lambda feed: self._feed(feed, received_ts))
+
+    def _feed(self, feed: Any, received_ts: float) -> Quote:
+        pair = self.symbols.pair(text(obj(feed, "feed"), "id").lower().removeprefix("0x"))
+        with about(pair):
+            block = obj(get(feed, "price"), "price")
+            expo = integer(get(block, "expo"), "expo")
+            return self.book(
+                pair,
+                received_ts,
+                last=scaled(integer(get(block, "price"), "price"), expo),
+                confidence=scaled(integer(get(block, "conf"), "conf"), expo),
+                venue_ts=seconds(get(block, "publish_time"), "publish_time"),
+            )
