@@ -197,12 +197,20 @@ class _Parts:
     policy: Policy
     sources: Mapping[str, SourceSettings | None]  # None: defined, but invalid itself
     markets: Mapping[str, MarketSettings]
+    market_names: frozenset[str] | None = None  # every market defined, valid or not (None: `markets`)
 
     @classmethod
     def salvage(cls, data: Mapping[str, Any]) -> _Parts:
         def valid(model: type[BaseModel], raw: Any) -> Any:
+            """The model, else the model without its invalid keys (already reported), else None."""
             try:
                 return model.model_validate(raw)
+            except ValidationError as exc:
+                bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+                if not isinstance(raw, dict) or not bad:
+                    return None
+            try:
+                return model.model_validate({k: v for k, v in raw.items() if k not in bad})
             except ValidationError:
                 return None
 
@@ -213,6 +221,7 @@ class _Parts:
             valid(Policy, data.get("policy", {})) or Policy(),
             {n: valid(SourceSettings, v) for n, v in raw_sources.items()},
             markets,
+            frozenset(raw_markets),
         )
 
 
@@ -251,7 +260,7 @@ def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
     source = s.sources[ref.source]
     out: list[str] = []
     if ref.convert is not None:
-        if ref.convert not in s.markets:
+        if ref.convert not in (s.markets if s.market_names is None else s.market_names):
             out.append(f"{at}.convert: '{ref.convert}' is not a market")
         elif ref.convert == market:
             out.append(f"{at}.convert: a market cannot convert through itself")
