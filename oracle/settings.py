@@ -279,13 +279,15 @@ def _topological(markets: Mapping[str, MarketSettings]) -> tuple[list[str], dict
     level: dict[str, int] = {}
     order: list[str] = []
     visiting: list[str] = []
+    cycles: list[str] = []
 
     def visit(m: str) -> int:
         if m in level:
             return level[m]
         if m in visiting:
             cycle = [*visiting[visiting.index(m) :], m]
-            raise ConfigError([f"markets.{m}: convert cycle {' -> '.join(cycle)}"])
+            cycles.append(f"markets.{m}: convert cycle {' -> '.join(cycle)}")
+            return 0  # carry on, to report every cycle
         visiting.append(m)
         lv = 1 + max((visit(d) for d in deps[m]), default=-1)
         visiting.pop()
@@ -295,6 +297,8 @@ def _topological(markets: Mapping[str, MarketSettings]) -> tuple[list[str], dict
 
     for m in markets:
         visit(m)
+    if cycles:
+        raise ConfigError(cycles)
     return order, level
 
 

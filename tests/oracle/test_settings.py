@@ -26,3 +26,18 @@ def test_convert_into_an_invalid_market_reports_only_that_market() -> None:
             min_sources=1,
         )
     assert err.value.problems == ["markets.B-USD.max_agge_ms: unknown key (typo?)"]
+
+
+def test_every_convert_cycle_is_reported() -> None:
+    def m(conv: str) -> dict[str, object]:
+        return {"sources": refs(["a"], "X-Y", convert=conv)}
+
+    with pytest.raises(ConfigError) as err:
+        config(
+            {"A-USD": m("B-USD"), "B-USD": m("A-USD"), "C-USD": m("D-USD"), "D-USD": m("C-USD")},
+            min_sources=1,
+        )
+    assert err.value.problems == [
+        "markets.A-USD: convert cycle A-USD -> B-USD -> A-USD",
+        "markets.C-USD: convert cycle C-USD -> D-USD -> C-USD",
+    ]
