@@ -334,6 +334,14 @@ def test_trimmed_mean_with_zero_trim_is_the_mean() -> None:
     assert t.price("BTC-USD") == 100.6875
 
 
+@pytest.mark.parametrize("n", [3, 9])
+def test_trimmed_mean_of_equal_prices_is_that_price(n: int) -> None:
+    # 0.1 + 0.1 + 0.1 = 0.30000000000000004, and / 3 gives 0.10000000000000002: above every quote
+    s = one_market("abcdefghi"[:n], method="trimmed_mean", trim=0.0)
+    t = tick(s, [q(x, 0.1) for x in "abcdefghi"[:n]])
+    assert t.price("BTC-USD") == 0.1
+
+
 def test_trimmed_mean_uses_the_markets_trim_override() -> None:
     s = config({"BTC-USD": {"sources": refs("abcde"), "trim": 0.4}}, "abcde", method="trimmed_mean", trim=0.1)
     # floor(0.4 x 5) = 2 from each end leaves the middle price
