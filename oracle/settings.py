@@ -319,9 +319,33 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_TIER_BRANCHES = ("list[SourceRef]", "list[list[SourceRef]]")  # `fallback`: one tier | a list of tiers
+_SHAPE_ERRORS = ("list_type", "model_type")
+
+
+def _union_noise(errors: list[Any]) -> list[Any]:
+    """Drop `fallback`'s "Input should be a valid list/dictionary" from the union branch the value
+    does not have the shape of, when the other branch reports the real problem."""
+
+    def branch(err: Any) -> tuple[tuple[Any, ...], str] | None:
+        loc = tuple(err["loc"])
+        i = next((i for i, part in enumerate(loc) if part in _TIER_BRANCHES), None)
+        return None if i is None else (loc[:i], loc[i])
+
+    speaking: dict[tuple[Any, ...], set[str]] = {}
+    for err in errors:
+        if (b := branch(err)) and err["type"] not in _SHAPE_ERRORS:
+            speaking.setdefault(b[0], set()).add(b[1])
+    return [
+        err
+        for err in errors
+        if not ((b := branch(err)) and err["type"] in _SHAPE_ERRORS and speaking.get(b[0], set()) - {b[1]})
+    ]
+
+
 def _errors_of(exc: ValidationError) -> list[str]:
     problems: list[str] = []
-    for err in exc.errors():
+    for err in _union_noise(exc.errors()):
         loc = _path(tuple(err["loc"]))
         msg = _msg(err)
         if err["type"] == "extra_forbidden":

@@ -500,3 +500,21 @@ def test_redis_password_without_user_is_redacted_in_check_config_output(
     assert (rc, err) == (0, [])
     assert json.loads(out)["redis"]["url"] == "rediss://:***@cache:6379/0"
     assert "hunter2" not in out
+
+
+@pytest.mark.parametrize(
+    ("fallback", "problem"),
+    [
+        ([{"source": "a", "pair": "X-Y", "idd": "x"}], "markets.X-USD.fallback[0].idd: unknown key (typo?)"),
+        (
+            [[{"source": "a", "pair": "X-Y", "idd": "x"}]],
+            "markets.X-USD.fallback[0][0].idd: unknown key (typo?)",
+        ),
+        ("a", "markets.X-USD.fallback: Input should be a valid list"),
+    ],
+    ids=["one_tier", "list_of_tiers", "not_a_list"],
+)
+def test_typo_in_a_fallback_entry_gives_one_message(fallback: object, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config({"X-USD": {"sources": refs("abc"), "fallback": fallback}})
+    assert err.value.problems == [problem]
