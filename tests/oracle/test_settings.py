@@ -518,3 +518,34 @@ def test_typo_in_a_fallback_entry_gives_one_message(fallback: object, problem: s
     with pytest.raises(ConfigError) as err:
         config({"X-USD": {"sources": refs("abc"), "fallback": fallback}})
     assert err.value.problems == [problem]
+
+
+def test_env_override_of_an_undefined_market_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKD_MARKETS__ETH-USD__MIN_SOURCES", "2")  # no such market in the file
+    with pytest.raises(ConfigError) as err:
+        _base_settings(tmp_path)
+    assert err.value.problems == ["markets.ETH-USD.sources: Field required"]
+
+
+def test_a_cycle_is_reported_with_field_errors_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASE.replace("max_deviation_bps = 100", "max_deviaton_bps = 100") + CYCLE2
+    assert refused(tmp_path, capsys, text) == [
+        "markets.BTC-USD.max_deviaton_bps: unknown key (typo?)",
+        "markets.A-USD: convert cycle A-USD -> B-USD -> A-USD",
+    ]
+
+
+def test_missing_http_json_path_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        config({"X-USD": {"sources": refs(["j"])}}, {"j": {"kind": "http_json"}}, min_sources=1)
+    assert err.value.problems == ["markets.X-USD.sources[0].path: required for a http_json source"]
+
+
+def test_same_source_and_pair_twice_in_a_tier_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        config({"X-USD": {"sources": refs("aba")}}, min_sources=1)
+    assert err.value.problems == ["markets.X-USD.sources[2]: a BTC-USD appears twice in one tier"]
