@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Method = Literal["median", "weighted_median", "trimmed_mean"]
@@ -53,11 +61,12 @@ class RedisSettings(_Strict):
     prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}\s]+$")] = "markd"
     history_maxlen: PosInt = 100_000
 
-    @model_validator(mode="after")
-    def _scheme(self) -> RedisSettings:
-        if not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("url must start with redis://, rediss:// or unix://")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
 
 
 class Policy(_Strict):

@@ -529,6 +529,15 @@ def test_env_override_of_an_undefined_market_is_an_error(
     assert err.value.problems == ["markets.ETH-USD.sources: Field required"]
 
 
+def test_bad_redis_url_is_refused_without_echoing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASE + '\n[redis]\nurl = "http://oracle:hunter2@cache:6379/0"\n'
+    problems = refused(tmp_path, capsys, text)
+    assert problems == ["redis.url: must start with redis://, rediss:// or unix://"]
+    assert "hunter2" not in problems[0]
+
+
 def test_a_cycle_is_reported_with_field_errors_in_one_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
