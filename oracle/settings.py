@@ -376,6 +376,7 @@ def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
         out["redis"] = {**out.get("redis", {}), "url": env.redis_url}
     if env.http_port:
         out["service"] = {**out.get("service", {}), "http_port": env.http_port}
+    problems: list[str] = []
     for name, value in sorted(os.environ.items()):
         if not name.startswith("MARKD_") or "__" not in name:
             continue
@@ -385,11 +386,20 @@ def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
             keys = [keys[0], *(k.lower() for k in keys[1:])]
         else:
             keys = [k.lower() for k in keys]
-        node = out.setdefault(section, {})
-        for key in keys[:-1]:
-            node[key] = dict(node.get(key) or {})
+        node: dict[str, Any] = out
+        path: list[str] = []
+        for key in [section, *keys[:-1]]:
+            path.append(key)
+            child = node.get(key, {})
+            if not isinstance(child, dict):  # a value (or list) cannot take a key below it
+                problems.append(f"{'.'.join(path)}: not a table, so {name} cannot set a key in it")
+                break
+            node[key] = dict(child)
             node = node[key]
-        node[keys[-1]] = value
+        else:
+            node[keys[-1]] = value
+    if problems:
+        raise ConfigError(problems)
     return out
 
 

@@ -558,3 +558,38 @@ def test_same_source_and_pair_twice_in_a_tier_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         config({"X-USD": {"sources": refs("aba")}}, min_sources=1)
     assert err.value.problems == ["markets.X-USD.sources[2]: a BTC-USD appears twice in one tier"]
+
+
+@pytest.mark.parametrize(
+    ("var", "problem"),
+    [
+        (
+            "MARKD_POLICY__MAX_AGE_MS__X",
+            "policy.max_age_ms: not a table, so MARKD_POLICY__MAX_AGE_MS__X cannot set a key in it",
+        ),
+        (
+            "MARKD_MARKETS__BTC-USD__SOURCES__0__PAIR",
+            "markets.BTC-USD.sources: not a table, "
+            "so MARKD_MARKETS__BTC-USD__SOURCES__0__PAIR cannot set a key in it",
+        ),
+    ],
+)
+def test_env_key_below_a_value_exits_2_without_traceback(
+    var: str,
+    problem: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(var, "1")
+    assert refused(tmp_path, capsys, BASE) == [problem]
+
+
+def test_env_key_below_a_scalar_section_exits_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKD_POLICY__MAX_AGE_MS", "1")
+    text = "policy = 5\n" + BASE.replace("[policy]\nmin_sources = 2\nmax_age_ms = 4000\n", "")
+    assert refused(tmp_path, capsys, text) == [
+        "policy: not a table, so MARKD_POLICY__MAX_AGE_MS cannot set a key in it"
+    ]
