@@ -465,3 +465,52 @@ def test_frozen_cells_from_the_detector_are_excluded_as_frozen() -> None:
     agg.run(book.snapshot(), NOW, lambda c: seen.extend(c) or accept(c))
     assert [(e.source, e.reason) for e in seen[0].excluded] == [("d", Exclusion.FROZEN)]
     assert seen[0].price == 100.25
+
+
+# --- blocks and the raw pass ---------------------------------------------------------------------------
+
+
+def test_a_level_cut_into_several_blocks_gives_the_same_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    markets = {
+        f"M{i}-USD": {"sources": refs("abc", f"M{i}-USD"), "fallback": refs(["p"], f"M{i}-USD")}
+        for i in range(5)
+    }
+    markets["M2-USD"]["method"] = "trimmed_mean"
+    s = config(markets, "abcp", min_sources=3)
+    quotes = [
+        q(x, 100.0 + i + 0.25 * j, pair=f"M{i}-USD", age=10.0 if (i, x) == (3, "b") else 0.0)
+        for i in range(5)
+        for j, x in enumerate("abcp")
+    ]
+    whole = tick(s, quotes)
+    monkeypatch.setattr("oracle.aggregate.BLOCK_ROWS", 3)  # 2 tiers a market: one market a block
+    book = QuoteBook.for_settings(s)
+    for x in quotes:
+        book.update(x)
+    agg = Aggregator(s, book)
+    assert [len(level) for level in agg.plan.levels] == [5]
+    cut = tick(s, quotes)
+    assert list(cut.candidates) == list(whole.candidates) == list(markets)
+    for m in markets:
+        assert repr(cut.candidates[m]) == repr(whole.candidates[m])  # repr: NaN == NaN
+    assert [cut.price(m) for m in markets] == [100.25, 101.25, 102.25, 103.75, 104.25]
+    assert cut.candidates["M3-USD"].tier == 2
+
+
+def test_run_block_reports_reason_codes_and_raw_prices() -> None:
+    from oracle.aggregate import CONVERSION, DEVIATION, SANITY, STALE, run_block
+
+    s = _converting()
+    book = QuoteBook.for_settings(s)
+    for x in (q("a", 100.0, age=10), q("b", -5.0), q("c", 100.0, pair="BTC-USDT")):
+        book.update(x)
+    agg = Aggregator(s, book)
+    plan = agg.plan
+    (block,) = plan.levels[1]
+    no_marks = np.full(len(plan.markets), np.nan)
+    res = run_block(block, book.snapshot(), NOW, no_marks, no_marks, plan.conv_max_age_s)
+    assert res.reason.tolist() == [[STALE, SANITY, CONVERSION]]
+    assert res.raw.tolist() == [[100.0, -5.0, 100.0]]
+    assert res.accepted.tolist() == [[False, False, False]]
+    assert res.quorum.tolist() == [False]
+    assert DEVIATION == 6
