@@ -593,3 +593,23 @@ def test_env_key_below_a_scalar_section_exits_2_without_traceback(
     assert refused(tmp_path, capsys, text) == [
         "policy: not a table, so MARKD_POLICY__MAX_AGE_MS cannot set a key in it"
     ]
+
+
+def test_unreadable_config_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(tmp_path)]) == 2  # a directory
+    assert capsys.readouterr() == ("", f"config error: {tmp_path}: cannot read (Is a directory)\n")
+    binary = tmp_path / "latin1.toml"
+    binary.write_bytes(b"# caf\xe9\n")
+    assert main(["check-config", str(binary)]) == 2
+    assert capsys.readouterr() == ("", f"config error: {binary}: not UTF-8 text\n")
+
+
+@pytest.mark.parametrize("argv", [[], ["check-config"], ["check-config", "a.toml", "b.toml"], ["frobnicate"]])
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: markd")
+    assert "Traceback" not in err
