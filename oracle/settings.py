@@ -243,7 +243,8 @@ def _cross_problems(s: _Parts) -> list[str]:
             problems += [f"markets.{name}: {_msg(e)}" for e in exc.errors()]
             continue
         for t, tier in enumerate(market.tiers):
-            key = "sources" if t == 0 else "fallback" if len(market.tiers) == 2 else f"fallback[{t - 1}]"
+            nested = isinstance(market.fallback[0], list) if market.fallback else False
+            key = "sources" if t == 0 else f"fallback[{t - 1}]" if nested else "fallback"
             seen: set[tuple[str, str]] = set()
             for i, ref in enumerate(tier):
                 at = f"markets.{name}.{key}[{i}]"

@@ -613,3 +613,24 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert out == ""
     assert err.startswith("usage: markd")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("fallback", "at"),
+    [
+        ([{"source": "nope", "pair": "X-Y"}], "fallback[0]"),
+        ([[{"source": "nope", "pair": "X-Y"}]], "fallback[0][0]"),
+        (
+            [
+                [{"source": "a", "pair": "X-Y"}],
+                [{"source": "b", "pair": "X-Y"}, {"source": "nope", "pair": "X-Y"}],
+            ],
+            "fallback[1][1]",
+        ),
+    ],
+    ids=["one_tier", "list_of_one_tier", "list_of_two_tiers"],
+)
+def test_problem_in_a_fallback_tier_names_its_exact_path(fallback: object, at: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config({"X-USD": {"sources": refs("abc"), "fallback": fallback}})
+    assert err.value.problems == [f"markets.X-USD.{at}.source: 'nope' is not defined under [sources]"]
