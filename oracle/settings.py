@@ -48,6 +48,14 @@ class ConfigError(Exception):
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # No setting is a boolean; pydantic would read `min_sources = true` as 1 and turn a guard off.
+        if isinstance(value, bool):
+            raise ValueError("true/false is not a valid value here")
+        return value
+
 
 class ServiceSettings(_Strict):
     tick_ms: PosInt = 250

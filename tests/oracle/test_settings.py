@@ -634,3 +634,33 @@ def test_problem_in_a_fallback_tier_names_its_exact_path(fallback: object, at: s
     with pytest.raises(ConfigError) as err:
         config({"X-USD": {"sources": refs("abc"), "fallback": fallback}})
     assert err.value.problems == [f"markets.X-USD.{at}.source: 'nope' is not defined under [sources]"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "at"),
+    [
+        ({"min_sources": True}, "policy.min_sources"),
+        ({"max_deviation_bps": True}, "policy.max_deviation_bps"),
+        ({"max_age_ms": False}, "policy.max_age_ms"),
+    ],
+)
+def test_a_boolean_for_a_number_is_a_bad_type(policy: dict[str, bool], at: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config({"X-USD": {"sources": refs("abc")}}, **policy)
+    assert err.value.problems == [f"{at}: true/false is not a valid value here"]
+
+
+def test_a_boolean_in_a_market_or_source_entry_is_a_bad_type() -> None:
+    with pytest.raises(ConfigError) as err:
+        config(
+            {
+                "X-USD": {
+                    "sources": [*refs("ab"), {"source": "c", "pair": "X-Y", "decimals": True}],
+                    "min_sources": True,
+                }
+            }
+        )
+    assert err.value.problems == [
+        "markets.X-USD.sources[2].decimals: true/false is not a valid value here",
+        "markets.X-USD.min_sources: true/false is not a valid value here",
+    ]
