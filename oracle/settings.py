@@ -238,7 +238,7 @@ class _Parts:
             valid(Policy, data.get("policy", {})) or Policy(),
             {n: valid(SourceSettings, v) for n, v in raw_sources.items()},
             markets,
-            frozenset(raw_markets),
+            frozenset(raw_markets or {}),
         )
 
 
