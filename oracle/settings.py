@@ -381,11 +381,11 @@ _NAMED_SECTIONS = ("markets", "sources")  # their first key is a name, kept as w
 def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
     """Apply MARKD_REDIS_URL, MARKD_HTTP_PORT and MARKD_<SECTION>__<KEY>[__<KEY>...] over the file."""
     out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    overrides: list[tuple[str, list[str], Any]] = []
     if env.redis_url:
-        out["redis"] = {**out.get("redis", {}), "url": env.redis_url}
+        overrides.append(("MARKD_REDIS_URL", ["redis", "url"], env.redis_url))
     if env.http_port:
-        out["service"] = {**out.get("service", {}), "http_port": env.http_port}
-    problems: list[str] = []
+        overrides.append(("MARKD_HTTP_PORT", ["service", "http_port"], env.http_port))
     for name, value in sorted(os.environ.items()):
         if not name.startswith("MARKD_") or "__" not in name:
             continue
@@ -395,9 +395,12 @@ def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
             keys = [keys[0], *(k.lower() for k in keys[1:])]
         else:
             keys = [k.lower() for k in keys]
+        overrides.append((name, [section, *keys], value))
+    problems: list[str] = []
+    for name, keys, value in overrides:
         node: dict[str, Any] = out
         path: list[str] = []
-        for key in [section, *keys[:-1]]:
+        for key in keys[:-1]:
             path.append(key)
             child = node.get(key, {})
             if not isinstance(child, dict):  # a value (or list) cannot take a key below it

@@ -664,3 +664,15 @@ def test_a_boolean_in_a_market_or_source_entry_is_a_bad_type() -> None:
         "markets.X-USD.sources[2].decimals: true/false is not a valid value here",
         "markets.X-USD.min_sources: true/false is not a valid value here",
     ]
+
+
+def test_env_redis_url_over_a_scalar_redis_exits_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKD_REDIS_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("MARKD_HTTP_PORT", "9200")
+    text = 'redis = "redis://cache:6379/0"\nservice = 9108\n' + BASE
+    assert refused(tmp_path, capsys, text) == [
+        "redis: not a table, so MARKD_REDIS_URL cannot set a key in it",
+        "service: not a table, so MARKD_HTTP_PORT cannot set a key in it",
+    ]
