@@ -362,3 +362,73 @@ def test_vectorised_core_equals_a_per_market_python_reference(
         tier_no = cand.tier
         if tier_no:
             rates[name] = expected[tier_no - 1].price
+
+
+# --- any config document: a Settings or a ConfigError, never another exception ---------------------------
+
+_scalars = st.one_of(
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=4),
+    st.booleans(),
+    st.sampled_from(["median", "coinbase", "pyth", "A-USD", "B-USD", "a", "X-Y", "redis://h"]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda c: st.one_of(
+        st.lists(c, max_size=3),
+        st.dictionaries(st.sampled_from(["source", "pair", "convert", "kind"]), c, max_size=3),
+    ),
+    max_leaves=6,
+)
+_ref = st.fixed_dictionaries(
+    {"source": st.sampled_from(["a", "b", "zz"]), "pair": st.sampled_from(["X-Y", "bad"])},
+    optional={"convert": st.sampled_from(["A-USD", "B-USD", "Q"]), "id": st.text(max_size=2)},
+)
+_tier = st.lists(st.one_of(_ref, _values), max_size=3)
+_market = st.fixed_dictionaries(
+    {},
+    optional={
+        "sources": _tier,
+        "fallback": st.one_of(_tier, st.lists(_tier, max_size=2), _values),
+        "min_sources": st.one_of(st.integers(-1, 5), _values),
+        "trim": st.floats(-1, 1),
+        "max_age_ms": _values,
+        "typo": _values,
+    },
+)
+_policy_keys = st.sampled_from(
+    ["min_sources", "trim", "max_age_ms", "method", "min_price", "max_price", "typo"]
+)
+_document = st.fixed_dictionaries(
+    {},
+    optional={
+        "policy": st.one_of(st.dictionaries(_policy_keys, _values, max_size=4), _values),
+        "sources": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["a", "b"]),
+                st.one_of(st.just({"kind": "pyth"}), st.just({"kind": "okx"}), _values),
+                max_size=2,
+            ),
+            _values,
+        ),
+        "markets": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["A-USD", "B-USD", "C-USD"]), st.one_of(_market, _values), max_size=3
+            ),
+            _values,
+        ),
+        "redis": _values,
+        "typo": _values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_document)
+def test_any_document_gives_settings_or_a_config_error(doc: dict[str, Any]) -> None:
+    try:
+        parse_settings(doc)
+    except ConfigError as err:
+        assert err.problems
+        assert all(isinstance(p, str) and ": " in p for p in err.problems), err.problems
