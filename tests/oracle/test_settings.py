@@ -502,6 +502,9 @@ def test_redis_password_without_user_is_redacted_in_check_config_output(
     assert "hunter2" not in out
 
 
+# --- edge cases: one clear message per problem, exit 2 and no traceback ----------------------------------
+
+
 @pytest.mark.parametrize(
     ("fallback", "problem"),
     [
