@@ -277,7 +277,12 @@ def _trimmed_mean(
     pos = np.arange(s.shape[1])[None, :]
     keep = (pos >= (lo + k)[:, None]) & (pos < (lo + n - k)[:, None])
     with np.errstate(invalid="ignore"):
-        return np.where(keep, s, 0.0).sum(axis=1) / keep.sum(axis=1)
+        mean = np.where(keep, s, 0.0).sum(axis=1) / keep.sum(axis=1)
+    # Rounding can put the mean of equal prices an ulp outside them: keep it within the kept values.
+    last = s.shape[1] - 1
+    lowest = s[rows, np.clip(lo + k, 0, last)]
+    highest = s[rows, np.clip(lo + n - k - 1, 0, last)]
+    return np.minimum(np.maximum(mean, lowest), highest)
 
 
 def _weighted(price: np.ndarray, ok: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

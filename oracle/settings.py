@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Method = Literal["median", "weighted_median", "trimmed_mean"]
@@ -40,6 +48,14 @@ class ConfigError(Exception):
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # No setting is a boolean; pydantic would read `min_sources = true` as 1 and turn a guard off.
+        if isinstance(value, bool):
+            raise ValueError("true/false is not a valid value here")
+        return value
+
 
 class ServiceSettings(_Strict):
     tick_ms: PosInt = 250
@@ -53,11 +69,12 @@ class RedisSettings(_Strict):
     prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}\s]+$")] = "markd"
     history_maxlen: PosInt = 100_000
 
-    @model_validator(mode="after")
-    def _scheme(self) -> RedisSettings:
-        if not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("url must start with redis://, rediss:// or unix://")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
 
 
 class Policy(_Strict):
@@ -197,12 +214,20 @@ class _Parts:
     policy: Policy
     sources: Mapping[str, SourceSettings | None]  # None: defined, but invalid itself
     markets: Mapping[str, MarketSettings]
+    market_names: frozenset[str] | None = None  # every market defined, valid or not (None: `markets`)
 
     @classmethod
     def salvage(cls, data: Mapping[str, Any]) -> _Parts:
         def valid(model: type[BaseModel], raw: Any) -> Any:
+            """The model, else the model without its invalid keys (already reported), else None."""
             try:
                 return model.model_validate(raw)
+            except ValidationError as exc:
+                bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+                if not isinstance(raw, dict) or not bad:
+                    return None
+            try:
+                return model.model_validate({k: v for k, v in raw.items() if k not in bad})
             except ValidationError:
                 return None
 
@@ -213,6 +238,7 @@ class _Parts:
             valid(Policy, data.get("policy", {})) or Policy(),
             {n: valid(SourceSettings, v) for n, v in raw_sources.items()},
             markets,
+            frozenset(raw_markets or {}),
         )
 
 
@@ -225,7 +251,8 @@ def _cross_problems(s: _Parts) -> list[str]:
             problems += [f"markets.{name}: {_msg(e)}" for e in exc.errors()]
             continue
         for t, tier in enumerate(market.tiers):
-            key = "sources" if t == 0 else "fallback" if len(market.tiers) == 2 else f"fallback[{t - 1}]"
+            nested = isinstance(market.fallback[0], list) if market.fallback else False
+            key = "sources" if t == 0 else f"fallback[{t - 1}]" if nested else "fallback"
             seen: set[tuple[str, str]] = set()
             for i, ref in enumerate(tier):
                 at = f"markets.{name}.{key}[{i}]"
@@ -251,7 +278,7 @@ def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
     source = s.sources[ref.source]
     out: list[str] = []
     if ref.convert is not None:
-        if ref.convert not in s.markets:
+        if ref.convert not in (s.markets if s.market_names is None else s.market_names):
             out.append(f"{at}.convert: '{ref.convert}' is not a market")
         elif ref.convert == market:
             out.append(f"{at}.convert: a market cannot convert through itself")
@@ -270,13 +297,15 @@ def _topological(markets: Mapping[str, MarketSettings]) -> tuple[list[str], dict
     level: dict[str, int] = {}
     order: list[str] = []
     visiting: list[str] = []
+    cycles: list[str] = []
 
     def visit(m: str) -> int:
         if m in level:
             return level[m]
         if m in visiting:
             cycle = [*visiting[visiting.index(m) :], m]
-            raise ConfigError([f"markets.{m}: convert cycle {' -> '.join(cycle)}"])
+            cycles.append(f"markets.{m}: convert cycle {' -> '.join(cycle)}")
+            return 0  # carry on, to report every cycle
         visiting.append(m)
         lv = 1 + max((visit(d) for d in deps[m]), default=-1)
         visiting.pop()
@@ -286,6 +315,8 @@ def _topological(markets: Mapping[str, MarketSettings]) -> tuple[list[str], dict
 
     for m in markets:
         visit(m)
+    if cycles:
+        raise ConfigError(cycles)
     return order, level
 
 
@@ -306,9 +337,33 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_TIER_BRANCHES = ("list[SourceRef]", "list[list[SourceRef]]")  # `fallback`: one tier | a list of tiers
+_SHAPE_ERRORS = ("list_type", "model_type")
+
+
+def _union_noise(errors: list[Any]) -> list[Any]:
+    """Drop `fallback`'s "Input should be a valid list/dictionary" from the union branch the value
+    does not have the shape of, when the other branch reports the real problem."""
+
+    def branch(err: Any) -> tuple[tuple[Any, ...], str] | None:
+        loc = tuple(err["loc"])
+        i = next((i for i, part in enumerate(loc) if part in _TIER_BRANCHES), None)
+        return None if i is None else (loc[:i], loc[i])
+
+    speaking: dict[tuple[Any, ...], set[str]] = {}
+    for err in errors:
+        if (b := branch(err)) and err["type"] not in _SHAPE_ERRORS:
+            speaking.setdefault(b[0], set()).add(b[1])
+    return [
+        err
+        for err in errors
+        if not ((b := branch(err)) and err["type"] in _SHAPE_ERRORS and speaking.get(b[0], set()) - {b[1]})
+    ]
+
+
 def _errors_of(exc: ValidationError) -> list[str]:
     problems: list[str] = []
-    for err in exc.errors():
+    for err in _union_noise(exc.errors()):
         loc = _path(tuple(err["loc"]))
         msg = _msg(err)
         if err["type"] == "extra_forbidden":
@@ -326,10 +381,11 @@ _NAMED_SECTIONS = ("markets", "sources")  # their first key is a name, kept as w
 def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
     """Apply MARKD_REDIS_URL, MARKD_HTTP_PORT and MARKD_<SECTION>__<KEY>[__<KEY>...] over the file."""
     out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    overrides: list[tuple[str, list[str], Any]] = []
     if env.redis_url:
-        out["redis"] = {**out.get("redis", {}), "url": env.redis_url}
+        overrides.append(("MARKD_REDIS_URL", ["redis", "url"], env.redis_url))
     if env.http_port:
-        out["service"] = {**out.get("service", {}), "http_port": env.http_port}
+        overrides.append(("MARKD_HTTP_PORT", ["service", "http_port"], env.http_port))
     for name, value in sorted(os.environ.items()):
         if not name.startswith("MARKD_") or "__" not in name:
             continue
@@ -339,11 +395,23 @@ def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
             keys = [keys[0], *(k.lower() for k in keys[1:])]
         else:
             keys = [k.lower() for k in keys]
-        node = out.setdefault(section, {})
+        overrides.append((name, [section, *keys], value))
+    problems: list[str] = []
+    for name, keys, value in overrides:
+        node: dict[str, Any] = out
+        path: list[str] = []
         for key in keys[:-1]:
-            node[key] = dict(node.get(key) or {})
+            path.append(key)
+            child = node.get(key, {})
+            if not isinstance(child, dict):  # a value (or list) cannot take a key below it
+                problems.append(f"{'.'.join(path)}: not a table, so {name} cannot set a key in it")
+                break
+            node[key] = dict(child)
             node = node[key]
-        node[keys[-1]] = value
+        else:
+            node[keys[-1]] = value
+    if problems:
+        raise ConfigError(problems)
     return out
 
 

@@ -1,0 +1,66 @@
+"""Domain values: a Quote's price from a book, a Candidate's tier, URL redaction for output."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from oracle.cli import redact_url
+from oracle.models import Candidate, Mark, Quote, Status, TierResult
+
+from .helpers import NOW
+
+
+def test_quote_price_is_the_mid_where_both_sides_exist() -> None:
+    quote = Quote.from_book("a", "BTC-USD", NOW, bid=99.5, ask=100.5, last=120.0, venue_ts=NOW - 1)
+    assert quote == Quote("a", "BTC-USD", 100.0, NOW, 99.5, 100.5, NOW - 1)
+
+
+@pytest.mark.parametrize(("bid", "ask"), [(None, None), (99.5, None), (None, 100.5)])
+def test_quote_price_is_the_last_trade_without_a_two_sided_book(bid: float | None, ask: float | None) -> None:
+    assert Quote.from_book("a", "BTC-USD", NOW, bid=bid, ask=ask, last=120.0).price == 120.0
+
+
+def test_quote_without_book_or_last_is_refused() -> None:
+    with pytest.raises(ValueError, match="neither a two-sided book nor a last price"):
+        Quote.from_book("a", "BTC-USD", NOW, bid=99.5, ask=None, last=None)
+
+
+def test_candidate_tier_is_the_first_with_quorum() -> None:
+    t1 = TierResult(1, math.nan, math.nan, ("a",), False)
+    t2 = TierResult(2, 99.5, 0.25, ("p",), True)
+    t3 = TierResult(3, 98.0, 0.5, ("z",), True)
+    c = Candidate("BTC-USD", NOW, (t1, t2, t3))
+    assert (c.tier, c.price, c.result(2), c.result(4)) == (2, 99.5, t2, None)
+    none = Candidate("BTC-USD", NOW, (t1,))
+    assert none.tier == 0 and none.result(0) is None and math.isnan(none.price)
+
+
+def test_mark_is_usable_only_ok_or_degraded_and_young_enough() -> None:
+    def mark(status: Status) -> Mark:
+        return Mark("BTC-USD", 100.0, 0.5, NOW, 7, status, 1, ("a",))
+
+    assert mark(Status.OK).usable(NOW + 5, 5.0)
+    assert mark(Status.DEGRADED).usable(NOW, 5.0)
+    assert not mark(Status.OK).usable(NOW + 5.001, 5.0)
+    assert not mark(Status.HELD).usable(NOW, 5.0)
+    assert not mark(Status.STALE).usable(NOW, 5.0)
+    assert mark(Status.OK).ts_ms == 1_700_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+        ("redis://user:pa55@host:6379/0", "redis://user:***@host:6379/0"),
+        ("rediss://:pa55@host/3", "rediss://:***@host/3"),
+        (
+            "redis://user:p%40ss@host:6379/0?ssl_cert_reqs=none",
+            "redis://user:***@host:6379/0?ssl_cert_reqs=none",
+        ),
+    ],
+)
+def test_redact_url_hides_only_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
