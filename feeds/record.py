@@ -9,77 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import gzip
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 
 from feeds.runner import FeedRunner
 from oracle.clock import Clock, WallClock
 from oracle.metrics import Metrics
-from oracle.models import Quote
 from oracle.settings import ConfigError, Settings, load_settings
+from oracle.ticks import TicksWriter
 
-__all__ = ["TICKS_HEADER", "TicksWriter", "record", "run_record"]
+__all__ = ["record", "run_record"]
 
 log = logging.getLogger(__name__)
-
-TICKS_HEADER = ("ts", "source", "pair", "price", "bid", "ask", "venue_ts")
-FLUSH_EVERY_S = 1.0
-
-
-def _cell(value: float | None) -> str:
-    return "" if value is None else repr(value)
-
-
-class TicksWriter:
-    """Appends quotes as ticks rows; a context manager that closes (and so flushes) the file."""
-
-    def __init__(self, path: str | Path, clock: Clock) -> None:
-        self.path = Path(path)
-        self.clock = clock
-        self.rows = 0
-        opener: Callable[..., IO[str]] = gzip.open if self.path.name.endswith(".gz") else open
-        # Owned across calls and closed by close(), hence no `with`.
-        self._file = opener(self.path, "wt", encoding="utf-8", newline="")
-        self._csv = csv.writer(self._file, lineterminator="\n")
-        self._csv.writerow(TICKS_HEADER)
-        self._flushed = clock.now()
-
-    def write(self, q: Quote) -> None:
-        self._csv.writerow(
-            [
-                repr(q.received_ts),
-                q.source,
-                q.pair,
-                repr(q.price),
-                _cell(q.bid),
-                _cell(q.ask),
-                _cell(q.venue_ts),
-            ]
-        )
-        self.rows += 1
-        if self.clock.now() - self._flushed >= FLUSH_EVERY_S:
-            self.flush()
-
-    def flush(self) -> None:
-        self._file.flush()
-        self._flushed = self.clock.now()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> TicksWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 async def record(
     settings: Settings,

@@ -22,12 +22,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
 from disputes.api import dispute_routes
 from disputes.notify import Notifier
 from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
 from feeds.runner import FeedRunner
-
 from oracle.clock import Clock, WallClock
 from oracle.http import build_app
 from oracle.leader import LeaderLease

@@ -17,6 +17,9 @@ from typing import IO
 
 import numpy as np
 
+from oracle.clock import Clock
+from oracle.models import Quote
+
 HEADER = ("ts", "source", "pair", "price", "bid", "ask", "venue_ts")
 REQUIRED = HEADER[:4]
 
@@ -124,22 +127,65 @@ def _parse(p: Path, reader: Iterator[list[str]]) -> Ticks:
 
 
 def write_ticks(path: str | Path, ticks: Ticks) -> int:
-    """Write the ticks file (gzip when the name ends in .gz); returns the number of rows."""
+    """Write the ticks file (gzip when the name ends in .gz); returns the number of rows.
+
+    Times keep microseconds and prices ten significant digits: finer than any venue quotes, and
+    several times faster to format than repr (a day of ticks is half a million rows)."""
     labels = [f"{s},{p}" for s, p in ticks.keys]
+    rows = zip(
+        ticks.ts.tolist(), [labels[f] for f in ticks.feed.tolist()], ticks.price.tolist(),
+        ticks.bid.tolist(), ticks.ask.tolist(), ticks.venue_ts.tolist(), strict=True,
+    )
     with _open(Path(path), "w") as out:
         out.write(",".join(HEADER) + "\n")
-        for ts, f, price, bid, ask, vts in zip(
-            ticks.ts.tolist(),
-            ticks.feed.tolist(),
-            ticks.price.tolist(),
-            ticks.bid.tolist(),
-            ticks.ask.tolist(),
-            ticks.venue_ts.tolist(),
-            strict=True,
-        ):
-            out.write(f"{ts!r},{labels[f]},{price!r},{_text(bid)},{_text(ask)},{_text(vts)}\n")
+        out.writelines(
+            f"{ts:.6f},{label},{price:.10g},{_g(bid)},{_g(ask)},{_f(vts)}\n"
+            for ts, label, price, bid, ask, vts in rows
+        )
     return len(ticks)
 
 
-def _text(x: float) -> str:
-    return "" if math.isnan(x) else repr(x)
+def _g(x: float) -> str:
+    return "" if x != x else f"{x:.10g}"
+
+
+def _f(x: float) -> str:
+    return "" if x != x else f"{x:.6f}"
+
+
+class TicksWriter:
+    """Appends quotes one at a time (`markd record`); flushes at least every `flush_s` of clock time."""
+
+    def __init__(self, path: str | Path, clock: Clock, flush_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.flush_s = flush_s
+        self.rows = 0
+        self._file = _open(self.path, "w")  # owned across calls and closed by close(), hence no `with`
+        self._file.write(",".join(HEADER) + "\n")
+        self._flushed = clock.now()
+
+    def write(self, q: Quote) -> None:
+        self._file.write(
+            f"{q.received_ts!r},{q.source},{q.pair},{q.price!r},{_opt(q.bid)},{_opt(q.ask)},{_opt(q.venue_ts)}\n"
+        )
+        self.rows += 1
+        if self.clock.now() - self._flushed >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self._flushed = self.clock.now()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> TicksWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _opt(x: float | None) -> str:
+    return "" if x is None else repr(x)

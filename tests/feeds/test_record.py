@@ -7,9 +7,11 @@ import csv
 import gzip
 from pathlib import Path
 
-from feeds.record import TICKS_HEADER, TicksWriter, record, run_record
+from feeds.record import record, run_record
 from oracle.clock import VirtualClock
 from oracle.models import Quote
+from oracle.ticks import HEADER as TICKS_HEADER
+from oracle.ticks import TicksWriter
 from tests.feeds.conftest import POLL_MS, RUNNER_OPTIONS, settings_for
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oracle.sim.synth import HEADER, Model, SynthError, run_synth, synth_columns, synth_ticks
+from oracle.sim.synth import Model, SynthError, run_synth, synth_columns, synth_ticks
+from oracle.ticks import HEADER
 
 SIX = ["coinbase", "kraken", "bitstamp", "binance:USDT", "okx:USDT", "bybit:USDT"]
 
@@ -16,7 +17,7 @@ SIX = ["coinbase", "kraken", "bitstamp", "binance:USDT", "okx:USDT", "bybit:USDT
 def _rows(path: Path) -> list[dict[str, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", newline="") as f:
-        assert f.readline().strip() == HEADER
+        assert f.readline().strip() == ",".join(HEADER)
         f.seek(0)
         return list(csv.DictReader(f))
 
@@ -57,7 +58,7 @@ def test_synth_gz_holds_the_same_rows(tmp_path: Path) -> None:
 def test_usdt_quotes_are_the_market_divided_by_the_quote_rate() -> None:
     model = Model(noise_bps=0.0, bias_bps=0.0, quote_rates={"USDT-USD": 1.0005})
     ticks = synth_columns({"BTC-USD": 30_000.0}, ["coinbase", "binance:USDT"], 10, 1, 5, model=model)
-    pair = np.array([ticks.feeds[i].pair for i in ticks.feed])
+    pair = np.array([ticks.keys[i][1] for i in ticks.feed])
     by_venue_ts = {
         p: ticks.price[pair == p][np.argsort(ticks.venue_ts[pair == p])] for p in ("BTC-USD", "BTC-USDT")
     }
@@ -82,7 +83,7 @@ def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> Non
 
 def test_a_source_never_quotes_a_coin_in_itself() -> None:
     ticks = synth_columns({"BTC-USD": 30_000.0, "USDT-USD": 1.0}, ["kraken", "binance:USDT"], 5, 1, 1)
-    assert [(f.source, f.pair) for f in ticks.feeds] == [
+    assert list(ticks.keys) == [
         ("kraken", "BTC-USD"), ("kraken", "USDT-USD"), ("binance", "BTC-USDT"),
     ]  # fmt: skip
 
