@@ -1,0 +1,112 @@
+"""Redis connections for the publisher, the lease and the reader: one way to open them, one way to
+run a Lua script, and `redact` so a password in the URL never reaches a log line or a message.
+
+Clients are built without redis-py's own retries: each caller owns its failure policy (the publisher
+retries in the background, the reader raises, the lease steps down), and a hidden retry with backoff
+would break the publisher's time budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+
+from oracle.settings import RedisSettings
+
+RedisClient: TypeAlias = Redis | RedisCluster
+Pipeline: TypeAlias = Any  # redis.asyncio.client.Pipeline | ClusterPipeline (no common base class)
+
+_SECRET_PARAMS = frozenset({"password", "pass", "auth"})
+
+
+def redact(url: str) -> str:
+    """The URL with its password (or a lone userinfo, which may be one) and secret params as ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if sep else f"***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
+    """A lazy client (it connects on first use) for a server or, with `settings.cluster`, a Cluster."""
+    kwargs: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.cluster:
+        if settings.url.startswith("unix://"):
+            raise ValueError("redis.cluster needs a redis:// or rediss:// url")
+        return RedisCluster.from_url(settings.url, **kwargs)
+    return Redis.from_url(settings.url, **kwargs)
+
+
+def connect_node(settings: RedisSettings, *, timeout_s: float) -> Redis:
+    """A plain client to the node the URL names. In a Cluster, pub/sub messages reach every node, and
+    redis-py's asyncio RedisCluster has no pub/sub, so subscribers use this."""
+    return Redis.from_url(
+        settings.url,
+        decode_responses=True,
+        socket_timeout=None,  # a subscriber waits for messages indefinitely
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class Script:
+    """A Lua script run by EVALSHA, falling back to EVAL (which also caches it) on NOSCRIPT: after a
+    server restart or on a Cluster node that has not seen it yet."""
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+        self.sha = hashlib.sha1(body.encode()).hexdigest()
+
+    async def run(self, client: RedisClient, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.body, len(keys), *keys, *args)
+
+    async def run_many(
+        self, client: RedisClient, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
+    ) -> list[Any]:
+        """Every call in one pipeline round trip (a second one only for NOSCRIPT); errors are returned."""
+        results = await _pipelined(client, [(self.sha, True, k, a) for k, a in calls])
+        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if retry:
+            again = await _pipelined(client, [(self.body, False, *calls[i]) for i in retry])
+            for i, r in zip(retry, again, strict=True):
+                results[i] = r
+        return results
+
+
+async def _pipelined(
+    client: RedisClient, calls: Sequence[tuple[str, bool, Sequence[str], Sequence[str | int]]]
+) -> list[Any]:
+    pipe: Pipeline = client.pipeline(transaction=False)
+    async with pipe:
+        for script, by_sha, keys, args in calls:
+            if by_sha:
+                pipe.evalsha(script, len(keys), *keys, *args)
+            else:
+                pipe.eval(script, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+__all__ = ["RedisClient", "Script", "connect", "connect_node", "redact"]

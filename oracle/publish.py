@@ -1,0 +1,275 @@
+"""Where validated marks go: the MarkSink seam, with Redis (RedisPublisher) and memory (MemorySink).
+
+The sink assigns `seq` (the marks it is given carry seq=0): strictly rising per market, continued
+across restarts and replicas by reading the stored seq back before a market's first write after
+start, reconnect or a change of leader token, and never below its own last one.
+
+Each mark is one server-side Lua script (see oracle.schema for the keys) that, atomically, refuses
+the write if `seq` is not above the stored one or the leader fence says the writer lost its lease,
+and otherwise updates the mark hash, appends to the history stream, publishes the JSON message and
+sets the provisional hash. The marks of one tick go out in one pipeline round trip.
+
+Fencing: with a token (from oracle.leader.LeaderLease) the script refuses the write unless
+- standalone: `P:{leader}:epoch` equals the token, so a deposed leader is refused at once;
+- always: the market's `P:{M}:fence` (the highest token that wrote or claimed the market) is not
+  above it. In a Cluster the epoch key lives in another slot, so this per-market fence is the only
+  check: a new leader claims every market's fence when it reads the seqs back, before its first
+  write, and from then on the old leader's writes to that market are refused.
+
+Failure model: `publish` never raises and never waits longer than `timeout_s`. When Redis is down
+or slow the marks are counted as failed (markd_publish_errors_total) and kept, newest per market
+only; a background task reconnects with backoff and then writes those newest marks (their `ts_ms`
+says how old they are) and never a backlog. Refused writes are counted the same way, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from oracle.clock import Clock
+from oracle.connection import RedisClient, Script, connect, redact
+from oracle.metrics import Metrics
+from oracle.models import Mark
+from oracle.schema import Keys, MarketKeys, encode_mark, mark_json
+from oracle.settings import RedisSettings
+
+log = logging.getLogger(__name__)
+
+# KEYS: mark, history, provisional, fence[, epoch (standalone only)]
+# ARGV: seq, token ('' = unfenced), maxlen, channel, json, candidate price, now_ms, field, value, ...
+PUBLISH_LUA = """
+local token = tonumber(ARGV[2])
+if token then
+  if KEYS[5] and tonumber(redis.call('GET', KEYS[5]) or '0') ~= token then
+    return {'fence', 0}
+  end
+  local seen = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if seen > token then return {'fence', seen} end
+  if seen < token then redis.call('SET', KEYS[4], ARGV[2]) end
+end
+local seq = tonumber(ARGV[1])
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if seq <= stored then return {'seq', stored} end
+local fields = {unpack(ARGV, 8)}
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[3], 'price', ARGV[6], 'ts_ms', ARGV[7], 'seq', ARGV[1])
+return {'ok', seq}
+"""
+
+# Read a market's stored seq back and, with a token, claim its fence. KEYS: mark, fence. ARGV: token.
+CLAIM_LUA = """
+local token = tonumber(ARGV[1])
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if token then
+  local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if seen > token then return {'fence', stored} end
+  if seen < token then redis.call('SET', KEYS[2], ARGV[1]) end
+end
+return {'ok', stored}
+"""
+
+_PUBLISH = Script(PUBLISH_LUA)
+_CLAIM = Script(CLAIM_LUA)
+
+
+class MarkSink(Protocol):
+    async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        """Write the marks of one tick; returns those written, with their assigned `seq`."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemorySink:
+    """The replay harness's sink: the same seq rules as Redis, kept in memory."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Mark] = {}
+        self.history: list[Mark] = []
+
+    async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        out = []
+        for mark in marks:
+            prev = self.latest.get(mark.market)
+            written = replace(mark, seq=(prev.seq if prev else 0) + 1)
+            self.latest[mark.market] = written
+            out.append(written)
+        self.history.extend(out)
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisPublisher:
+    """The live sink. `timeout_s` bounds each publish (default: one default tick); `backoff_s` is the
+    first and the longest wait between reconnect attempts."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        timeout_s: float = 0.25,
+        backoff_s: tuple[float, float] = (0.05, 0.5),
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._timeout_s = timeout_s
+        self._backoff_s = backoff_s
+        self._keys = Keys(settings.prefix)
+        self._market_keys: dict[str, MarketKeys] = {}
+        self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
+        self._last_seq: dict[str, int] = {}
+        self._synced: set[str] = set()  # markets whose stored seq was read since (re)connect/new token
+        self._fence: int | None = None
+        self._pending: dict[str, Mark] = {}  # newest unwritten mark per market while Redis is down
+        self._lock = asyncio.Lock()
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RedisPublisher({redact(self._settings.url)}, prefix={self._settings.prefix!r})"
+
+    @property
+    def connected(self) -> bool:
+        """False from a failed publish until the background reconnect has caught up."""
+        return self._reconnect is None
+
+    def last_seq(self, market: str) -> int:
+        return self._last_seq.get(market, 0)
+
+    async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        if fence != self._fence:
+            self._fence = fence
+            self._synced.clear()  # a new leader term reads every stored seq back first
+        if not marks:
+            return []
+        if self._closed or self._reconnect is not None:
+            return self._defer(marks)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s), self._lock:
+                written = await self._write(marks)
+        except Exception as exc:  # the contract: never raise into the tick loop
+            log.warning("publish failed (%s); reconnecting in the background", _describe(exc))
+            self._start_reconnect()
+            return self._defer(marks)
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        return written
+
+    async def close(self) -> None:
+        self._closed = True
+        task, self._reconnect = self._reconnect, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._redis.aclose()
+
+    def _defer(self, marks: Sequence[Mark]) -> list[Mark]:
+        for mark in marks:
+            self._pending[mark.market] = mark  # the newest replaces older ones: never a backlog
+        self._metrics.publish_failed(len(marks))
+        return []
+
+    async def _write(self, marks: Sequence[Mark]) -> list[Mark]:
+        unsynced = sorted({m.market for m in marks} - self._synced)
+        if unsynced:
+            await self._claim(unsynced)
+        stamped = [replace(m, seq=self._next_seq(m.market)) for m in marks]
+        now = self._clock.now()
+        results = await _PUBLISH.run_many(self._redis, [self._publish_call(m, now) for m in stamped])
+        written = [m for m, r in zip(stamped, results, strict=True) if self._accepted(m, r)]
+        for mark in written:
+            self._metrics.mark_published(mark, now)
+        if len(written) < len(stamped):
+            self._metrics.publish_failed(len(stamped) - len(written))
+        return written
+
+    async def _claim(self, markets: Sequence[str]) -> None:
+        token = "" if self._fence is None else str(self._fence)
+        calls = [((k.mark, k.fence), (token,)) for k in map(self._keys_of, markets)]
+        for market, result in zip(markets, await _CLAIM.run_many(self._redis, calls), strict=True):
+            if isinstance(result, Exception):
+                raise result
+            self._last_seq[market] = max(self._last_seq.get(market, 0), int(result[1]))
+            self._synced.add(market)
+
+    def _next_seq(self, market: str) -> int:
+        seq = self._last_seq.get(market, 0) + 1
+        self._last_seq[market] = seq
+        return seq
+
+    def _publish_call(self, mark: Mark, now: float) -> tuple[list[str], list[str | int]]:
+        k = self._keys_of(mark.market)
+        keys = [k.mark, k.history, k.provisional, k.fence]
+        if self._fence is not None and not self._settings.cluster:
+            keys.append(self._keys.epoch)
+        token = "" if self._fence is None else str(self._fence)
+        args: list[str | int] = [mark.seq, token, self._settings.history_maxlen, k.updates, mark_json(mark)]
+        args += [repr(mark.candidate), round(now * 1000), *encode_mark(mark)]
+        return keys, args
+
+    def _accepted(self, mark: Mark, result: Any) -> bool:
+        if isinstance(result, Exception):
+            raise result
+        verdict, stored = result[0], int(result[1])
+        if verdict == "ok":
+            return True
+        if verdict == "seq":  # someone wrote a higher seq: continue above it from the next tick
+            self._last_seq[mark.market] = max(self._last_seq[mark.market], stored)
+        log.debug("%s seq %d refused (%s)", mark.market, mark.seq, verdict)
+        return False
+
+    def _keys_of(self, market: str) -> MarketKeys:
+        keys = self._market_keys.get(market)
+        if keys is None:
+            keys = self._market_keys[market] = self._keys.market(market)
+        return keys
+
+    def _start_reconnect(self) -> None:
+        if self._reconnect is None and not self._closed:
+            self._synced.clear()  # Redis may have restarted empty, or another replica written
+            self._reconnect = asyncio.create_task(self._reconnect_loop(), name="markd-publish-reconnect")
+
+    async def _reconnect_loop(self) -> None:
+        delay, longest = self._backoff_s
+        while True:
+            # Real time, not the injected clock: this waits for a network peer, and a virtual
+            # clock's sleep would spin.
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(self._timeout_s), self._lock:
+                    await self._flush()
+                    self._reconnect = None  # under the lock: no publish can slip into _pending now
+            except Exception as exc:
+                log.debug("reconnect attempt failed (%s)", _describe(exc))
+                delay = min(delay * 2, longest)
+                continue
+            log.info("publishing to %s again", redact(self._settings.url))
+            return
+
+    async def _flush(self) -> None:
+        await self._redis.ping()
+        while self._pending:
+            batch = dict(self._pending)
+            await self._write(list(batch.values()))
+            for market, mark in batch.items():
+                if self._pending.get(market) is mark:
+                    del self._pending[market]
+
+
+def _describe(exc: BaseException) -> str:
+    """Exception text for logs: redis-py messages name host and port, never the password."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
