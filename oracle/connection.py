@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
@@ -42,6 +44,25 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis (C) instead of redis-py's pure-Python asyncio packer, which was
+    half the publisher's CPU time at 1,000 markets a tick. Multi-word commands ("CLIENT SETINFO")
+    keep the original packer, which splits them."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            return super().pack_command(*args)  # type: ignore[misc]
+        return [hiredis.pack_command(args)]
+
+
+class _FastConnection(_HiredisPacking, Connection):
+    pass
+
+
+class _FastSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
 def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
     """A lazy client (it connects on first use) for a server or, with `settings.cluster`, a Cluster."""
     kwargs: dict[str, Any] = {
@@ -54,6 +75,9 @@ def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
         if settings.url.startswith("unix://"):
             raise ValueError("redis.cluster needs a redis:// or rediss:// url")
         return RedisCluster.from_url(settings.url, **kwargs)
+    scheme = settings.url.partition("://")[0]
+    if scheme in ("redis", "rediss"):
+        kwargs["connection_class"] = _FastSSLConnection if scheme == "rediss" else _FastConnection
     return Redis.from_url(settings.url, **kwargs)
 
 

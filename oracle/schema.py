@@ -17,7 +17,6 @@ and for the leader lease (one slot, so acquiring is one atomic script even in a 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -62,35 +61,6 @@ class Keys:
 
     def market_of(self, mark_key: str) -> str:
         return mark_key[len(self.prefix) + 2 : -len("}:mark")]
-
-
-def encode_mark(mark: Mark) -> list[str]:
-    """The hash/stream fields as a flat [field, value, ...] list. repr() round-trips a float exactly."""
-    return [
-        "price", repr(mark.price),
-        "confidence", repr(mark.confidence),
-        "ts_ms", str(mark.ts_ms),
-        "seq", str(mark.seq),
-        "status", mark.status.value,
-        "tier", str(mark.tier),
-        "sources", ",".join(mark.sources),
-    ]  # fmt: skip
-
-
-def mark_json(mark: Mark) -> str:
-    """The pub/sub message: the hash's fields, numbers as JSON integers, prices as decimal strings."""
-    return json.dumps(
-        {
-            "price": repr(mark.price),
-            "confidence": repr(mark.confidence),
-            "ts_ms": mark.ts_ms,
-            "seq": mark.seq,
-            "status": mark.status.value,
-            "tier": mark.tier,
-            "sources": ",".join(mark.sources),
-        },
-        separators=(",", ":"),
-    )
 
 
 def decode_mark(market: str, fields: Mapping[str, str | int]) -> Mark:
