@@ -259,7 +259,8 @@ class RedisPublisher:
         for m in chunk:
             k = self._keys_of(m.market)
             keys += (k.mark, k.history, k.provisional, k.fence)
-            args += (m.seq, k.updates, repr(m.candidate), repr(m.price), repr(m.confidence), m.ts_ms)
+            price, confidence, candidate = float(m.price), float(m.confidence), float(m.candidate)
+            args += (m.seq, k.updates, repr(candidate), repr(price), repr(confidence), m.ts_ms)
             args += (m.status.value, m.tier, ",".join(m.sources))
         if self._fence is not None and not self._settings.cluster:
             keys.append(self._keys.epoch)
