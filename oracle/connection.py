@@ -126,10 +126,9 @@ async def _pipelined(
     pipe: Pipeline = client.pipeline(transaction=False)
     async with pipe:
         for script, by_sha, keys, args in calls:
-            if by_sha:
-                pipe.evalsha(script, len(keys), *keys, *args)
-            else:
-                pipe.eval(script, len(keys), *keys, *args)
+            # execute_command, not pipe.evalsha(): redis-py blocks that method on a Cluster pipeline
+            # (it cannot load scripts there); our NOSCRIPT fallback makes it safe.
+            pipe.execute_command("EVALSHA" if by_sha else "EVAL", script, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
 

@@ -1,0 +1,97 @@
+"""High availability: one leader among replicas, takeover after the TTL, and fencing of the old one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+from oracle.clock import WallClock
+from oracle.leader import LeaderLease
+from oracle.metrics import Metrics
+from oracle.schema import Keys
+from oracle.settings import RedisSettings
+from tests.publish.helpers import errors, eventually, mark, publisher
+from tests.servers import RedisServer
+
+K = Keys("t").market("BTC-USD")
+TTL_MS = 300
+
+
+def lease(settings: RedisSettings, replica: str, metrics: Metrics | None = None) -> LeaderLease:
+    return LeaderLease(settings, replica, TTL_MS, WallClock(), metrics=metrics)
+
+
+async def test_exactly_one_replica_leads(settings: RedisSettings) -> None:
+    leases = [lease(settings, f"r{i}") for i in range(5)]
+    for _ in range(3):
+        leading = await asyncio.gather(*(x.tick() for x in leases))
+        assert sum(leading) == 1
+    tokens = {x.token for x in leases} - {None}
+    await asyncio.gather(*(x.close() for x in leases))
+    assert tokens == {1}
+
+
+async def test_standby_takes_over_after_the_ttl_when_the_holder_stops_renewing(
+    settings: RedisSettings,
+) -> None:
+    a, b = lease(settings, "a"), lease(settings, "b")
+    assert await a.tick() and not await b.tick()
+    stopped = time.monotonic()
+    took = await eventually(b.tick, within_s=TTL_MS / 1000 * 3)  # a is paused: no more renewals
+    assert time.monotonic() - stopped >= TTL_MS / 1000 * 0.9
+    assert b.token is not None and a.token is not None and b.token > a.token
+    assert not await a.tick() and a.token is None  # a wakes up and finds the lease gone
+    await asyncio.gather(a.close(), b.close())
+    assert took < TTL_MS / 1000 * 3
+
+
+async def test_a_renewing_holder_keeps_the_lease(settings: RedisSettings) -> None:
+    a, b = lease(settings, "a"), lease(settings, "b")
+    for _ in range(8):  # 8 x 100 ms: well past the TTL, renewed every tick
+        assert await a.tick() and not await b.tick()
+        await asyncio.sleep(TTL_MS / 3000)
+    await asyncio.gather(a.close(), b.close())
+
+
+async def test_late_write_with_the_old_token_is_refused(settings: RedisSettings) -> None:
+    a, b = lease(settings, "a"), lease(settings, "b")
+    old_metrics = Metrics()
+    old, new = publisher(settings, old_metrics), publisher(settings)
+    await a.tick()
+    old_token = a.token
+    assert len(await old.publish([mark(price=1.0)], fence=old_token)) == 1
+    await eventually(b.tick, within_s=2.0)  # a paused past its TTL; b leads now
+    # before b's first write: the epoch has moved on, so a's write is refused already
+    assert await old.publish([mark(price=2.0)], fence=old_token) == []
+    [first] = await new.publish([mark(price=3.0)], fence=b.token)
+    assert first.seq == 2  # the new leader read the stored seq back before its first write
+    assert await old.publish([mark(price=4.0)], fence=old_token) == []
+    raw = Redis.from_url(settings.url, decode_responses=True)
+    stored = await raw.hgetall(K.mark)
+    await asyncio.gather(a.close(), b.close(), old.close(), new.close(), raw.aclose())
+    assert (stored["price"], stored["seq"]) == ("3.0", "2")
+    assert errors(old_metrics) == 2
+
+
+async def test_release_hands_over_without_waiting_for_the_ttl(settings: RedisSettings) -> None:
+    metrics = Metrics()
+    a, b = lease(settings, "a", metrics), lease(settings, "b")
+    assert await a.tick()
+    assert metrics.registry.get_sample_value("markd_leader") == 1
+    await a.release()
+    assert metrics.registry.get_sample_value("markd_leader") == 0
+    assert await b.tick()
+    await asyncio.gather(a.close(), b.close())
+
+
+async def test_holder_cut_off_from_redis_steps_down_after_the_ttl(own_server: RedisServer) -> None:
+    settings = RedisSettings(url=own_server.url, prefix="t")
+    a = LeaderLease(settings, "a", TTL_MS, WallClock(), timeout_s=0.05)
+    assert await a.tick()
+    own_server.stop()
+    assert await a.tick()  # within its TTL it still leads: nobody else can have taken over yet
+    await asyncio.sleep(TTL_MS / 1000)
+    assert not await a.tick()
+    await a.close()
