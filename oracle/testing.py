@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -24,28 +26,52 @@ def _exe(name: str) -> str:
     return exe
 
 
+def make_tls_cert(directory: str) -> Path:
+    """A self-signed certificate for 127.0.0.1 (cert.pem, key.pem) in `directory`; returns cert.pem."""
+    d = Path(directory)
+    cmd = [_exe("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    cmd += ["-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-subj", "/CN=127.0.0.1"]
+    cmd += ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+    return d / "cert.pem"
+
+
 class RedisServer:
     """One redis-server process; stop() and start() again on the same port simulate an outage.
-    `password` adds --requirepass and puts it in `url`."""
+    `password` adds --requirepass and puts it in `url`; `tls=True` serves TLS only (rediss://),
+    with a self-signed certificate that `url` tells the client to trust."""
 
     def __init__(
-        self, port: int | None = None, extra: tuple[str, ...] = (), password: str | None = None
+        self,
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+        password: str | None = None,
+        tls: bool = False,
     ) -> None:
         self.exe = _exe("redis-server")
         self.port = port or free_port()
         self.extra = extra
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="markd-redis-")
+        self.cert = make_tls_cert(self.dir) if tls else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.cert is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        args += ["--dir", self.dir, *self.extra]
+        args = [self.exe, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir]
+        if self.cert is not None:
+            key = str(Path(self.dir) / "key.pem")
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert)]
+            args += ["--tls-key-file", key, "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        args += list(self.extra)
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,7 +93,7 @@ class RedisServer:
 
     def command(self, line: str) -> bytes:
         """One inline command (authenticated first when there is a password); the raw reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with self._socket() as s:
             if self.password:
                 s.sendall(f"AUTH {self.password}\r\n".encode())
                 s.recv(64)
@@ -76,6 +102,13 @@ class RedisServer:
 
     def flush(self) -> None:
         self.command("FLUSHALL")
+
+    def _socket(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        if self.cert is None:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.cert))
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
 
 
 class RedisClusterServers:
