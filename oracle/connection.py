@@ -52,7 +52,8 @@ class _HiredisPacking:
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if isinstance(args[0], str) and " " in args[0]:
-            return super().pack_command(*args)  # type: ignore[misc]
+            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+            return packed
         return [hiredis.pack_command(args)]
 
 
@@ -75,23 +76,26 @@ def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
     if settings.cluster:
         if settings.url.startswith("unix://"):
             raise ValueError("redis.cluster needs a redis:// or rediss:// url")
-        return RedisCluster.from_url(settings.url, **kwargs)
+        cluster: RedisCluster = RedisCluster.from_url(settings.url, **kwargs)
+        return cluster
     scheme = settings.url.partition("://")[0]
     if scheme in ("redis", "rediss"):
         kwargs["connection_class"] = _FastSSLConnection if scheme == "rediss" else _FastConnection
-    return Redis.from_url(settings.url, **kwargs)
+    client: Redis = Redis.from_url(settings.url, **kwargs)
+    return client
 
 
 def connect_node(settings: RedisSettings, *, timeout_s: float) -> Redis:
     """A plain client to the node the URL names. In a Cluster, pub/sub messages reach every node, and
     redis-py's asyncio RedisCluster has no pub/sub, so subscribers use this."""
-    return Redis.from_url(
+    client: Redis = Redis.from_url(
         settings.url,
         decode_responses=True,
         socket_timeout=None,  # a subscriber waits for messages indefinitely
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
+    return client
 
 
 class Script:
@@ -104,9 +108,9 @@ class Script:
 
     async def run(self, client: RedisClient, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await client.eval(self.body, len(keys), *keys, *args)
+            return await client.execute_command("EVAL", self.body, len(keys), *keys, *args)
 
     async def run_many(
         self, client: RedisClient, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]

@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 # KEYS: lease, epoch. ARGV: replica id, ttl_ms. Returns the new token, or nil when the lease is held.
 ACQUIRE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'KEEPTTL')
 return token
 """
 
