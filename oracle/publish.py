@@ -46,7 +46,8 @@ _T = TypeVar("_T")
 # KEYS: per mark: mark, history, provisional, fence; then, standalone with a token, the epoch.
 # ARGV: token ('' = unfenced), history maxlen, now_ms, then per mark: seq, channel, candidate price,
 #       price, confidence, ts_ms, status, tier, sources.
-# Returns per mark {verdict, seq}: {'ok', seq} or a refusal {'seq', stored seq} / {'fence', seen}.
+# Returns one integer per mark (cheap to parse): 0 written, -1 refused by the fence, else refused by
+# the seq check, and then it is the stored seq (>= 1, since seq >= 1 is not above it).
 # The field names are oracle.schema.MARK_FIELDS; prices arrive as repr() strings, ints as digits.
 PUBLISH_LUA = """
 local token = tonumber(ARGV[1])
@@ -54,20 +55,20 @@ local deposed = token and #KEYS % 4 == 1 and tonumber(redis.call('GET', KEYS[#KE
 local out = {}
 for i = 0, math.floor(#KEYS / 4) - 1 do
   local k, a = i * 4, 3 + i * 9
-  local seq, stored = tonumber(ARGV[a + 1]), nil
-  local verdict = 'ok'
+  local seq = tonumber(ARGV[a + 1])
+  local verdict = 0
   if deposed then
-    verdict, stored = 'fence', 0
+    verdict = -1
   elseif token then
     local seen = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
-    if seen > token then verdict, stored = 'fence', seen
+    if seen > token then verdict = -1
     elseif seen < token then redis.call('SET', KEYS[k + 4], ARGV[1]) end
   end
-  if verdict == 'ok' then
-    stored = tonumber(redis.call('HGET', KEYS[k + 1], 'seq') or '0')
-    if seq <= stored then verdict = 'seq' end
+  if verdict == 0 then
+    local stored = tonumber(redis.call('HGET', KEYS[k + 1], 'seq') or '0')
+    if seq <= stored then verdict = stored end
   end
-  if verdict == 'ok' then
+  if verdict == 0 then
     local price, conf, ts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
     local st, tier, src = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
     local fields = {'price', price, 'confidence', conf, 'ts_ms', ts, 'seq', ARGV[a + 1],
@@ -78,27 +79,23 @@ for i = 0, math.floor(#KEYS / 4) - 1 do
       '","ts_ms":' .. ts .. ',"seq":' .. ARGV[a + 1] .. ',"status":"' .. st .. '","tier":' .. tier ..
       ',"sources":' .. cjson.encode(src) .. '}')
     redis.call('HSET', KEYS[k + 3], 'price', ARGV[a + 3], 'ts_ms', ARGV[3], 'seq', ARGV[a + 1])
-    stored = seq
   end
-  out[i + 1] = {verdict, stored}
+  out[i + 1] = verdict
 end
 return out
 """
 
 # Read markets' stored seqs back and, with a token, claim their fences (a new leader does this before
-# its first write). KEYS: per market: mark, fence. ARGV: token. Returns per market {verdict, stored}.
+# its first write). KEYS: per market: mark, fence. ARGV: token. Returns each market's stored seq.
 CLAIM_LUA = """
 local token = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS, 2 do
   local stored = tonumber(redis.call('HGET', KEYS[i], 'seq') or '0')
-  local verdict = 'ok'
-  if token then
-    local seen = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
-    if seen > token then verdict = 'fence'
-    elseif seen < token then redis.call('SET', KEYS[i + 1], ARGV[1]) end
+  if token and tonumber(redis.call('GET', KEYS[i + 1]) or '0') < token then
+    redis.call('SET', KEYS[i + 1], ARGV[1])
   end
-  out[#out + 1] = {verdict, stored}
+  out[#out + 1] = stored
 end
 return out
 """
@@ -234,7 +231,7 @@ class RedisPublisher:
             for chunk in self._chunks(markets)
         ]
         verdicts = _verdicts(await _CLAIM.run_many(self._redis, calls))
-        for market, (_, stored) in zip(markets, verdicts, strict=True):
+        for market, stored in zip(markets, verdicts, strict=True):
             self._last_seq[market] = max(self._last_seq.get(market, 0), int(stored))
             self._synced.add(market)
 
@@ -266,13 +263,12 @@ class RedisPublisher:
             keys.append(self._keys.epoch)
         return keys, args
 
-    def _accepted(self, mark: Mark, verdict: list[Any]) -> bool:
-        outcome, stored = verdict[0], int(verdict[1])
-        if outcome == "ok":
+    def _accepted(self, mark: Mark, verdict: int) -> bool:
+        if verdict == 0:
             return True
-        if outcome == "seq":  # someone wrote a higher seq: continue above it from the next tick
-            self._last_seq[mark.market] = max(self._last_seq[mark.market], stored)
-        log.debug("%s seq %d refused (%s)", mark.market, mark.seq, outcome)
+        if verdict > 0:  # someone wrote a higher seq: continue above it from the next tick
+            self._last_seq[mark.market] = max(self._last_seq[mark.market], verdict)
+        log.debug("%s seq %d refused (%s)", mark.market, mark.seq, "fence" if verdict < 0 else "seq")
         return False
 
     def _keys_of(self, market: str) -> MarketKeys:
@@ -313,9 +309,9 @@ class RedisPublisher:
                     del self._pending[market]
 
 
-def _verdicts(results: list[Any]) -> list[list[Any]]:
-    """Per-mark verdicts of pipelined script calls, in order; the first failed call raises."""
-    out: list[list[Any]] = []
+def _verdicts(results: list[Any]) -> list[int]:
+    """Per-mark results of pipelined script calls, in order; the first failed call raises."""
+    out: list[int] = []
     for result in results:
         if isinstance(result, Exception):
             raise result
