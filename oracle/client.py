@@ -122,16 +122,19 @@ class MarkReader:
     async def read_many(self, markets: Sequence[str]) -> dict[str, Mark | None]:
         """The stored marks as they are (no status or age check), in one round trip.
         Raises MarkUnavailable, or MarkMissing for a hash that does not parse."""
+        rows = await self._read_rows(markets)
+        return {m: _parse(m, row) for m, row in zip(markets, rows, strict=True)}
+
+    async def _read_rows(self, markets: Sequence[str]) -> list[dict[str, str]]:
         try:
             async with asyncio.timeout(self._timeout_s):
                 pipe = self._redis.pipeline(transaction=False)
                 async with pipe:
                     for market in markets:
                         pipe.hgetall(self._keys.market(market).mark)
-                    rows = await pipe.execute()
+                    return list(await pipe.execute())
         except Exception as exc:
             raise MarkUnavailable(",".join(markets), f"redis unavailable ({type(exc).__name__})") from exc
-        return {m: _parse(m, row) for m, row in zip(markets, rows, strict=True)}
 
     async def markets(self) -> list[str]:
         """Every market with a mark hash under our prefix."""
@@ -210,9 +213,7 @@ class Subscription:
             self._pubsub = pubsub
             # Subscribed first, then read: an update between the two arrives by both ways and
             # the seq check drops the repeat, whereas the other order could lose it.
-            for mark in (await self._reader.read_many(self._markets)).values():
-                if mark is not None:
-                    self._offer(mark)
+            rows = await self._reader._read_rows(self._markets)
         except Exception as exc:
             log.debug("subscribe failed (%s); retrying", type(exc).__name__)
             await self._drop()
@@ -221,6 +222,17 @@ class Subscription:
             await self._back_off()
             return
         self._delay = self._backoff_s[0]
+        for market, row in zip(self._markets, rows, strict=True):
+            self._resync(market, row)
+
+    def _resync(self, market: str, row: dict[str, str]) -> None:
+        try:
+            mark = _parse(market, row)
+        except MarkMissing as exc:
+            log.warning("%s", exc)  # one bad hash must not stop the other markets' updates
+            return
+        if mark is not None:
+            self._offer(mark)
 
     async def _receive(self) -> None:
         assert self._pubsub is not None

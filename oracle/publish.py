@@ -289,7 +289,9 @@ class RedisPublisher:
             # clock's sleep would spin.
             await asyncio.sleep(delay)
             try:
-                async with asyncio.timeout(self._timeout_s), self._lock:
+                # A longer budget than a tick's: this blocks no caller (publish() only queues while
+                # we reconnect), and catching up on every market must be able to finish.
+                async with asyncio.timeout(max(self._timeout_s, 2.0)), self._lock:
                     await self._flush()
                     self._reconnect = None  # under the lock: no publish can slip into _pending now
             except Exception as exc:

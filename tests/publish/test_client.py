@@ -127,6 +127,16 @@ async def test_subscribe_survives_a_restart_and_resyncs_from_the_hash(own_server
     await pub.close()
 
 
+async def test_subscribe_skips_a_malformed_hash_but_serves_the_rest(settings: RedisSettings) -> None:
+    raw = Redis.from_url(settings.url)
+    await raw.hset(Keys("t").market("BAD-USD").mark, mapping={"price": "x", "seq": "1"})
+    await raw.aclose()
+    await put(settings, mark("A-USD", 1.0))
+    async with MarkReader(settings) as reader, reader.subscribe(["BAD-USD", "A-USD"]) as marks:
+        got = await asyncio.wait_for(anext(marks), 2)
+    assert (got.market, got.price) == ("A-USD", 1.0)
+
+
 async def test_print_marks_renders_the_table(settings: RedisSettings) -> None:
     await put(settings, mark("A-USD", 10.5, NOW - 2.0), mark("B-USD", 7.0, NOW, status=Status.HELD))
     out = await print_marks(settings.url, "t", clock=VirtualClock(NOW))
