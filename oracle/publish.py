@@ -71,13 +71,13 @@ for i = 0, math.floor(#KEYS / 4) - 1 do
   if verdict == 0 then
     local price, conf, ts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
     local st, tier, src = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
-    local fields = {'price', price, 'confidence', conf, 'ts_ms', ts, 'seq', ARGV[a + 1],
-                    'status', st, 'tier', tier, 'sources', src}
-    redis.call('HSET', KEYS[k + 1], unpack(fields))
-    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+    redis.call('HSET', KEYS[k + 1], 'price', price, 'confidence', conf, 'ts_ms', ts, 'seq', ARGV[a + 1],
+               'status', st, 'tier', tier, 'sources', src)
+    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[2], '*', 'price', price, 'confidence', conf,
+               'ts_ms', ts, 'seq', ARGV[a + 1], 'status', st, 'tier', tier, 'sources', src)
     redis.call('PUBLISH', ARGV[a + 2], '{"price":"' .. price .. '","confidence":"' .. conf ..
       '","ts_ms":' .. ts .. ',"seq":' .. ARGV[a + 1] .. ',"status":"' .. st .. '","tier":' .. tier ..
-      ',"sources":' .. cjson.encode(src) .. '}')
+      ',"sources":' .. (string.find(src, '[%c"\\\\]') and cjson.encode(src) or '"' .. src .. '"') .. '}')
     redis.call('HSET', KEYS[k + 3], 'price', ARGV[a + 3], 'ts_ms', ARGV[3], 'seq', ARGV[a + 1])
   end
   out[i + 1] = verdict
