@@ -25,6 +25,8 @@ from oracle.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LeaderLease"]
+
 # KEYS: lease, epoch. ARGV: replica id, ttl_ms. Returns the new token, or nil when the lease is held.
 ACQUIRE_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end

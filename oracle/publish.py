@@ -42,6 +42,8 @@ from oracle.settings import RedisSettings
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+__all__ = ["MarkSink", "MemorySink", "RedisPublisher"]
+
 # One call writes a chunk of marks (in a Cluster: one market's, so every key shares its slot).
 # KEYS: per mark: mark, history, provisional, fence; then, standalone with a token, the epoch.
 # ARGV: token ('' = unfenced), history maxlen, now_ms, then per mark: seq, channel, candidate price,
@@ -113,7 +115,8 @@ class MarkSink(Protocol):
 
 
 class MemorySink:
-    """The replay harness's sink: the same seq rules as Redis, kept in memory."""
+    """The replay harness's sink: the same seq rules as Redis, kept in memory. There is one writer,
+    so `fence` is accepted (the same call as RedisPublisher) and ignored."""
 
     def __init__(self) -> None:
         self.latest: dict[str, Mark] = {}

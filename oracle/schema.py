@@ -24,6 +24,8 @@ from oracle.models import Mark, Status
 
 MARK_FIELDS = ("price", "confidence", "ts_ms", "seq", "status", "tier", "sources")
 
+__all__ = ["MARK_FIELDS", "Keys", "MarketKeys", "decode_mark"]
+
 
 @dataclass(frozen=True, slots=True)
 class MarketKeys:

@@ -153,3 +153,20 @@ async def test_concurrent_publishes_of_one_publisher_never_collide(
     seqs = sorted(m.seq for r in results for m in r)
     assert seqs == list(range(1, 21))
     assert (await raw.hget(K.mark, "seq")) == "20"
+
+
+def test_public_surface() -> None:
+    import oracle.client
+    import oracle.leader
+    import oracle.publish
+
+    assert sorted(oracle.publish.__all__) == ["MarkSink", "MemorySink", "RedisPublisher"]
+    assert oracle.leader.__all__ == ["LeaderLease"]
+    errors = [
+        oracle.client.MarkMissing,
+        oracle.client.MarkTooOld,
+        oracle.client.MarkHeld,
+        oracle.client.MarkStale,
+    ]
+    assert all(issubclass(e, oracle.client.MarkError) for e in [*errors, oracle.client.MarkUnavailable])
+    assert {"MarkReader", "print_marks", "MarkError"} <= set(oracle.client.__all__)
