@@ -4,10 +4,11 @@ The sink assigns `seq` (the marks it is given carry seq=0): strictly rising per 
 across restarts and replicas by reading the stored seq back before a market's first write after
 start, reconnect or a change of leader token, and never below its own last one.
 
-Each mark is one server-side Lua script (see oracle.schema for the keys) that, atomically, refuses
-the write if `seq` is not above the stored one or the leader fence says the writer lost its lease,
-and otherwise updates the mark hash, appends to the history stream, publishes the JSON message and
-sets the provisional hash. The marks of one tick go out in one pipeline round trip.
+One server-side Lua script (see oracle.schema for the keys) does, atomically for each mark: refuse
+the write if `seq` is not above the stored one or the leader fence says the writer lost its lease;
+else update the mark hash, append to the history stream, publish the JSON message and set the
+provisional hash. One script call takes a chunk of marks (`batch`; in a Cluster one market, since a
+call may only touch one slot), and the calls of one tick go out in one pipeline round trip.
 
 Fencing: with a token (from oracle.leader.LeaderLease) the script refuses the write unless
 - standalone: `P:{leader}:epoch` equals the token, so a deposed leader is refused at once;
