@@ -95,3 +95,42 @@ async def test_holder_cut_off_from_redis_steps_down_after_the_ttl(own_server: Re
     await asyncio.sleep(TTL_MS / 1000)
     assert not await a.tick()
     await a.close()
+
+
+async def test_standby_publishes_within_3_seconds_continuing_seq(settings: RedisSettings) -> None:
+    """DESIGN.md High availability: two replicas tick; the leader dies; the standby takes over."""
+    tick_s, ttl_ms = 0.05, 1000
+    raw = Redis.from_url(settings.url, decode_responses=True)
+
+    async def replica(name: str, ticks: int) -> None:
+        lease = LeaderLease(settings, name, ttl_ms, WallClock())
+        pub = publisher(settings)
+        try:
+            for _ in range(ticks):
+                if await lease.tick():
+                    await pub.publish([mark(price=1.0 if name == "a" else 2.0)], fence=lease.token)
+                await asyncio.sleep(tick_s)
+        finally:
+            await pub.close()
+            if name == "b":
+                await lease.close()  # a dies: it never releases, nor closes cleanly
+            else:
+                await lease._redis.aclose()
+
+    a = asyncio.create_task(replica("a", 10))  # dies after 10 ticks, without releasing the lease
+    await asyncio.sleep(tick_s / 2)
+    b = asyncio.create_task(replica("b", 80))
+    await a
+    died_at = time.monotonic()
+    seq_at_death = int(await raw.hget(K.mark, "seq") or 0)
+
+    async def b_publishes() -> bool:
+        return await raw.hget(K.mark, "price") == "2.0"
+
+    await eventually(b_publishes, within_s=3.0)
+    took = time.monotonic() - died_at
+    stored = await raw.hgetall(K.mark)
+    await b
+    await raw.aclose()
+    assert seq_at_death >= 5 and int(stored["seq"]) == seq_at_death + 1
+    assert took < 3.0  # about the TTL (1 s) here
