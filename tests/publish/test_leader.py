@@ -112,12 +112,12 @@ async def test_standby_publishes_within_3_seconds_continuing_seq(settings: Redis
                 await asyncio.sleep(tick_s)
         finally:
             await pub.close()
-            if name == "b":
-                await lease.close()  # a dies: it never releases, nor closes cleanly
-            else:
+            if name == "a":  # a dies: its connection goes, the lease is left to expire
                 await lease._redis.aclose()
+            else:
+                await lease.close()
 
-    a = asyncio.create_task(replica("a", 10))  # dies after 10 ticks, without releasing the lease
+    a = asyncio.create_task(replica("a", 10))  # leads, then dies after 10 ticks
     await asyncio.sleep(tick_s / 2)
     b = asyncio.create_task(replica("b", 80))
     await a
