@@ -48,13 +48,17 @@ def redact(url: str) -> str:
 class _HiredisPacking:
     """Packs commands with hiredis (C) instead of redis-py's pure-Python asyncio packer, which was
     half the publisher's CPU time at 1,000 markets a tick. Multi-word commands ("CLIENT SETINFO")
-    keep the original packer, which splits them."""
+    and values hiredis refuses keep the original packer."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:
-            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
-            return packed
-        return [hiredis.pack_command(args)]
+        name = args[0]
+        if not (isinstance(name, str) and " " in name) and not (isinstance(name, bytes) and b" " in name):
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass  # a value hiredis does not take: redis-py encodes it or raises its own DataError
+        packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+        return packed
 
 
 class _FastConnection(_HiredisPacking, Connection):
