@@ -9,8 +9,8 @@ would break the publisher's time budget.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Any, TypeAlias
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import hiredis
@@ -19,13 +19,14 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from oracle.settings import RedisSettings
 
 RedisClient: TypeAlias = Redis | RedisCluster
 Pipeline: TypeAlias = Any  # redis.asyncio.client.Pipeline | ClusterPipeline (no common base class)
 
+_T = TypeVar("_T")
 _SECRET_PARAMS = frozenset({"password", "pass", "auth"})
 
 
@@ -117,21 +118,63 @@ class Script:
             return await client.execute_command("EVAL", self.body, len(keys), *keys, *args)
 
     async def run_many(
-        self, client: RedisClient, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
+        self, client: RedisClient, calls: Iterable[tuple[Sequence[str], Sequence[str | int]]]
     ) -> list[Any]:
-        """Every call in one pipeline round trip (a second one only for NOSCRIPT); errors are returned."""
-        results = await _pipelined(client, [(self.sha, True, k, a) for k, a in calls])
+        """Every call in one pipeline round trip (a second one only for NOSCRIPT); errors are returned.
+
+        On a single server `calls` is consumed lazily, each call sent as soon as it is built, so Redis
+        runs the first scripts while we still build the rest. A Cluster pipeline needs them all first.
+        """
+        made: list[tuple[Sequence[str], Sequence[str | int]]] = []
+        by_sha = ((self.sha, True, *call) for call in _recorded(calls, made))
+        if isinstance(client, Redis):
+            results = await _streamed(client, by_sha)
+        else:
+            results = await _pipelined(client, list(by_sha))
         retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if retry:
-            again = await _pipelined(client, [(self.body, False, *calls[i]) for i in retry])
+            again = await _pipelined(client, [(self.body, False, *made[i]) for i in retry])
             for i, r in zip(retry, again, strict=True):
                 results[i] = r
         return results
 
 
-async def _pipelined(
-    client: RedisClient, calls: Sequence[tuple[str, bool, Sequence[str], Sequence[str | int]]]
-) -> list[Any]:
+_Call: TypeAlias = tuple[str, bool, Sequence[str], Sequence[str | int]]
+
+
+def _recorded(calls: Iterable[_T], into: list[_T]) -> Iterator[_T]:
+    for call in calls:
+        into.append(call)
+        yield call
+
+
+async def _streamed(client: Redis, calls: Iterable[_Call]) -> list[Any]:
+    """Pipelining by hand on one pooled connection: send each command as it comes, then read every
+    reply. Any failure or cancellation drops the connection, so no reply is left behind on it."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        sent = 0
+        for script, by_sha, keys, args in calls:
+            command = conn.pack_command("EVALSHA" if by_sha else "EVAL", script, len(keys), *keys, *args)
+            await conn.send_packed_command(command, check_health=False)
+            sent += 1
+        return [await _reply(conn) for _ in range(sent)]
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+
+
+async def _reply(conn: Any) -> Any:
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:  # a script's own error: returned like a pipeline's, not raised
+        return exc
+
+
+async def _pipelined(client: RedisClient, calls: Sequence[_Call]) -> list[Any]:
     pipe: Pipeline = client.pipeline(transaction=False)
     async with pipe:
         for script, by_sha, keys, args in calls:

@@ -29,9 +29,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from oracle.clock import Clock
 from oracle.connection import RedisClient, Script, connect, redact
@@ -42,6 +42,7 @@ from oracle.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_Call: TypeAlias = tuple[list[str], list[str | int]]  # one script call: keys, args
 
 __all__ = ["MarkSink", "MemorySink", "RedisPublisher"]
 
@@ -218,10 +219,9 @@ class RedisPublisher:
         unsynced = sorted({m.market for m in marks} - self._synced)
         if unsynced:
             await self._claim(unsynced)
-        stamped = [replace(m, seq=self._next_seq(m.market)) for m in marks]
         now = self._clock.now()
-        calls = [self._publish_call(chunk, now) for chunk in self._chunks(stamped)]
-        verdicts = _verdicts(await _PUBLISH.run_many(self._redis, calls))
+        stamped: list[Mark] = []
+        verdicts = _verdicts(await _PUBLISH.run_many(self._redis, self._calls(marks, now, stamped)))
         written = [m for m, v in zip(stamped, verdicts, strict=True) if self._accepted(m, v)]
         for mark in written:
             self._metrics.mark_published(mark, now)
@@ -254,7 +254,15 @@ class RedisPublisher:
         self._last_seq[market] = seq
         return seq
 
-    def _publish_call(self, chunk: Sequence[Mark], now: float) -> tuple[list[str], list[str | int]]:
+    def _calls(self, marks: Sequence[Mark], now: float, stamped: list[Mark]) -> Iterator[_Call]:
+        """The script calls, built as they are sent: each chunk's seqs are assigned (and its marks
+        added to `stamped`) just before it goes out, so that work overlaps Redis running the last."""
+        for chunk in self._chunks(marks):
+            with_seq = [replace(m, seq=self._next_seq(m.market)) for m in chunk]
+            stamped += with_seq
+            yield self._publish_call(with_seq, now)
+
+    def _publish_call(self, chunk: Sequence[Mark], now: float) -> _Call:
         keys: list[str] = []
         args: list[str | int] = [self._token, self._settings.history_maxlen, round(now * 1000)]
         for m in chunk:
