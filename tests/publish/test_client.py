@@ -18,7 +18,7 @@ from oracle.client import (
     print_marks,
 )
 from oracle.clock import VirtualClock
-from oracle.models import Status
+from oracle.models import Mark, Status
 from oracle.schema import Keys
 from oracle.settings import RedisSettings
 from tests.publish.helpers import mark, publisher
@@ -34,9 +34,9 @@ async def reader(settings: RedisSettings):
     await r.close()
 
 
-async def put(settings: RedisSettings, *marks_: object) -> None:
+async def put(settings: RedisSettings, *marks: Mark) -> None:
     pub = publisher(settings)
-    await pub.publish(list(marks_))  # type: ignore[arg-type]
+    await pub.publish(marks)
     await pub.close()
 
 

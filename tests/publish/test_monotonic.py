@@ -7,6 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from oracle.metrics import Metrics
+from oracle.publish import RedisPublisher
 from oracle.schema import Keys
 from oracle.settings import RedisSettings
 from tests.publish.helpers import errors, mark, publisher
@@ -26,10 +27,10 @@ async def test_racing_publishers_never_leave_a_lower_seq(settings: RedisSettings
             seen.append(int(seq or 0))
             await asyncio.sleep(0)
 
-    async def run(pub: object, price: float) -> list[int]:
+    async def run(pub: RedisPublisher, price: float) -> list[int]:
         out = []
         for _ in range(150):
-            out += [m.seq for m in await pub.publish([mark(price=price)])]  # type: ignore[attr-defined]
+            out += [m.seq for m in await pub.publish([mark(price=price)])]
             await asyncio.sleep(0)
         return out
 
