@@ -68,6 +68,7 @@ class RedisSettings(_Strict):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}\s]+$")] = "markd"
     history_maxlen: PosInt = 100_000
+    cluster: bool = False  # url names one node of a Redis Cluster (keys are hash-tagged per market)
 
     @field_validator("url")
     @classmethod

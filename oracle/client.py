@@ -1,0 +1,309 @@
+"""The margin engine's side of the Redis contract: read a mark, and use it only when it is usable.
+
+    MarkError              a mark that must not be used, for whichever reason below
+     ├── MarkUnavailable   Redis did not answer (down, slow, refused the credentials)
+     ├── MarkMissing       no mark for the market, or one that does not parse
+     ├── MarkHeld          status `held`: a dispute or the jump guard holds the market
+     ├── MarkStale         status `stale`: no tier has quorum
+     └── MarkTooOld        `ok`/`degraded`, but validated longer ago than the caller's max_age_ms
+
+`MarkReader.get` returns a usable Mark or raises one of these. `MarkReader.subscribe` streams marks
+from pub/sub and, after every (re)connect, re-reads the hashes, so a message missed while the
+connection was down is never silently lost; it yields each market's seqs in rising order only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from oracle.clock import Clock, WallClock
+from oracle.connection import RedisClient, connect, connect_node, redact
+from oracle.models import Mark, Status
+from oracle.schema import Keys, decode_mark
+from oracle.settings import RedisSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MarkError",
+    "MarkHeld",
+    "MarkMissing",
+    "MarkReader",
+    "MarkStale",
+    "MarkTooOld",
+    "MarkUnavailable",
+    "Subscription",
+    "print_marks",
+    "render_marks",
+]
+
+
+class MarkError(Exception):
+    """A mark that must not be used. `mark` is the stored one, when there is one."""
+
+    def __init__(self, market: str, message: str, mark: Mark | None = None) -> None:
+        super().__init__(f"{market}: {message}")
+        self.market = market
+        self.mark = mark
+
+
+class MarkUnavailable(MarkError):
+    pass
+
+
+class MarkMissing(MarkError):
+    pass
+
+
+class MarkHeld(MarkError):
+    pass
+
+
+class MarkStale(MarkError):
+    pass
+
+
+class MarkTooOld(MarkError):
+    pass
+
+
+class MarkReader:
+    def __init__(
+        self, settings: RedisSettings, clock: Clock | None = None, *, timeout_s: float = 1.0
+    ) -> None:
+        self._settings = settings
+        self._clock = clock or WallClock()
+        self._timeout_s = timeout_s
+        self._keys = Keys(settings.prefix)
+        self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
+
+    @classmethod
+    def from_url(
+        cls, url: str, prefix: str = "markd", *, cluster: bool = False, clock: Clock | None = None
+    ) -> MarkReader:
+        return cls(RedisSettings(url=url, prefix=prefix, cluster=cluster), clock)
+
+    def __repr__(self) -> str:
+        return f"MarkReader({redact(self._settings.url)}, prefix={self._settings.prefix!r})"
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> MarkReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def get(self, market: str, max_age_ms: int) -> Mark:
+        """The market's mark if its status is ok or degraded and it is at most max_age_ms old."""
+        mark = (await self.read_many([market]))[market]
+        if mark is None:
+            raise MarkMissing(market, "no mark")
+        if mark.status is Status.HELD:
+            raise MarkHeld(market, "held by a dispute or the jump guard", mark)
+        if mark.status is Status.STALE:
+            raise MarkStale(market, "stale: no tier has quorum", mark)
+        age_ms = self._clock.now() * 1000 - mark.ts_ms
+        if age_ms > max_age_ms:
+            raise MarkTooOld(market, f"validated {age_ms:.0f} ms ago (limit {max_age_ms} ms)", mark)
+        return mark
+
+    async def read_many(self, markets: Sequence[str]) -> dict[str, Mark | None]:
+        """The stored marks as they are (no status or age check), in one round trip.
+        Raises MarkUnavailable, or MarkMissing for a hash that does not parse."""
+        rows = await self._read_rows(markets)
+        return {m: _parse(m, row) for m, row in zip(markets, rows, strict=True)}
+
+    async def _read_rows(self, markets: Sequence[str]) -> list[dict[str, str]]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pipe = self._redis.pipeline(transaction=False)
+                async with pipe:
+                    for market in markets:
+                        pipe.hgetall(self._keys.market(market).mark)
+                    return list(await pipe.execute())
+        except Exception as exc:
+            raise MarkUnavailable(",".join(markets), f"redis unavailable ({type(exc).__name__})") from exc
+
+    async def markets(self) -> list[str]:
+        """Every market with a mark hash under our prefix."""
+        try:
+            async with asyncio.timeout(self._timeout_s * 10):
+                keys = {k async for k in self._redis.scan_iter(match=self._keys.mark_pattern, count=1000)}
+        except Exception as exc:
+            raise MarkUnavailable("*", f"redis unavailable ({type(exc).__name__})") from exc
+        return sorted(self._keys.market_of(k) for k in keys)
+
+    def subscribe(
+        self, markets: Iterable[str], *, backoff_s: tuple[float, float] = (0.05, 1.0)
+    ) -> Subscription:
+        return Subscription(self, list(markets), backoff_s)
+
+
+def _parse(market: str, row: Mapping[str, str]) -> Mark | None:
+    if not row:
+        return None
+    try:
+        return decode_mark(market, row)
+    except (KeyError, ValueError) as exc:
+        raise MarkMissing(market, f"malformed mark ({exc})") from exc
+
+
+class Subscription:
+    """Marks as they are published: `async with reader.subscribe(markets) as marks: async for ...`.
+
+    It first yields the stored mark of each market that has one, then each update. After a lost
+    connection it reconnects with backoff, subscribes, and re-reads the hashes, yielding any mark
+    newer than the last one it yielded for that market; older or repeated seqs are dropped.
+    """
+
+    def __init__(self, reader: MarkReader, markets: list[str], backoff_s: tuple[float, float]) -> None:
+        self._reader = reader
+        self._markets = markets
+        self._channels = {reader._keys.market(m).updates: m for m in markets}
+        self._backoff_s = backoff_s
+        self._delay = backoff_s[0]
+        self._last_seq: dict[str, int] = {}
+        self._queue: deque[Mark] = deque()
+        self._node: Redis | None = None
+        self._pubsub: PubSub | None = None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Mark:
+        while not self._queue:
+            if self._pubsub is None:
+                await self._connect()
+            else:
+                await self._receive()
+        return self._queue.popleft()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._drop()
+        if self._node is not None:
+            await self._node.aclose()
+            self._node = None
+
+    async def _connect(self) -> None:
+        if self._node is None:
+            self._node = connect_node(self._reader._settings, timeout_s=self._reader._timeout_s)
+        pubsub = self._node.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*self._channels)
+            self._pubsub = pubsub
+            # Subscribed first, then read: an update between the two arrives by both ways and
+            # the seq check drops the repeat, whereas the other order could lose it.
+            rows = await self._reader._read_rows(self._markets)
+        except Exception as exc:
+            log.debug("subscribe failed (%s); retrying", type(exc).__name__)
+            await self._drop()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            await self._back_off()
+            return
+        self._delay = self._backoff_s[0]
+        for market, row in zip(self._markets, rows, strict=True):
+            self._resync(market, row)
+
+    def _resync(self, market: str, row: dict[str, str]) -> None:
+        try:
+            mark = _parse(market, row)
+        except MarkMissing as exc:
+            log.warning("%s", exc)  # one bad hash must not stop the other markets' updates
+            return
+        if mark is not None:
+            self._offer(mark)
+
+    async def _receive(self) -> None:
+        assert self._pubsub is not None
+        try:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        except Exception as exc:
+            log.info("subscription lost (%s); resubscribing", type(exc).__name__)
+            await self._drop()
+            await self._back_off()
+            return
+        if message is not None and message.get("type") == "message":
+            self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        market = self._channels.get(message["channel"])
+        if market is None:
+            return
+        try:
+            self._offer(decode_mark(market, json.loads(message["data"])))
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("%s: ignoring a malformed update (%s)", market, exc)
+
+    def _offer(self, mark: Mark) -> None:
+        if mark.seq > self._last_seq.get(mark.market, 0):
+            self._last_seq[mark.market] = mark.seq
+            self._queue.append(mark)
+
+    async def _drop(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _back_off(self) -> None:
+        await asyncio.sleep(self._delay)  # real time: waiting for a network peer
+        self._delay = min(self._delay * 2, self._backoff_s[1])
+
+
+_COLUMNS = ("market", "price", "confidence", "status", "tier", "sources", "age", "seq")
+
+
+def render_marks(marks: Mapping[str, Mark | None], now: float) -> str:
+    """A plain-text table of marks, one row per market (a missing mark shows as `missing`)."""
+    rows = [list(_COLUMNS)]
+    for market, mark in marks.items():
+        if mark is None:
+            rows.append([market, "-", "-", "missing", "-", "-", "-", "-"])
+            continue
+        age = f"{max(0.0, now - mark.ts):.1f}s"
+        rows.append(
+            [market, repr(mark.price), repr(mark.confidence), mark.status.value, str(mark.tier),
+             ",".join(mark.sources), age, str(mark.seq)]
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+async def print_marks(
+    url: str,
+    prefix: str = "markd",
+    markets: Sequence[str] | None = None,
+    *,
+    cluster: bool = False,
+    clock: Clock | None = None,
+) -> str:
+    """The `markd marks` table: the given markets, or every market found under the prefix.
+    Raises MarkUnavailable when Redis cannot be read (its message never holds the password)."""
+    clock = clock or WallClock()
+    async with MarkReader.from_url(url, prefix, cluster=cluster, clock=clock) as reader:
+        names = list(markets) if markets is not None else await reader.markets()
+        marks = await reader.read_many(names) if names else {}
+    if not marks:
+        return f"no marks under prefix {prefix!r} at {redact(url)}"
+    return render_marks(marks, clock.now())

@@ -1,0 +1,338 @@
+"""Where validated marks go: the MarkSink seam, with Redis (RedisPublisher) and memory (MemorySink).
+
+The sink assigns `seq` (the marks it is given carry seq=0): strictly rising per market, continued
+across restarts and replicas by reading the stored seq back before a market's first write after
+start, reconnect or a change of leader token, and never below its own last one.
+
+One server-side Lua script (see oracle.schema for the keys) does, atomically for each mark: refuse
+the write if `seq` is not above the stored one or the leader fence says the writer lost its lease;
+else update the mark hash, append to the history stream, publish the JSON message and set the
+provisional hash. One script call takes a chunk of marks (`batch`; in a Cluster one market, since a
+call may only touch one slot), and the calls of one tick go out in one pipeline round trip.
+
+Fencing: with a token (from oracle.leader.LeaderLease) the script refuses the write unless
+- standalone: `P:{leader}:epoch` equals the token, so a deposed leader is refused at once;
+- always: the market's `P:{M}:fence` (the highest token that wrote or claimed the market) is not
+  above it. In a Cluster the epoch key lives in another slot, so this per-market fence is the only
+  check: a new leader claims every market's fence when it reads the seqs back, before its first
+  write, and from then on the old leader's writes to that market are refused.
+
+Failure model: `publish` never raises and never waits longer than `timeout_s`. When Redis is down
+or slow the marks are counted as failed (markd_publish_errors_total) and kept, newest per market
+only; a background task reconnects with backoff and then writes those newest marks (their `ts_ms`
+says how old they are) and never a backlog. Refused writes are counted the same way, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+from oracle.clock import Clock
+from oracle.connection import RedisClient, Script, connect, redact
+from oracle.metrics import Metrics
+from oracle.models import Mark
+from oracle.schema import Keys, MarketKeys
+from oracle.settings import RedisSettings
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_Call: TypeAlias = tuple[list[str], list[str | int]]  # one script call: keys, args
+
+__all__ = ["MarkSink", "MemorySink", "RedisPublisher"]
+
+# One call writes a chunk of marks (in a Cluster: one market's, so every key shares its slot).
+# KEYS: per mark: mark, history, provisional, fence; then, standalone with a token, the epoch.
+# ARGV: token ('' = unfenced), history maxlen, now_ms, then per mark: seq, channel, candidate price,
+#       price, confidence, ts_ms, status, tier, sources.
+# Returns one integer per mark (cheap to parse): 0 written, -1 refused by the fence, else refused by
+# the seq check, and then it is the stored seq (>= 1, since seq >= 1 is not above it).
+# The field names are oracle.schema.MARK_FIELDS; prices arrive as repr() strings, ints as digits.
+PUBLISH_LUA = """
+local token = tonumber(ARGV[1])
+local deposed = token and #KEYS % 4 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
+local out = {}
+for i = 0, math.floor(#KEYS / 4) - 1 do
+  local k, a = i * 4, 3 + i * 9
+  local seq = tonumber(ARGV[a + 1])
+  local verdict = 0
+  if deposed then
+    verdict = -1
+  elseif token then
+    local seen = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
+    if seen > token then verdict = -1
+    elseif seen < token then redis.call('SET', KEYS[k + 4], ARGV[1]) end
+  end
+  if verdict == 0 then
+    local stored = tonumber(redis.call('HGET', KEYS[k + 1], 'seq') or '0')
+    if seq <= stored then verdict = stored end
+  end
+  if verdict == 0 then
+    local price, conf, ts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+    local st, tier, src = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+    redis.call('HSET', KEYS[k + 1], 'price', price, 'confidence', conf, 'ts_ms', ts, 'seq', ARGV[a + 1],
+               'status', st, 'tier', tier, 'sources', src)
+    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[2], '*', 'price', price, 'confidence', conf,
+               'ts_ms', ts, 'seq', ARGV[a + 1], 'status', st, 'tier', tier, 'sources', src)
+    redis.call('PUBLISH', ARGV[a + 2], '{"price":"' .. price .. '","confidence":"' .. conf ..
+      '","ts_ms":' .. ts .. ',"seq":' .. ARGV[a + 1] .. ',"status":"' .. st .. '","tier":' .. tier ..
+      ',"sources":' .. (string.find(src, '[%c"\\\\]') and cjson.encode(src) or '"' .. src .. '"') .. '}')
+    redis.call('HSET', KEYS[k + 3], 'price', ARGV[a + 3], 'ts_ms', ARGV[3], 'seq', ARGV[a + 1])
+  end
+  out[i + 1] = verdict
+end
+return out
+"""
+
+# Read markets' stored seqs back and, with a token, claim their fences (a new leader does this before
+# its first write). KEYS: per market: mark, fence. ARGV: token. Returns each market's stored seq.
+CLAIM_LUA = """
+local token = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS, 2 do
+  local stored = tonumber(redis.call('HGET', KEYS[i], 'seq') or '0')
+  if token and tonumber(redis.call('GET', KEYS[i + 1]) or '0') < token then
+    redis.call('SET', KEYS[i + 1], ARGV[1])
+  end
+  out[#out + 1] = stored
+end
+return out
+"""
+
+_PUBLISH = Script(PUBLISH_LUA)
+_CLAIM = Script(CLAIM_LUA)
+
+
+class MarkSink(Protocol):
+    async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        """Write the marks of one tick; returns those written, with their assigned `seq`."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemorySink:
+    """The replay harness's sink: the same seq rules as Redis, kept in memory. There is one writer,
+    so `fence` is accepted (the same call as RedisPublisher) and ignored."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Mark] = {}
+        self.history: list[Mark] = []
+
+    async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        out = []
+        for mark in marks:
+            prev = self.latest.get(mark.market)
+            written = replace(mark, seq=(prev.seq if prev else 0) + 1)
+            self.latest[mark.market] = written
+            out.append(written)
+        self.history.extend(out)
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisPublisher:
+    """The live sink. `timeout_s` bounds each publish (default: one default tick); `backoff_s` is the
+    first and the longest wait between reconnect attempts; `batch` is how many marks one script
+    call writes (Redis runs nothing else meanwhile: 100 take about a millisecond)."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        timeout_s: float = 0.25,
+        backoff_s: tuple[float, float] = (0.05, 0.5),
+        batch: int = 100,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._timeout_s = timeout_s
+        self._backoff_s = backoff_s
+        self._batch = batch
+        self._keys = Keys(settings.prefix)
+        self._market_keys: dict[str, MarketKeys] = {}
+        self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
+        self._last_seq: dict[str, int] = {}
+        self._synced: set[str] = set()  # markets whose stored seq was read since (re)connect/new token
+        self._fence: int | None = None
+        self._pending: dict[str, Mark] = {}  # newest unwritten mark per market while Redis is down
+        self._lock = asyncio.Lock()
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RedisPublisher({redact(self._settings.url)}, prefix={self._settings.prefix!r})"
+
+    @property
+    def connected(self) -> bool:
+        """False from a failed publish until the background reconnect has caught up."""
+        return self._reconnect is None
+
+    def last_seq(self, market: str) -> int:
+        return self._last_seq.get(market, 0)
+
+    async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        if fence != self._fence:
+            self._fence = fence
+            self._synced.clear()  # a new leader term reads every stored seq back first
+        if not marks:
+            return []
+        if self._closed or self._reconnect is not None:
+            return self._defer(marks)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s), self._lock:
+                written = await self._write(marks)
+        except Exception as exc:  # the contract: never raise into the tick loop
+            log.warning("publish failed (%s); reconnecting in the background", _describe(exc))
+            self._start_reconnect()
+            return self._defer(marks)
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        return written
+
+    async def close(self) -> None:
+        self._closed = True
+        task, self._reconnect = self._reconnect, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._redis.aclose()
+
+    def _defer(self, marks: Sequence[Mark]) -> list[Mark]:
+        for mark in marks:
+            self._pending[mark.market] = mark  # the newest replaces older ones: never a backlog
+        self._metrics.publish_failed(len(marks))
+        return []
+
+    async def _write(self, marks: Sequence[Mark]) -> list[Mark]:
+        unsynced = sorted({m.market for m in marks} - self._synced)
+        if unsynced:
+            await self._claim(unsynced)
+        now = self._clock.now()
+        stamped: list[Mark] = []
+        verdicts = _verdicts(await _PUBLISH.run_many(self._redis, self._calls(marks, now, stamped)))
+        written = [m for m, v in zip(stamped, verdicts, strict=True) if self._accepted(m, v)]
+        for mark in written:
+            self._metrics.mark_published(mark, now)
+        if len(written) < len(stamped):
+            self._metrics.publish_failed(len(stamped) - len(written))
+        return written
+
+    async def _claim(self, markets: Sequence[str]) -> None:
+        calls = [
+            ([key for k in map(self._keys_of, chunk) for key in (k.mark, k.fence)], [self._token])
+            for chunk in self._chunks(markets)
+        ]
+        verdicts = _verdicts(await _CLAIM.run_many(self._redis, calls))
+        for market, stored in zip(markets, verdicts, strict=True):
+            self._last_seq[market] = max(self._last_seq.get(market, 0), int(stored))
+            self._synced.add(market)
+
+    def _chunks(self, items: Sequence[_T]) -> list[Sequence[_T]]:
+        """Script calls: in a Cluster one market each (one slot); else `batch` markets, so one call
+        does a lot while holding Redis only briefly."""
+        size = 1 if self._settings.cluster else self._batch
+        return [items[i : i + size] for i in range(0, len(items), size)]
+
+    @property
+    def _token(self) -> str:
+        return "" if self._fence is None else str(self._fence)
+
+    def _next_seq(self, market: str) -> int:
+        seq = self._last_seq.get(market, 0) + 1
+        self._last_seq[market] = seq
+        return seq
+
+    def _calls(self, marks: Sequence[Mark], now: float, stamped: list[Mark]) -> Iterator[_Call]:
+        """The script calls, built as they are sent: each chunk's seqs are assigned (and its marks
+        added to `stamped`) just before it goes out, so that work overlaps Redis running the last."""
+        for chunk in self._chunks(marks):
+            with_seq = [replace(m, seq=self._next_seq(m.market)) for m in chunk]
+            stamped += with_seq
+            yield self._publish_call(with_seq, now)
+
+    def _publish_call(self, chunk: Sequence[Mark], now: float) -> _Call:
+        keys: list[str] = []
+        args: list[str | int] = [self._token, self._settings.history_maxlen, round(now * 1000)]
+        for m in chunk:
+            k = self._keys_of(m.market)
+            keys += (k.mark, k.history, k.provisional, k.fence)
+            price, confidence, candidate = float(m.price), float(m.confidence), float(m.candidate)
+            args += (m.seq, k.updates, repr(candidate), repr(price), repr(confidence), m.ts_ms)
+            args += (m.status.value, m.tier, ",".join(m.sources))
+        if self._fence is not None and not self._settings.cluster:
+            keys.append(self._keys.epoch)
+        return keys, args
+
+    def _accepted(self, mark: Mark, verdict: int) -> bool:
+        if verdict == 0:
+            return True
+        if verdict > 0:  # someone wrote a higher seq: continue above it from the next tick
+            self._last_seq[mark.market] = max(self._last_seq[mark.market], verdict)
+        log.debug("%s seq %d refused (%s)", mark.market, mark.seq, "fence" if verdict < 0 else "seq")
+        return False
+
+    def _keys_of(self, market: str) -> MarketKeys:
+        keys = self._market_keys.get(market)
+        if keys is None:
+            keys = self._market_keys[market] = self._keys.market(market)
+        return keys
+
+    def _start_reconnect(self) -> None:
+        if self._reconnect is None and not self._closed:
+            self._synced.clear()  # Redis may have restarted empty, or another replica written
+            self._reconnect = asyncio.create_task(self._reconnect_loop(), name="markd-publish-reconnect")
+
+    async def _reconnect_loop(self) -> None:
+        delay, longest = self._backoff_s
+        while True:
+            # Real time, not the injected clock: this waits for a network peer, and a virtual
+            # clock's sleep would spin.
+            await asyncio.sleep(delay)
+            try:
+                # A longer budget than a tick's: this blocks no caller (publish() only queues while
+                # we reconnect), and catching up on every market must be able to finish.
+                async with asyncio.timeout(max(self._timeout_s, 2.0)), self._lock:
+                    await self._flush()
+                    self._reconnect = None  # under the lock: no publish can slip into _pending now
+            except Exception as exc:
+                log.debug("reconnect attempt failed (%s)", _describe(exc))
+                delay = min(delay * 2, longest)
+                continue
+            log.info("publishing to %s again", redact(self._settings.url))
+            return
+
+    async def _flush(self) -> None:
+        await self._redis.ping()
+        while self._pending:
+            batch = dict(self._pending)
+            await self._write(list(batch.values()))
+            for market, mark in batch.items():
+                if self._pending.get(market) is mark:
+                    del self._pending[market]
+
+
+def _verdicts(results: list[Any]) -> list[int]:
+    """Per-mark results of pipelined script calls, in order; the first failed call raises."""
+    out: list[int] = []
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+        out += result
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    """Exception text for logs: redis-py messages name host and port, never the password."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

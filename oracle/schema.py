@@ -1,0 +1,83 @@
+"""The Redis schema of DESIGN.md in one place: key names, and a Mark to and from its fields.
+
+Per market M (P = redis.prefix; the braces are a Redis Cluster hash tag, so one market's keys share
+a slot and one Lua script may touch them all):
+
+    P:{M}:mark         hash    price, confidence, ts_ms, seq, status, tier, sources
+    P:{M}:history      stream  the same fields, one entry per write, capped at history_maxlen
+    P:{M}:updates      channel the same fields as JSON
+    P:{M}:provisional  hash    the latest candidate: price, ts_ms, seq (display only)
+    P:{M}:fence        string  the highest leader token that wrote M (internal, see oracle.leader)
+
+and for the leader lease (one slot, so acquiring is one atomic script even in a Cluster):
+
+    P:{leader}         string  "<replica_id>:<token>" with a TTL
+    P:{leader}:epoch   integer the last token handed out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from oracle.models import Mark, Status
+
+MARK_FIELDS = ("price", "confidence", "ts_ms", "seq", "status", "tier", "sources")
+
+__all__ = ["MARK_FIELDS", "Keys", "MarketKeys", "decode_mark"]
+
+
+@dataclass(frozen=True, slots=True)
+class MarketKeys:
+    mark: str
+    history: str
+    updates: str
+    provisional: str
+    fence: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    def market(self, market: str) -> MarketKeys:
+        if "{" in market or "}" in market:
+            raise ValueError(f"market name {market!r} must not contain braces (they are the hash tag)")
+        base = f"{self.prefix}:{{{market}}}"
+        return MarketKeys(
+            f"{base}:mark", f"{base}:history", f"{base}:updates", f"{base}:provisional", f"{base}:fence"
+        )
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}:{{leader}}"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:{{leader}}:epoch"
+
+    @property
+    def mark_pattern(self) -> str:
+        """SCAN pattern of every market's mark hash."""
+        return f"{self.prefix}:{{*}}:mark"
+
+    def market_of(self, mark_key: str) -> str:
+        return mark_key[len(self.prefix) + 2 : -len("}:mark")]
+
+
+def decode_mark(market: str, fields: Mapping[str, str | int]) -> Mark:
+    """A Mark from a hash, stream entry or JSON message; ValueError (or KeyError) when malformed."""
+    missing = [f for f in MARK_FIELDS if f not in fields]
+    if missing:
+        raise KeyError(f"{market}: mark lacks {', '.join(missing)}")
+    sources = str(fields["sources"])
+    return Mark(
+        market=market,
+        price=float(fields["price"]),
+        confidence=float(fields["confidence"]),
+        ts=int(fields["ts_ms"]) / 1000.0,
+        seq=int(fields["seq"]),
+        status=Status(str(fields["status"])),
+        tier=int(fields["tier"]),
+        sources=tuple(sources.split(",")) if sources else (),
+    )
