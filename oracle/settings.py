@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -50,9 +51,9 @@ class _Strict(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans(cls, value: Any) -> Any:
-        # No setting is a boolean; pydantic would read `min_sources = true` as 1 and turn a guard off.
-        if isinstance(value, bool):
+    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic would read `min_sources = true` as 1 and turn a guard off: only a bool field takes one.
+        if isinstance(value, bool) and cls.model_fields[str(info.field_name)].annotation is not bool:
             raise ValueError("true/false is not a valid value here")
         return value
 

@@ -118,6 +118,7 @@ def test_check_config_as_a_real_subprocess_exits_0_printing_json() -> None:
         "url": "redis://127.0.0.1:6379/0",
         "prefix": "markd",
         "history_maxlen": 100000,
+        "cluster": False,
     }
 
 
