@@ -224,12 +224,15 @@ def run_block(
     for method, idx in zip(METHODS, plan.method_rows, strict=True):
         if idx.size:
             every = idx.size == len(s)  # the usual case: one method for all; skip the copies
-            window = (s, rows, lo, n) if every else (s[idx], np.arange(idx.size), lo[idx], n[idx])
+            ws, wrows, wlo, wn = (s, rows, lo, n) if every else (s[idx], np.arange(idx.size), lo[idx], n[idx])
             if method == "weighted_median":
                 result[idx], conf[idx] = _weighted(price[idx], ok[idx], plan.weight[idx])
+                continue
+            if method == "median":
+                result[idx] = _window_median(ws, wrows, wlo, wn)
             else:
-                result[idx] = _window_median(*window) if method == "median" else _trimmed_mean(*window, plan.trim[idx])
-                conf[idx] = _window_spread(*window)
+                result[idx] = _trimmed_mean(ws, wrows, wlo, wn, plan.trim[idx])
+            conf[idx] = _window_spread(ws, wrows, wlo, wn)
     own = _own_half_width(book.half_width[plan.slot] * rate, ok, n)
     has_quorum = n >= plan.quorum
     result[~has_quorum] = np.nan

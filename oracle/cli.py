@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from oracle import __version__
@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well; keep it terse
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 as well; keep it terse
         self.print_usage(sys.stderr)
         print(f"markd: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

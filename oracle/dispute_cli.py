@@ -37,6 +37,7 @@ def add_dispute_commands(parser: argparse.ArgumentParser, parser_class: type[arg
 
 def run_dispute_command(args: argparse.Namespace) -> int:
     url = (args.url or _default_url()).rstrip("/")
+    call: tuple[str, str, dict[str, Any] | None]
     if args.action == "open":
         body: dict[str, Any] = {"market": args.market, "reason": args.reason}
         if args.note:

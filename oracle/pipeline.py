@@ -38,7 +38,9 @@ class Pipeline:
         self._snapshot = book.snapshot()
         # One freeze detector per block of the plan, fed the block's raw prices every tick.
         detectors = {
-            id(b): FreezeDetector(*b.slot.shape, b.freeze_ticks) for level in self.aggregator.plan.levels for b in level
+            id(b): FreezeDetector(b.slot.shape[0], b.slot.shape[1], b.freeze_ticks)
+            for level in self.aggregator.plan.levels
+            for b in level
         }
         self.aggregator.frozen = lambda block, prices: detectors[id(block)].update(prices)
 
