@@ -71,6 +71,12 @@ class Metrics:
         self.disputes_total = Counter(
             "markd_disputes_total", "Disputes opened, by reason", ["market", "reason"], registry=r
         )
+        self.events_total = Counter(
+            "markd_events_total",
+            "Dispute-stage events (tier changes, held jumps, frozen sources...), by kind",
+            ["market", "kind"],
+            registry=r,
+        )
         self.leader = Gauge("markd_leader", "1 on the replica that publishes", registry=r)
         self.build_info = Gauge("markd_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
@@ -122,6 +128,9 @@ class Metrics:
     # --- disputes and HA ---
     def dispute_opened(self, market: str, reason: str) -> None:
         self.disputes_total.labels(market=market, reason=reason).inc()
+
+    def stage_event(self, market: str, kind: str) -> None:
+        self.events_total.labels(market=market, kind=kind).inc()
 
     def set_disputes_open(self, market: str, n: int) -> None:
         self.disputes_open.labels(market=market).set(n)

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from disputes.api import MAX_BODY, dispute_app
+from disputes.model import Event, EventKind
 from disputes.service import DisputeService
 from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
@@ -189,3 +190,9 @@ async def test_with_redis_down_reads_fall_back_to_memory_and_resolve_is_503():
     finally:
         await client.close()
         await dead.close()
+
+
+async def test_every_stage_event_is_counted_by_kind(service):
+    await service.record([Event(EventKind.TIER_CHANGED, MARKET, 1000.0, {"from": 1, "to": 2})])
+    text = service.metrics.render().decode()
+    assert f'markd_events_total{{kind="tier_changed",market="{MARKET}"}} 1.0' in text
