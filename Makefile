@@ -18,11 +18,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy oracle feeds disputes
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy oracle feeds disputes
+	$(BIN)/ruff format --check oracle feeds disputes bench tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/aggregate.py

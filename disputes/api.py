@@ -89,8 +89,10 @@ class _DisputeApi:
 
     async def open(self, request: web.Request) -> web.Response:
         body = await self._authorised_body(request)
-        market, note = body.get("market"), body.get("note") or ""
-        reason = _reason(body.get("reason"))
+        market, note, given = body.get("market"), body.get("note") or "", body.get("reason")
+        reason = _reason(given)
+        if isinstance(note, str) and reason is Reason.MANUAL and given != Reason.MANUAL.value:
+            note = f"{given}: {note}" if note else str(given)  # free text lives in the record, not a label
         if not isinstance(note, str) or len(note) > MAX_NOTE:
             raise _error(web.HTTPBadRequest, f"note must be text of at most {MAX_NOTE} characters")
         try:
@@ -100,6 +102,7 @@ class _DisputeApi:
         except UnknownMarket:
             raise _error(web.HTTPBadRequest, "unknown market") from None
         record = {k: d.to_dict()[k] for k in ("id", "market", "reason", "status", "opened_ts")}
+        record["reason"] = given  # the caller's words back; the stored code is `manual` for free text
         return web.json_response(record, status=201)
 
     async def resolve(self, request: web.Request) -> web.Response:
@@ -159,11 +162,13 @@ async def _read_bounded(request: web.Request) -> bytes:
 
 
 def _reason(value: object) -> Reason:
+    """A reason code as is; any other text is a manual dispute (the text is kept in its note)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NOTE:
+        raise _error(web.HTTPBadRequest, f"reason must be non-empty text of at most {MAX_NOTE} characters")
     try:
-        return Reason(value if isinstance(value, str) else "")
+        return Reason(value)
     except ValueError:
-        codes = ", ".join(r.value for r in Reason)
-        raise _error(web.HTTPBadRequest, f"unknown reason (one of: {codes}; put free text in note)") from None
+        return Reason.MANUAL
 
 
 def _unavailable(exc: RedisError) -> web.HTTPException:

@@ -117,6 +117,8 @@ class DisputeService:
         log.info(event.kind.value, extra=event.log_fields())
         if self.notifier is not None:
             self.notifier.send(event)
+        if self.metrics is not None:
+            self.metrics.stage_event(event.market, event.kind.value)
         if self.metrics is not None and event.dispute is not None:
             if event.kind is EventKind.DISPUTE_OPENED:
                 self.metrics.dispute_opened(event.market, event.dispute.reason.value)

@@ -26,6 +26,7 @@ __all__ = ["record", "run_record"]
 
 log = logging.getLogger(__name__)
 
+
 async def record(
     settings: Settings,
     out_path: str | Path,

@@ -83,6 +83,7 @@ class Block:
     min_price: np.ndarray  # (rows,) exclusive lower bound, 0 = none
     max_price: np.ndarray  # (rows,) exclusive upper bound, inf = none
     trim: np.ndarray  # (rows,)
+    freeze_ticks: np.ndarray  # (rows,) for the freeze detector; 0 = off
     method_rows: tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices per METHODS entry
     names: tuple[tuple[str, ...], ...]  # source names per row, by column
     pairs: tuple[tuple[str, ...], ...]  # pairs per row, by column
@@ -111,12 +112,9 @@ class Plan:
         self.settings = settings
         self.markets: list[str] = settings.market_order()
         self.index = {m: i for i, m in enumerate(self.markets)}
-        self.conv_max_age_s = np.array(
-            [settings.policy_for(m).max_age_ms / 1000 for m in self.markets] + [math.inf]
-        )
+        self.conv_max_age_s = np.array([settings.policy_for(m).max_age_ms / 1000 for m in self.markets] + [math.inf])
         self.levels: list[list[Block]] = [
-            [self._block(chunk, book) for chunk in _chunks(group, settings)]
-            for group in settings.market_levels()
+            [self._block(chunk, book) for chunk in _chunks(group, settings)] for group in settings.market_levels()
         ]
 
     def _block(self, group: list[str], book: QuoteBook) -> Block:
@@ -126,7 +124,7 @@ class Plan:
         slot = np.full((rows, cols), book.empty_slot, dtype=np.intp)
         convert = np.full((rows, cols), -1, dtype=np.intp)
         weight = np.zeros((rows, cols))
-        per_row: dict[str, list[float]] = {k: [] for k in ("age", "dev", "q", "lo", "hi", "trim")}
+        per_row: dict[str, list[float]] = {k: [] for k in ("age", "dev", "q", "lo", "hi", "trim", "freeze")}
         method_of: list[int] = []
         names, pairs = [], []
         for r, (m, tier_no, tier) in enumerate(lanes):
@@ -147,6 +145,7 @@ class Plan:
                     pol.min_price,
                     pol.max_price or math.inf,
                     pol.trim,
+                    pol.freeze_ticks,
                 ),
                 strict=True,
             ):
@@ -167,6 +166,7 @@ class Plan:
             min_price=np.array(per_row["lo"]),
             max_price=np.array(per_row["hi"]),
             trim=np.array(per_row["trim"]),
+            freeze_ticks=np.array(per_row["freeze"], dtype=np.int64),
             method_rows=tuple(np.flatnonzero(methods == i) for i in range(len(METHODS))),  # type: ignore[arg-type]
             names=tuple(names),
             pairs=tuple(pairs),
@@ -224,14 +224,15 @@ def run_block(
     for method, idx in zip(METHODS, plan.method_rows, strict=True):
         if idx.size:
             every = idx.size == len(s)  # the usual case: one method for all; skip the copies
-            window = (s, rows, lo, n) if every else (s[idx], np.arange(idx.size), lo[idx], n[idx])
+            ws, wrows, wlo, wn = (s, rows, lo, n) if every else (s[idx], np.arange(idx.size), lo[idx], n[idx])
             if method == "weighted_median":
                 result[idx], conf[idx] = _weighted(price[idx], ok[idx], plan.weight[idx])
+                continue
+            if method == "median":
+                result[idx] = _window_median(ws, wrows, wlo, wn)
             else:
-                result[idx] = (
-                    _window_median(*window) if method == "median" else _trimmed_mean(*window, plan.trim[idx])
-                )
-                conf[idx] = _window_spread(*window)
+                result[idx] = _trimmed_mean(ws, wrows, wlo, wn, plan.trim[idx])
+            conf[idx] = _window_spread(ws, wrows, wlo, wn)
     own = _own_half_width(book.half_width[plan.slot] * rate, ok, n)
     has_quorum = n >= plan.quorum
     result[~has_quorum] = np.nan
@@ -269,9 +270,7 @@ def _window_spread(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarra
     return np.fmax(q50 - q25, q75 - q50)
 
 
-def _trimmed_mean(
-    s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarray, trim: np.ndarray
-) -> np.ndarray:
+def _trimmed_mean(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarray, trim: np.ndarray) -> np.ndarray:
     """Mean of each sorted window after cutting floor(trim x n) values from each end."""
     k = np.floor(trim * n).astype(np.intp)
     pos = np.arange(s.shape[1])[None, :]
@@ -358,9 +357,7 @@ class Aggregator:
         self.rate_ts = np.full(len(self.plan.markets), np.nan)
         self.frozen: Callable[[Block, np.ndarray], np.ndarray] | None = None
 
-    def run(
-        self, book: BookSnapshot, now: float, validate: Callable[[list[Candidate]], Sequence[Mark]]
-    ) -> list[Mark]:
+    def run(self, book: BookSnapshot, now: float, validate: Callable[[list[Candidate]], Sequence[Mark]]) -> list[Mark]:
         marks: list[Mark] = []
         plan = self.plan
         for level in plan.levels:

@@ -7,20 +7,23 @@ traceback), 1 anything else.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from oracle import __version__
-from oracle.settings import ConfigError, Settings, load_settings
+from oracle.settings import ConfigError, Settings, default_config_path, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well; keep it terse
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 as well; keep it terse
         self.print_usage(sys.stderr)
         print(f"markd: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -56,7 +59,11 @@ def resolved_config(settings: Settings) -> dict[str, Any]:
 
 
 def _load(path: str) -> Settings:
-    return load_settings(path)
+    settings = load_settings(path)
+    from feeds.runner import build_adapters  # every source must be servable by its venue adapter
+
+    build_adapters(settings)
+    return settings
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -65,15 +72,139 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(args.config or default_config_path())
+    from oracle.logs import configure
+    from oracle.service import Service
+
+    configure(settings.service.log_level)
+
+    async def serve() -> None:
+        service = Service(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:  # e.g. the HTTP port is taken
+        print(f"markd run: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from oracle.demo import run_demo
+
+    return asyncio.run(run_demo(args.seconds, seed=args.seed))
+
+
+def cmd_marks(args: argparse.Namespace) -> int:
+    from oracle.client import MarkError, print_marks
+
+    url = args.redis or os.environ.get("MARKD_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        print(asyncio.run(print_marks(url, args.prefix, args.market or None, cluster=args.cluster)))
+    except MarkError as exc:
+        print(f"markd marks: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from feeds.record import run_record
+
+    return run_record(args.config, args.out, args.seconds)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from oracle.replay import run_scenario
+    from oracle.replay.run import terminal_progress
+
+    outcome = run_scenario(args.scenario, args.out, terminal_progress(), html=not args.no_html)
+    print(summary(outcome.report))
+    return EXIT_FAIL if args.check and not outcome.passed else EXIT_OK
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = []
+    for market, r in report["markets"].items():
+        latency = r["detection_latency_s"]
+        lines.append(
+            f"{market}: max error {r['max_error_bps']:.1f} bps, p99 {r['p99_error_bps']:.1f} bps, "
+            f"{r['seconds_over_50bps']:.0f} s over 50 bps, availability {r['availability']:.1%}, "
+            f"{r['disputes']} dispute(s)" + (f", detected after {latency:.1f} s" if latency is not None else "")
+        )
+    for c in report["expectations"]:
+        lines.append(
+            f"{'PASS' if c['ok'] else 'FAIL'} {c['market']} {c['metric']} {c['op']} {c['value']} (got {c['got']})"
+        )
+    run = report["run"]
+    lines.append(f"{run['ticks']} ticks in {run['seconds']:.2f} s ({run['ticks_per_s']:.0f} ticks/s)")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="markd", description="markd: a multi-source price oracle")
     p.add_argument("--version", action="version", version=f"markd {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
+    c = sub.add_parser("run", help="run the daemon")
+    c.add_argument("--config", help="config file (default: $MARKD_CONFIG, else config/markd.toml)")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("demo", help="simulated venues, a private Redis and the daemon, with a live table")
+    c.add_argument("--seconds", type=_positive, help="end after N seconds (default: until Ctrl-C)")
+    c.add_argument("--seed", type=int, default=None, help="seed the simulation and its outages")
+    c.set_defaults(func=cmd_demo)
+
     c = sub.add_parser("check-config", help="validate a config and print it resolved")
     c.add_argument("path")
     c.set_defaults(func=cmd_check_config)
+
+    c = sub.add_parser("replay", help="replay a scenario on virtual time and report how far marks strayed")
+    c.add_argument("scenario")
+    c.add_argument("--out", required=True, help="directory for marks.csv, disputes.csv, report.json/.html")
+    c.add_argument("--check", action="store_true", help="exit 1 if an expectation of the scenario fails")
+    c.add_argument("--no-html", action="store_true", help="skip report.html (faster)")
+    c.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("record", help="record live quotes into a ticks file")
+    c.add_argument("--config", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--seconds", type=_positive, default=None)
+    c.set_defaults(func=cmd_record)
+
+    c = sub.add_parser("synth", help="write a ticks file of simulated venues", add_help=False)
+    c.add_argument("args", nargs=argparse.REMAINDER)
+    c.set_defaults(func=lambda a: _synth(a.args))
+
+    c = sub.add_parser("marks", help="print the validated marks as the margin engine sees them")
+    c.add_argument("--redis", help="Redis URL (default: $MARKD_REDIS_URL, else redis://127.0.0.1:6379/0)")
+    c.add_argument("--prefix", default="markd")
+    c.add_argument("--cluster", action="store_true", help="the URL names a node of a Redis Cluster")
+    c.add_argument("--market", action="append", help="only this market (repeatable)")
+    c.set_defaults(func=cmd_marks)
+
+    c = sub.add_parser("dispute", help="open, list or resolve disputes through the daemon's API")
+    from oracle.dispute_cli import add_dispute_commands
+
+    add_dispute_commands(c, _Parser)
     return p
+
+
+def _synth(argv: list[str]) -> int:
+    from oracle.sim.synth import run_synth
+
+    return run_synth(argv)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

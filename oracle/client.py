@@ -78,9 +78,7 @@ class MarkTooOld(MarkError):
 
 
 class MarkReader:
-    def __init__(
-        self, settings: RedisSettings, clock: Clock | None = None, *, timeout_s: float = 1.0
-    ) -> None:
+    def __init__(self, settings: RedisSettings, clock: Clock | None = None, *, timeout_s: float = 1.0) -> None:
         self._settings = settings
         self._clock = clock or WallClock()
         self._timeout_s = timeout_s
@@ -145,9 +143,7 @@ class MarkReader:
             raise MarkUnavailable("*", f"redis unavailable ({type(exc).__name__})") from exc
         return sorted(self._keys.market_of(k) for k in keys)
 
-    def subscribe(
-        self, markets: Iterable[str], *, backoff_s: tuple[float, float] = (0.05, 1.0)
-    ) -> Subscription:
+    def subscribe(self, markets: Iterable[str], *, backoff_s: tuple[float, float] = (0.05, 1.0)) -> Subscription:
         return Subscription(self, list(markets), backoff_s)
 
 

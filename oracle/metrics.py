@@ -33,9 +33,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.source_up = Gauge(
-            "markd_source_up", "1 while the source delivers quotes", ["source"], registry=r
-        )
+        self.source_up = Gauge("markd_source_up", "1 while the source delivers quotes", ["source"], registry=r)
         self.quotes_total = Counter("markd_quotes_total", "Quotes received", ["source"], registry=r)
         self.source_errors_total = Counter(
             "markd_source_errors_total", "Feed failures by code", ["source", "code"], registry=r
@@ -53,9 +51,7 @@ class Metrics:
             registry=r,
         )
         self.mark_price = Gauge("markd_mark_price", "Latest validated price", ["market"], registry=r)
-        self.mark_confidence = Gauge(
-            "markd_mark_confidence", "Half-width of the price band", ["market"], registry=r
-        )
+        self.mark_confidence = Gauge("markd_mark_confidence", "Half-width of the price band", ["market"], registry=r)
         self.mark_age_seconds = Gauge(
             "markd_mark_age_seconds", "Seconds since the price was validated", ["market"], registry=r
         )
@@ -70,12 +66,16 @@ class Metrics:
         self.publish_seconds = Histogram(
             "markd_publish_seconds", "Time to publish one tick", buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.publish_errors_total = Counter(
-            "markd_publish_errors_total", "Failed or refused publishes", registry=r
-        )
+        self.publish_errors_total = Counter("markd_publish_errors_total", "Failed or refused publishes", registry=r)
         self.disputes_open = Gauge("markd_disputes_open", "Open disputes", ["market"], registry=r)
         self.disputes_total = Counter(
             "markd_disputes_total", "Disputes opened, by reason", ["market", "reason"], registry=r
+        )
+        self.events_total = Counter(
+            "markd_events_total",
+            "Dispute-stage events (tier changes, held jumps, frozen sources...), by kind",
+            ["market", "kind"],
+            registry=r,
         )
         self.leader = Gauge("markd_leader", "1 on the replica that publishes", registry=r)
         self.build_info = Gauge("markd_build_info", "Build information", ["version"], registry=r)
@@ -128,6 +128,9 @@ class Metrics:
     # --- disputes and HA ---
     def dispute_opened(self, market: str, reason: str) -> None:
         self.disputes_total.labels(market=market, reason=reason).inc()
+
+    def stage_event(self, market: str, kind: str) -> None:
+        self.events_total.labels(market=market, kind=kind).inc()
 
     def set_disputes_open(self, market: str, n: int) -> None:
         self.disputes_open.labels(market=market).set(n)

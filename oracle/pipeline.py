@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from disputes.detectors import FreezeDetector
 from disputes.stage import DisputeStage
-
 from oracle.aggregate import Aggregator
 from oracle.metrics import Metrics
 from oracle.models import Candidate, Mark
@@ -36,6 +36,13 @@ class Pipeline:
         self.stage = stage
         self.aggregator = Aggregator(settings, book)
         self._snapshot = book.snapshot()
+        # One freeze detector per block of the plan, fed the block's raw prices every tick.
+        detectors = {
+            id(b): FreezeDetector(b.slot.shape[0], b.slot.shape[1], b.freeze_ticks)
+            for level in self.aggregator.plan.levels
+            for b in level
+        }
+        self.aggregator.frozen = lambda block, prices: detectors[id(block)].update(prices)
 
     def tick(self, now: float) -> TickOutput:
         started = time.perf_counter()

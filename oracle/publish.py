@@ -181,6 +181,14 @@ class RedisPublisher:
     def last_seq(self, market: str) -> int:
         return self._last_seq.get(market, 0)
 
+    async def ping(self, timeout_s: float = 0.5) -> bool:
+        """Whether Redis answers now (for /readyz); never raises."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return bool(await self._redis.ping())
+        except Exception:
+            return False
+
     async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
         if fence != self._fence:
             self._fence = fence

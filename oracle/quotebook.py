@@ -79,6 +79,12 @@ class QuoteBook:
             np.copyto(getattr(out, name), getattr(self._live, name))
         return out
 
+    def received_ts(self) -> np.ndarray:
+        """Receive time of each slot's latest quote (NaN: none yet), a read-only view."""
+        view = self._live.received_ts[:-1]
+        view.flags.writeable = False
+        return view
+
     def latest(self, source: str, pair: str) -> Quote | None:
         i = self.slot.get((source, pair))
         if i is None or math.isnan(self._live.received_ts[i]):

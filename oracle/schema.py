@@ -44,9 +44,7 @@ class Keys:
         if "{" in market or "}" in market:
             raise ValueError(f"market name {market!r} must not contain braces (they are the hash tag)")
         base = f"{self.prefix}:{{{market}}}"
-        return MarketKeys(
-            f"{base}:mark", f"{base}:history", f"{base}:updates", f"{base}:provisional", f"{base}:fence"
-        )
+        return MarketKeys(f"{base}:mark", f"{base}:history", f"{base}:updates", f"{base}:provisional", f"{base}:fence")
 
     @property
     def lease(self) -> str:

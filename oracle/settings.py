@@ -30,9 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Method = Literal["median", "weighted_median", "trimmed_mean"]
-SourceKind = Literal[
-    "binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"
-]
+SourceKind = Literal["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"]
 NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosInt = Annotated[int, Field(gt=0)]
@@ -233,8 +231,8 @@ class _Parts:
             except ValidationError:
                 return None
 
-        raw_sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
-        raw_markets = data.get("markets") if isinstance(data.get("markets"), dict) else {}
+        raw_sources: dict[str, Any] = data["sources"] if isinstance(data.get("sources"), dict) else {}
+        raw_markets: dict[str, Any] = data["markets"] if isinstance(data.get("markets"), dict) else {}
         markets = {n: m for n, v in raw_markets.items() if (m := valid(MarketSettings, v)) is not None}
         return cls(
             valid(Policy, data.get("policy", {})) or Policy(),
@@ -285,9 +283,10 @@ def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
         elif ref.convert == market:
             out.append(f"{at}.convert: a market cannot convert through itself")
     required = {"pyth": ["id"], "chainlink": ["address", "decimals", "heartbeat_s"], "http_json": ["path"]}
-    for key in required.get(source.kind, []) if source else []:
+    kind = source.kind if source else None  # an invalid source was reported already
+    for key in required.get(kind or "", []):
         if getattr(ref, key) is None:
-            out.append(f"{at}.{key}: required for a {source.kind} source")
+            out.append(f"{at}.{key}: required for a {kind} source")
     return out
 
 

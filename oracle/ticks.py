@@ -133,14 +133,18 @@ def write_ticks(path: str | Path, ticks: Ticks) -> int:
     several times faster to format than repr (a day of ticks is half a million rows)."""
     labels = [f"{s},{p}" for s, p in ticks.keys]
     rows = zip(
-        ticks.ts.tolist(), [labels[f] for f in ticks.feed.tolist()], ticks.price.tolist(),
-        ticks.bid.tolist(), ticks.ask.tolist(), ticks.venue_ts.tolist(), strict=True,
+        ticks.ts.tolist(),
+        [labels[f] for f in ticks.feed.tolist()],
+        ticks.price.tolist(),
+        ticks.bid.tolist(),
+        ticks.ask.tolist(),
+        ticks.venue_ts.tolist(),
+        strict=True,
     )
     with _open(Path(path), "w") as out:
         out.write(",".join(HEADER) + "\n")
         out.writelines(
-            f"{ts:.6f},{label},{price:.10g},{_g(bid)},{_g(ask)},{_f(vts)}\n"
-            for ts, label, price, bid, ask, vts in rows
+            f"{ts:.6f},{label},{price:.10g},{_g(bid)},{_g(ask)},{_f(vts)}\n" for ts, label, price, bid, ask, vts in rows
         )
     return len(ticks)
 

@@ -58,11 +58,8 @@ def load_ticks(loaded: LoadedScenario) -> Ticks:
 def _synth(spec: Synth) -> Ticks:
     from oracle.sim.synth import Model, synth_columns
 
-    model = Model(**{k: v for k, v in (("vol", spec.vol), ("noise_bps", spec.noise_bps)) if v is not None})
-    cols = synth_columns(
-        spec.markets, spec.sources, spec.seconds, spec.interval_s, spec.seed, spec.start_ts, model
-    )
-    return cols.as_ticks()
+    model = Model(vol=spec.vol) if spec.noise_bps is None else Model(vol=spec.vol, noise_bps=spec.noise_bps)
+    return synth_columns(spec.markets, spec.sources, spec.seconds, spec.interval_s, spec.seed, spec.start_ts, model)
 
 
 def import_ohlc(folder: Path, spec: ImportOhlc) -> Ticks:

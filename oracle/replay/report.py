@@ -196,8 +196,7 @@ def write_report_html(
         for c in report["expectations"]
     )
     body = "".join(
-        f"<h2>{html.escape(m)}</h2><img alt='{html.escape(m)}' src='data:image/png;base64,{png}'>"
-        for m, png in figures
+        f"<h2>{html.escape(m)}</h2><img alt='{html.escape(m)}' src='data:image/png;base64,{png}'>" for m, png in figures
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
@@ -238,9 +237,7 @@ def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, sett
     ax.plot(run.grid, run.series[market].price, color="tab:blue", lw=1.8, label="mark")
     ex = run.excluded.get(market, [])
     if ex:
-        ax.scatter(
-            [e[0] for e in ex], [e[2] for e in ex], marker="x", s=12, color="red", label="excluded quote"
-        )
+        ax.scatter([e[0] for e in ex], [e[2] for e in ex], marker="x", s=12, color="red", label="excluded quote")
     _shade(ax, run.grid, run.series[market].status == HELD, "orange", "held")
     for i, d in enumerate(x for x in run.disputes if x.market == market):
         end = d.closed_ts if d.closed_ts is not None else float(run.grid[-1])
@@ -271,6 +268,4 @@ def _shade(ax: Any, grid: np.ndarray, mask: np.ndarray, color: str, label: str) 
         return
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     for j, (a, b) in enumerate(zip(edges[::2], edges[1::2], strict=True)):
-        ax.axvspan(
-            grid[a], grid[min(b, len(grid) - 1)], color=color, alpha=0.2, label=label if j == 0 else None
-        )
+        ax.axvspan(grid[a], grid[min(b, len(grid) - 1)], color=color, alpha=0.2, label=label if j == 0 else None)

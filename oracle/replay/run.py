@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from disputes.model import Dispute
 from disputes.stage import DisputeStage
-
 from oracle.metrics import Metrics
 from oracle.models import Mark, Quote, Status
 from oracle.pipeline import Pipeline
@@ -139,9 +139,7 @@ def _opt(x: float) -> float | None:
 
 
 def _empty_series(n: int) -> Series:
-    return Series(
-        np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
-    )
+    return Series(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8))
 
 
 def _record(s: Series, k: int, mark: Mark) -> None:

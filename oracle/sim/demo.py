@@ -74,9 +74,7 @@ def _market(market: str, fallback: list[str]) -> dict[str, Any]:
     tiers: dict[str, Any] = {"sources": [{"source": v, "pair": market} for v in USD_VENUES]}
     if market != "USDT-USD":
         base = market.split("-")[0]
-        tiers["sources"] += [
-            {"source": v, "pair": f"{base}-USDT", "convert": "USDT-USD"} for v in USDT_VENUES
-        ]
+        tiers["sources"] += [{"source": v, "pair": f"{base}-USDT", "convert": "USDT-USD"} for v in USDT_VENUES]
     if fallback:
         tiers["fallback"] = [_fallback_ref(venue, market) for venue in fallback]
     if market != "USDT-USD":

@@ -103,8 +103,7 @@ def synth_columns(
     n = int(seconds / interval_s + 1e-9)
     grid = start_ts + interval_s * np.arange(n)
     paths = {
-        m: walk.gbm_path(p, model.vol_of(m), n, interval_s, walk.rng_for(seed, "walk", m))
-        for m, p in markets.items()
+        m: walk.gbm_path(p, model.vol_of(m), n, interval_s, walk.rng_for(seed, "walk", m)) for m, p in markets.items()
     }
     chunks = [_feed_chunk(f, paths, grid, interval_s, seed, model) for f in feeds]
     ts, venue_ts, price, bid, ask = (np.concatenate(col) for col in zip(*chunks, strict=True))
@@ -128,9 +127,7 @@ def _check_inputs(markets: Mapping[str, float], seconds: float, interval_s: floa
         raise SynthError(f"seconds ({seconds}) must be at least one interval ({interval_s})")
 
 
-def _rate(
-    feed: Feed, paths: Mapping[str, np.ndarray], quote_rates: Mapping[str, float]
-) -> np.ndarray | float:
+def _rate(feed: Feed, paths: Mapping[str, np.ndarray], quote_rates: Mapping[str, float]) -> np.ndarray | float:
     """What one unit of the feed's quote currency is worth in the market's quote currency."""
     quote = feed.pair.split("-")[1]
     market_quote = feed.market.split("-")[1]
@@ -141,9 +138,7 @@ def _rate(
         return paths[name]
     if name in quote_rates:
         return quote_rates[name]
-    raise SynthError(
-        f"source {feed.source} quotes {feed.pair}: give --quote-rates {name}=RATE or simulate {name}"
-    )
+    raise SynthError(f"source {feed.source} quotes {feed.pair}: give --quote-rates {name}=RATE or simulate {name}")
 
 
 def _feed_chunk(
@@ -222,9 +217,7 @@ def _parser() -> argparse.ArgumentParser:
         "observed by each source with its own bias, noise and latency.",
     )
     p.add_argument("--out", required=True, help="ticks file to write (.csv or .csv.gz)")
-    p.add_argument(
-        "--markets", required=True, type=_assignments, help="MARKET=START_PRICE,... e.g. BTC-USD=30000"
-    )
+    p.add_argument("--markets", required=True, type=_assignments, help="MARKET=START_PRICE,... e.g. BTC-USD=30000")
     p.add_argument(
         "--sources",
         required=True,
@@ -232,18 +225,12 @@ def _parser() -> argparse.ArgumentParser:
         help="NAME[:QUOTE|:BASE-QUOTE],... e.g. coinbase,kraken,binance:USDT",
     )
     p.add_argument("--seconds", type=float, default=3600.0, help="simulated duration (default 3600)")
-    p.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between a source's quotes (default 1)"
-    )
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between a source's quotes (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", type=float, default=DEFAULT_START_TS, help="Unix time of the first tick")
-    p.add_argument(
-        "--vol", type=_vol_arg, default=None, help="annualised volatility: one number or MARKET=VOL,..."
-    )
+    p.add_argument("--vol", type=_vol_arg, default=None, help="annualised volatility: one number or MARKET=VOL,...")
     p.add_argument("--noise-bps", type=float, default=1.0, help="per-quote noise std dev (default 1)")
-    p.add_argument(
-        "--bias-bps", type=float, default=2.0, help="std dev of the venues' constant biases (default 2)"
-    )
+    p.add_argument("--bias-bps", type=float, default=2.0, help="std dev of the venues' constant biases (default 2)")
     p.add_argument("--spread-bps", type=float, default=2.0, help="bid/ask spread (default 2)")
     p.add_argument("--latency-ms", type=float, default=50.0, help="mean delivery latency (default 50)")
     p.add_argument("--quote-rates", type=_assignments, default={}, help="e.g. USDT-USD=1.0005")

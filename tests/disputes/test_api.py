@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from disputes.api import MAX_BODY, dispute_app
+from disputes.model import Event, EventKind
 from disputes.service import DisputeService
 from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
@@ -96,7 +97,8 @@ async def test_with_no_token_configured_every_write_is_401(store):
         b"[1, 2]",
         json.dumps({"market": "DOGE-USD", "reason": "manual"}).encode(),
         json.dumps({"market": 7, "reason": "manual"}).encode(),
-        json.dumps({"market": MARKET, "reason": "the price looks wrong"}).encode(),
+        json.dumps({"market": MARKET, "reason": ""}).encode(),
+        json.dumps({"market": MARKET, "reason": 5}).encode(),
         json.dumps({"market": MARKET}).encode(),
         json.dumps({"market": MARKET, "reason": "manual", "note": 5}).encode(),
     ],
@@ -105,6 +107,21 @@ async def test_bad_open_bodies_are_400(client, body):
     resp = await client.post("/v1/disputes", data=body, headers=AUTH)
     assert resp.status == 400
     assert "error" in await resp.json()
+
+
+async def test_free_text_reason_opens_a_manual_dispute_and_never_becomes_a_label(client, service):
+    body = {"market": MARKET, "reason": "the price looks wrong"}
+    resp = await client.post("/v1/disputes", json=body, headers=AUTH)
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["reason"] == "the price looks wrong"
+    listed = (await (await client.get("/v1/disputes")).json())["disputes"]
+    record = next(d for d in listed if d["id"] == body["id"])
+    assert record["reason"] == "manual"
+    assert "the price looks wrong" in record["note"]
+    metrics = service.metrics.render().decode()
+    assert f'markd_disputes_total{{market="{MARKET}",reason="manual"}} 1.0' in metrics
+    assert "the price looks wrong" not in metrics
 
 
 async def test_unknown_action_is_400_unknown_dispute_404_and_a_second_resolve_409(client):
@@ -173,3 +190,9 @@ async def test_with_redis_down_reads_fall_back_to_memory_and_resolve_is_503():
     finally:
         await client.close()
         await dead.close()
+
+
+async def test_every_stage_event_is_counted_by_kind(service):
+    await service.record([Event(EventKind.TIER_CHANGED, MARKET, 1000.0, {"from": 1, "to": 2})])
+    text = service.metrics.render().decode()
+    assert f'markd_events_total{{kind="tier_changed",market="{MARKET}"}} 1.0' in text

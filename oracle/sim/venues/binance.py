@@ -59,17 +59,12 @@ class Binance(VenueServer):
         async def handler(request: web.Request) -> web.Response:
             one, many = request.query.get("symbol"), request.query.get("symbols")
             if one is not None and many is not None:
-                return _error(
-                    -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
-                )
-            wanted = (
-                _symbols(many) if many is not None else [one] if one is not None else list(self._by_symbol)
-            )
+                return _error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+            wanted = _symbols(many) if many is not None else [one] if one is not None else list(self._by_symbol)
             if wanted is None:
                 return _error(
                     -1100,
-                    "Illegal characters found in parameter 'symbols'; legal range is "
-                    f"'^{SYMBOLS_SYNTAX.pattern}$'.",
+                    f"Illegal characters found in parameter 'symbols'; legal range is '^{SYMBOLS_SYNTAX.pattern}$'.",
                 )
             if any(s not in self._by_symbol for s in wanted):
                 return web.json_response(INVALID_SYMBOL, status=400)
@@ -82,9 +77,7 @@ class Binance(VenueServer):
 
     async def on_open(self, conn: Conn, request: web.Request) -> None:
         combined = conn.ids["combined"] = request.path == self.ws_path
-        streams = (
-            request.query.get("streams", "").split("/") if combined else [request.match_info.get("stream")]
-        )
+        streams = request.query.get("streams", "").split("/") if combined else [request.match_info.get("stream")]
         for stream in filter(None, streams):
             self._subscribe(conn, stream)
 

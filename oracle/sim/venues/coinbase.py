@@ -57,9 +57,7 @@ class Coinbase(VenueServer):
     async def on_text(self, conn: Conn, text: str) -> None:
         msg = parse_json(text)
         if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe"):
-            await self.send(
-                conn, {"type": "error", "message": "Failed to subscribe", "reason": "malformed message"}
-            )
+            await self.send(conn, {"type": "error", "message": "Failed to subscribe", "reason": "malformed message"})
             return
         wanted = _requested(msg)
         if wanted is None:
@@ -100,6 +98,8 @@ def _requested(msg: dict[str, Any]) -> list[str] | None:
     pairs = [str(p) for p in msg.get("product_ids") or []]
     for channel in msg.get("channels") or []:
         name = channel.get("name") if isinstance(channel, dict) else channel
+        if name == "heartbeat":  # accepted, as Coinbase does; the ticker pushes already keep it busy
+            continue
         if name != CHANNEL:
             return None
         if isinstance(channel, dict):

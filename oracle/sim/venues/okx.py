@@ -40,9 +40,7 @@ class Okx(VenueServer):
     async def _tickers(self, request: web.Request) -> web.Response:
         if request.query.get("instType") != "SPOT":
             return web.json_response({"code": "51000", "msg": "Parameter instType error", "data": []})
-        return web.json_response(
-            {"code": "0", "msg": "", "data": [_fields(self.ticker(p)) for p in self.pairs]}
-        )
+        return web.json_response({"code": "0", "msg": "", "data": [_fields(self.ticker(p)) for p in self.pairs]})
 
     async def on_text(self, conn: Conn, text: str) -> None:
         if text == "ping":
@@ -59,9 +57,7 @@ class Okx(VenueServer):
     async def _subscription(self, conn: Conn, op: str, arg: Any) -> None:
         inst = arg.get("instId") if isinstance(arg, dict) else None
         if not isinstance(arg, dict) or arg.get("channel") != CHANNEL or inst not in self.pairs:
-            await self.send(
-                conn, _error("60018", f"Wrong URL or channel:{CHANNEL},instId:{inst} doesn't exist.")
-            )
+            await self.send(conn, _error("60018", f"Wrong URL or channel:{CHANNEL},instId:{inst} doesn't exist."))
             return
         conn.subscribe(inst, on=op == "subscribe")
         await self.send(conn, {"event": op, "arg": {"channel": CHANNEL, "instId": inst}, "connId": CONN_ID})
