@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -24,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from oracle.metrics import Metrics
-from oracle.testing import free_port
+from oracle.testing import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -241,9 +242,7 @@ def test_the_promised_alerts_exist() -> None:
     ("mutation", "expr"),
     [("never fires", "vector(0) > 1"), ("always fires", "vector(1)")],
 )
-def test_every_alert_has_unit_tests_that_see_it_fire_and_stay_silent(
-    tmp_path: Path, mutation: str, expr: str
-) -> None:
+def test_every_alert_has_unit_tests_that_see_it_fire_and_stay_silent(tmp_path: Path, mutation: str, expr: str) -> None:
     # Replace every rule by one that never (always) fires: each alert's unit tests must then fail,
     # which proves alerts_test.yml expects it firing somewhere (silent on healthy series somewhere).
     shutil.copy(PROMETHEUS / "alerts_test.yml", tmp_path)
@@ -277,7 +276,7 @@ def test_dashboard_uses_only_metrics_markd_exports_and_shows_every_one() -> None
     assert not unknown, f"unknown metrics in the dashboard: {sorted(unknown)}"
     # Every metric family appears in some form (a histogram as _bucket/_sum/_count, a counter as _total).
     missing = {family for family, series in exported_series().items() if not series & used}
-    assert not missing, f"metrics no panel shows: {sorted(missing)}"
+    assert not missing, f"metrics no panel of deploy/grafana/dashboards/markd.json shows: {sorted(missing)}"
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
@@ -454,3 +453,43 @@ async def test_healthcheck_command_follows_healthz(status: int, healthy: bool) -
 
 async def test_healthcheck_command_fails_when_nothing_listens() -> None:
     assert await run_healthcheck(free_port()) != 0
+
+
+async def test_the_images_command_serves_the_healthcheck_and_stops_on_its_stop_signal(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # ENTRYPOINT + CMD as the image runs them, the config found through MARKD_CONFIG alone; its one
+    # source points at a closed port, so no test ever reaches a real venue.
+    final = dockerfile_stages()[-1]
+    (entrypoint,) = only(final, "ENTRYPOINT")
+    (cmd,) = only(final, "CMD")
+    argv = [*json.loads(entrypoint), *json.loads(cmd)]
+    argv[0] = str(Path(sys.executable).with_name(argv[0]))
+    config = tmp_path / "markd.toml"
+    config.write_text(
+        '[service]\ntick_ms = 100\nhttp_host = "127.0.0.1"\n'
+        f'[sources.local]\nkind = "http_json"\nbase_url = "http://127.0.0.1:{free_port()}/price"\n'
+        '[markets.TEST-USD]\nsources = [{ source = "local", pair = "TEST-USD", path = "price" }]\n'
+        "min_sources = 1\n"
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKD_")}
+    env |= {"MARKD_CONFIG": str(config), "MARKD_REDIS_URL": redis_server.url, "MARKD_HTTP_PORT": str(port)}
+    daemon = await asyncio.create_subprocess_exec(
+        *argv, cwd=tmp_path, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await run_healthcheck(port) != 0:
+            assert daemon.returncode is None, "markd run exited before it was healthy"
+            assert loop.time() < deadline, "markd run never passed the HEALTHCHECK"
+            await asyncio.sleep(0.2)
+        (signame,) = only(final, "STOPSIGNAL")
+        daemon.send_signal(getattr(signal, signame))
+        _, stderr = await asyncio.wait_for(daemon.communicate(), 8)  # within compose's stop_grace_period
+        assert daemon.returncode == 0, stderr.decode()[-2000:]
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
