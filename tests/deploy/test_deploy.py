@@ -394,11 +394,17 @@ def test_dockerfile_env_config_and_port() -> None:
 def test_dockerfile_copies_every_package_and_dockerignore_lets_them_through() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
-    copies = [args.split() for args in only(dockerfile_stages()[0], "COPY")]
-    sources = {src.rstrip("/") for args in copies for src in args[:-1] if not src.startswith("--")}
-    assert packages <= sources, f"packages the image would miss: {sorted(packages - sources)}"
+
+    def context_sources(stage: list[tuple[str, str]]) -> set[str]:
+        """What a stage copies from the build context (not `COPY --from=` another stage)."""
+        copies = [args.split() for args in only(stage, "COPY") if "--from=" not in args]
+        return {src.rstrip("/") for args in copies for src in args[:-1] if not src.startswith("--")}
+
+    stages = dockerfile_stages()
+    sources = context_sources(stages[0])
+    assert packages <= sources, f"packages the wheel would miss: {sorted(packages - sources)}"
     assert {"pyproject.toml", pyproject["project"]["readme"]} <= sources
-    sources |= set(only(dockerfile_stages()[-1], "COPY")[0].split()[:-1])
+    sources = set().union(*map(context_sources, stages))
     patterns = dockerignore_patterns()
     for source in sources:
         path = ROOT / source
