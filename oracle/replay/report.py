@@ -82,25 +82,34 @@ def market_report(
     market: str, run: RunResult, ref: RunResult, settings: Settings, attacks: list[Attack], t0: float
 ) -> dict[str, Any]:
     tick_s = settings.service.tick_ms / 1000
-    a, r = run.series[market], ref.series[market]
+    a = run.series[market]
+    r = ref.series.get(market)  # None: the reference config lacks the market; no error to measure
     usable = np.isin(a.status, USABLE)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.abs(a.price / r.price - 1.0) * 1e4
-    err = err[usable & np.isfinite(err)]
+    if r is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.abs(a.price / r.price - 1.0) * 1e4
+        err = err[usable & np.isfinite(err)]
     disputes = [d for d in run.disputes if d.market == market]
-    starts = [t0 + at.start_s for at in attacks if market in affected_markets(settings, at)]
+    starts = [t0 + at.start_s for at in attacks if not at.genuine and market in affected_markets(settings, at)]
     attack_start = min(starts) if starts else None
     latency = None
     if attack_start is not None:
         after = [d.opened_ts - attack_start for d in disputes if d.opened_ts >= attack_start]
         latency = min(after) if after else None
     held = np.flatnonzero(a.status == HELD)
+    errors: dict[str, float | None] = {"max_error_bps": None, "p99_error_bps": None, "seconds_over_50bps": None}
+    if r is not None:
+        errors = {
+            "max_error_bps": float(err.max()) if err.size else 0.0,
+            "p99_error_bps": float(np.percentile(err, 99)) if err.size else 0.0,
+            "seconds_over_50bps": float((err > 50).sum() * tick_s),
+        }
     return {
-        "max_error_bps": float(err.max()) if err.size else 0.0,
-        "p99_error_bps": float(np.percentile(err, 99)) if err.size else 0.0,
-        "seconds_over_50bps": float((err > 50).sum() * tick_s),
+        **errors,
         "availability": float(usable.mean()) if usable.size else 0.0,
-        "reference_availability": float(np.isin(r.status, USABLE).mean()) if r.status.size else 0.0,
+        "reference_availability": (
+            float(np.isin(r.status, USABLE).mean()) if r is not None and r.status.size else None
+        ),
         "disputes": len(disputes),
         "disputes_by_reason": _count(d.reason.value for d in disputes),
         "detection_latency_s": latency,
@@ -233,7 +242,8 @@ def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, sett
             rows = ticks.feed == f
             ts, price = _thin(ticks.ts[rows], ticks.price[rows])
             ax.plot(ts, price, lw=0.6, alpha=0.6, label=f"{key[0]} {key[1]}")
-    ax.plot(ref.grid, ref.series[market].price, color="black", lw=1.2, ls="--", label="reference mark")
+    if market in ref.series:
+        ax.plot(ref.grid, ref.series[market].price, color="black", lw=1.2, ls="--", label="reference mark")
     ax.plot(run.grid, run.series[market].price, color="tab:blue", lw=1.8, label="mark")
     ex = run.excluded.get(market, [])
     if ex:
