@@ -75,6 +75,7 @@ class Block:
     row_tier: np.ndarray  # (rows,) 1-based tier
     slot: np.ndarray  # (rows, cols) QuoteBook slot, padding -> the empty slot
     convert: np.ndarray  # (rows, cols) market index whose mark converts the quote; -1 = none
+    converts: bool  # any cell converts; without, every rate is 1.0 (a block of one currency)
     weight: np.ndarray  # (rows, cols) source weight, 0 on padding
     present_cols: np.ndarray  # (rows, cols) bool: a configured source sits in this cell
     max_age_s: np.ndarray  # (rows,)
@@ -158,6 +159,7 @@ class Plan:
             row_tier=np.array([t for _, t, _ in lanes], dtype=np.intp),
             slot=slot,
             convert=convert,
+            converts=bool((convert >= 0).any()),
             weight=weight,
             present_cols=slot != book.empty_slot,
             max_age_s=np.array(per_row["age"]),
@@ -198,9 +200,14 @@ def run_block(
     mark(present & ~(np.isfinite(raw) & (raw > 0)), SANITY)
     if frozen is not None:
         mark(present & frozen, FROZEN)
-    rate = _conversion_rates(plan.convert, rates, rate_ts, conv_max_age_s, now)
-    mark(present & np.isnan(rate), CONVERSION)
-    price = raw * rate
+    if plan.converts:
+        rate = _conversion_rates(plan.convert, rates, rate_ts, conv_max_age_s, now)
+        mark(present & np.isnan(rate), CONVERSION)
+        price = raw * rate
+        own_width = book.half_width[plan.slot] * rate
+    else:  # x 1.0 changes no float: skip the conversion's arrays
+        price = raw
+        own_width = book.half_width[plan.slot]
     mark(present & ((price <= plan.min_price[:, None]) | (price >= plan.max_price[:, None])), SANITY)
 
     ok = present & (reason == 0)
@@ -230,7 +237,7 @@ def run_block(
             else:
                 result[idx] = _window_median(*window) if method == "median" else _trimmed_mean(*window, plan.trim[idx])
                 conf[idx] = _window_spread(*window)
-    own = _own_half_width(book.half_width[plan.slot] * rate, ok, n)
+    own = _own_half_width(own_width, ok, n)
     has_quorum = n >= plan.quorum
     result[~has_quorum] = np.nan
     conf = np.where(has_quorum, np.fmax(conf, own), np.nan)
@@ -255,15 +262,18 @@ def _window_median(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarra
     return out
 
 
-def _rank(q: float, n: np.ndarray) -> np.ndarray:
+def _rank(q: float | np.ndarray, n: np.ndarray) -> np.ndarray:
     """0-based inverted-CDF rank of quantile q among n equally weighted values."""
     return np.maximum(np.ceil(q * n - 1e-9).astype(np.intp) - 1, 0)
+
+
+_QUARTILES = np.array([[0.25], [0.5], [0.75]])
 
 
 def _window_spread(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
     """max(p50 - p25, p75 - p50) of each sorted window, equal weights."""
     last = s.shape[1] - 1
-    q25, q50, q75 = (s[rows, np.minimum(lo + _rank(q, n), last)] for q in (0.25, 0.5, 0.75))
+    q25, q50, q75 = s[rows, np.minimum(lo + _rank(_QUARTILES, n), last)]  # the three quartiles at once
     return np.fmax(q50 - q25, q75 - q50)
 
 
@@ -308,9 +318,8 @@ def _weighted(price: np.ndarray, ok: np.ndarray, weight: np.ndarray) -> tuple[np
 
 def _own_half_width(own: np.ndarray, ok: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Mean over accepted quotes of their own uncertainty (Pyth conf, else half the bid/ask spread)."""
-    own = np.where(ok & (own >= 0), own, 0.0)  # NaN >= 0 is False
-    with np.errstate(invalid="ignore"):
-        return np.where(n > 0, own.sum(axis=1) / np.maximum(n, 1), 0.0)
+    own = np.where(ok & (own >= 0), own, 0.0)  # NaN >= 0 is False; what is left sums without NaN
+    return np.where(n > 0, own.sum(axis=1) / np.maximum(n, 1), 0.0)
 
 
 # --- from arrays to domain values -------------------------------------------------------------
