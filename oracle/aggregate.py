@@ -189,26 +189,27 @@ def run_block(
     raw = book.price[plan.slot]
     received = book.received_ts[plan.slot]
     present = plan.present_cols & ~np.isnan(received)
-    reason = np.zeros(raw.shape, dtype=np.int8)
     max_age = plan.max_age_s[:, None]
-
-    def mark(mask: np.ndarray, code: int) -> None:
-        np.putmask(reason, mask & (reason == 0), code)
-
-    mark(present & (now - received > max_age), STALE)
-    mark(present & (book.venue_ts[plan.slot] - now > max_age), FUTURE)
-    mark(present & ~(np.isfinite(raw) & (raw > 0)), SANITY)
+    rules = [
+        (now - received > max_age, STALE),
+        (book.venue_ts[plan.slot] - now > max_age, FUTURE),
+        (~(np.isfinite(raw) & (raw > 0)), SANITY),
+    ]
     if frozen is not None:
-        mark(present & frozen, FROZEN)
+        rules.append((frozen, FROZEN))
     if plan.converts:
         rate = _conversion_rates(plan.convert, rates, rate_ts, conv_max_age_s, now)
-        mark(present & np.isnan(rate), CONVERSION)
+        rules.append((np.isnan(rate), CONVERSION))
         price = raw * rate
         own_width = book.half_width[plan.slot] * rate
     else:  # x 1.0 changes no float: skip the conversion's arrays
         price = raw
         own_width = book.half_width[plan.slot]
-    mark(present & ((price <= plan.min_price[:, None]) | (price >= plan.max_price[:, None])), SANITY)
+    rules.append(((price <= plan.min_price[:, None]) | (price >= plan.max_price[:, None]), SANITY))
+    reason = np.zeros(raw.shape, dtype=np.int8)
+    for failed, code in reversed(rules):  # the first rule a quote fails is its reason: written last
+        np.putmask(reason, failed, code)
+    np.putmask(reason, ~present, 0)  # absent cells have no reason
 
     ok = present & (reason == 0)
     # One sort serves every step: deviation is a band around the median, so the quotes it keeps
@@ -220,7 +221,7 @@ def run_block(
         rel = price / centre[:, None] - 1.0
         outlier = ok & (np.abs(rel) > plan.max_dev[:, None])
         rel_sorted = s / centre[:, None] - 1.0
-    mark(outlier, DEVIATION)
+    np.putmask(reason, outlier, DEVIATION)  # outliers are among the accepted: no reason yet
     ok &= ~outlier
     lo = (rel_sorted < -plan.max_dev[:, None]).sum(axis=1)
     hi = (rel_sorted <= plan.max_dev[:, None]).sum(axis=1)
