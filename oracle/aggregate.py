@@ -332,19 +332,21 @@ def candidates(result: BlockResult, markets: Sequence[str], now: float) -> list[
     tiers: dict[int, list[TierResult]] = {}
     excluded: dict[int, list[Excluded]] = {}
     has_quorum = result.quorum
-    for r, m in enumerate(plan.row_market.tolist()):
-        names = plan.names[r]
-        acc = result.accepted[r]
-        sources = tuple(names[c] for c in range(len(names)) if acc[c])
-        tiers.setdefault(m, []).append(
-            TierResult(
-                int(plan.row_tier[r]),
-                float(result.price[r]),
-                float(result.confidence[r]),
-                sources,
-                bool(has_quorum[r]),
-            )
-        )
+    rows = zip(
+        plan.row_market.tolist(),
+        plan.row_tier.tolist(),
+        result.price.tolist(),
+        result.confidence.tolist(),
+        has_quorum.tolist(),
+        result.accepted.tolist(),
+        plan.names,
+        strict=True,
+    )
+    for m, tier, price, confidence, quorum, acc, names in rows:
+        sources = tuple(name for name, a in zip(names, acc, strict=False) if a)
+        tiers.setdefault(m, []).append(TierResult(tier, price, confidence, sources, quorum))
+    if not result.reason.any():
+        return [Candidate(markets[m], now, tuple(tiers[m]), ()) for m in plan.markets]
     for r, c in zip(*np.nonzero(result.reason), strict=True):
         m = int(plan.row_market[r])
         code = int(result.reason[r, c])
