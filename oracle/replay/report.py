@@ -214,7 +214,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 <h1>{html.escape(title)}</h1>
 <p>{report["run"]["ticks"]} ticks of {report["run"]["tick_ms"]} ms, replayed at
 {report["run"]["ticks_per_s"]:.0f} ticks/s. Error is the usable mark's distance from the reference run
-(no attacks), in basis points.</p>
+(the same ticks without the attacks, under the scenario's reference_config if it names one), in basis points.</p>
 <table><tr><th>market</th><th>max error bps</th><th>p99 error bps</th><th>s over 50 bps</th>
 <th>availability</th><th>disputes</th><th>detection latency s</th></tr>{rows}</table>
 <h2>Expectations</h2><ul>{checks or "<li>none stated</li>"}</ul>{body}</body></html>"""
