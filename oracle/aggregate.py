@@ -216,7 +216,7 @@ def run_block(
     # are a contiguous window [lo, hi) of each sorted row.
     s = np.sort(np.where(ok, price, np.nan), axis=1)
     rows = np.arange(len(s))
-    centre = _window_median(s, rows, np.zeros_like(rows), ok.sum(axis=1))
+    centre = _window_median(s, rows, 0, ok.sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = price / centre[:, None] - 1.0
         outlier = ok & (np.abs(rel) > plan.max_dev[:, None])
@@ -254,11 +254,13 @@ def _conversion_rates(
     return table[convert]
 
 
-def _window_median(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+_MIDDLES = np.array([[1], [0]])  # the window's middle pair sits at (n - 1) // 2 and n // 2
+
+
+def _window_median(s: np.ndarray, rows: np.ndarray, lo: np.ndarray | int, n: np.ndarray) -> np.ndarray:
     """Median of the sorted window s[r, lo:lo+n] of each row; NaN for an empty window."""
-    a = lo + np.maximum((n - 1) // 2, 0)
-    b = lo + np.maximum(n // 2, 0)
-    out = (s[rows, a] + s[rows, b]) / 2.0
+    a, b = s[rows, lo + np.maximum((n - _MIDDLES) // 2, 0)]
+    out = (a + b) / 2.0
     out[n == 0] = np.nan
     return out
 
