@@ -77,8 +77,10 @@ def _bad(tmp_path: Path, body: str) -> Path:
             'pair = "SUSD-USD"\nstart_s = 0\nduration_s = 1\n',
             "attack[0].kind",
         ),
+        ('ticks = "t.csv"\nconfig = "c.toml"\n[window]\nstart = 2023-03-10T00:00:00\n', "window.start"),
+        ('ticks = "t.csv"\nconfig = "c.toml"\nreference_config = "nope.toml"\n', "nope.toml"),
     ],
-    ids=["unknown-key", "missing-ticks", "bad-attack-kind"],
+    ids=["unknown-key", "missing-ticks", "bad-attack-kind", "window-without-zone", "missing-reference-config"],
 )
 def test_a_malformed_scenario_exits_2_with_one_clear_line(tmp_path, capsys, body, says):
     (tmp_path / "t.csv").write_text("ts,source,pair,price\n1.0,kraken,SUSD-USD,1.0\n")
