@@ -102,9 +102,7 @@ def anchor_breached(price: float, anchor: float, anchor_deviation_bps: float) ->
     return deviation_bps(price, anchor) > anchor_deviation_bps
 
 
-def confirming_tier(
-    price: float, in_use: int, tiers: Sequence[TierResult], max_deviation_bps: float
-) -> int | None:
+def confirming_tier(price: float, in_use: int, tiers: Sequence[TierResult], max_deviation_bps: float) -> int | None:
     """Another tier with quorum that agrees with `price`: evidence that a large move is genuine."""
     for t in tiers:
         if t.tier != in_use and t.quorum and deviation_bps(t.price, price) <= max_deviation_bps:
@@ -137,6 +135,7 @@ class FreezeDetector:
         if ticks.ndim == 1:
             ticks = ticks.reshape(-1, 1)  # one per row, applied across its columns
         self._ticks = np.broadcast_to(ticks, (n_rows, n_cols)).copy()
+        self._on = self._ticks > 0
         self._prev = np.full((n_rows, n_cols), np.nan)
         self._run = np.zeros((n_rows, n_cols), dtype=np.int64)  # consecutive unchanged ticks
         self._peer_moved = np.zeros((n_rows, n_cols), dtype=bool)  # some peer changed in the run
@@ -146,14 +145,13 @@ class FreezeDetector:
     def update(self, prices: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         if prices.shape != self._prev.shape:
             raise ValueError(f"prices shape {prices.shape} != detector shape {self._prev.shape}")
-        present = ~np.isnan(prices)
-        was_present = ~np.isnan(self._prev)
-        unchanged = present & was_present & (prices == self._prev)
-        changed = present & was_present & ~unchanged
+        both = ~(np.isnan(prices) | np.isnan(self._prev))
+        unchanged = prices == self._prev  # False wherever either side is NaN
+        changed = both & ~unchanged
         peers_changed = changed.sum(axis=1, keepdims=True) - changed > 0
         self._run = np.where(unchanged, self._run + 1, 0)
         self._peer_moved = unchanged & (self._peer_moved | peers_changed)
-        frozen = (self._ticks > 0) & (self._run >= self._ticks) & self._peer_moved
+        frozen = self._on & (self._run >= self._ticks) & self._peer_moved
         self.onset = frozen & ~self._frozen
         self._frozen = frozen
         self._prev = prices.astype(np.float64, copy=True)

@@ -116,9 +116,7 @@ class DisputeStage:
         mark = self._mark(st, candidate, status, step.tier)
         return Decision(mark, self._should_publish(st, mark, now), events)
 
-    def _guard(
-        self, st: MarketState, market: str, result: TierResult, now: float
-    ) -> tuple[bool, list[Event]]:
+    def _guard(self, st: MarketState, market: str, result: TierResult, now: float) -> tuple[bool, list[Event]]:
         """Run the jump guard; validate the candidate unless held. True when held."""
         g = st.guard.step(result.price, st.last.price, now, self._is_disputed(market))
         events = []
@@ -180,6 +178,8 @@ class DisputeStage:
         return events
 
     def _frozen_events(self, st: MarketState, c: Candidate, now: float) -> list[Event]:
+        if not st.frozen and not c.excluded:
+            return []  # the usual tick: nothing was frozen, nothing is
         frozen = frozenset(e.source for e in c.excluded if e.reason is Exclusion.FROZEN)
         thawed, newly = st.frozen - frozen, frozen - st.frozen
         changes = ((EventKind.SOURCE_FROZEN, newly), (EventKind.SOURCE_THAWED, thawed))
@@ -266,9 +266,7 @@ class DisputeStage:
         if anchor_breached(c.price, st.anchor.mean(), st.policy.anchor_deviation_bps):
             st.anchor.reset(c.price, now)  # the operator ruled this is the level now
 
-    def _new_dispute(
-        self, market: str, reason: Reason, now: float, origin: Origin, note: str, price: float
-    ) -> Dispute:
+    def _new_dispute(self, market: str, reason: Reason, now: float, origin: Origin, note: str, price: float) -> Dispute:
         self._counter += 1
         d = Dispute(
             id=f"{_URL_UNSAFE.sub('_', market)}.{round(now * 1000)}.{self._counter}",

@@ -75,6 +75,7 @@ class Block:
     row_tier: np.ndarray  # (rows,) 1-based tier
     slot: np.ndarray  # (rows, cols) QuoteBook slot, padding -> the empty slot
     convert: np.ndarray  # (rows, cols) market index whose mark converts the quote; -1 = none
+    converts: bool  # any cell converts; without, every rate is 1.0 (a block of one currency)
     weight: np.ndarray  # (rows, cols) source weight, 0 on padding
     present_cols: np.ndarray  # (rows, cols) bool: a configured source sits in this cell
     max_age_s: np.ndarray  # (rows,)
@@ -158,6 +159,7 @@ class Plan:
             row_tier=np.array([t for _, t, _ in lanes], dtype=np.intp),
             slot=slot,
             convert=convert,
+            converts=bool((convert >= 0).any()),
             weight=weight,
             present_cols=slot != book.empty_slot,
             max_age_s=np.array(per_row["age"]),
@@ -187,33 +189,39 @@ def run_block(
     raw = book.price[plan.slot]
     received = book.received_ts[plan.slot]
     present = plan.present_cols & ~np.isnan(received)
-    reason = np.zeros(raw.shape, dtype=np.int8)
     max_age = plan.max_age_s[:, None]
-
-    def mark(mask: np.ndarray, code: int) -> None:
-        np.putmask(reason, mask & (reason == 0), code)
-
-    mark(present & (now - received > max_age), STALE)
-    mark(present & (book.venue_ts[plan.slot] - now > max_age), FUTURE)
-    mark(present & ~(np.isfinite(raw) & (raw > 0)), SANITY)
+    rules = [
+        (now - received > max_age, STALE),
+        (book.venue_ts[plan.slot] - now > max_age, FUTURE),
+        (~(np.isfinite(raw) & (raw > 0)), SANITY),
+    ]
     if frozen is not None:
-        mark(present & frozen, FROZEN)
-    rate = _conversion_rates(plan.convert, rates, rate_ts, conv_max_age_s, now)
-    mark(present & np.isnan(rate), CONVERSION)
-    price = raw * rate
-    mark(present & ((price <= plan.min_price[:, None]) | (price >= plan.max_price[:, None])), SANITY)
+        rules.append((frozen, FROZEN))
+    if plan.converts:
+        rate = _conversion_rates(plan.convert, rates, rate_ts, conv_max_age_s, now)
+        rules.append((np.isnan(rate), CONVERSION))
+        price = raw * rate
+        own_width = book.half_width[plan.slot] * rate
+    else:  # x 1.0 changes no float: skip the conversion's arrays
+        price = raw
+        own_width = book.half_width[plan.slot]
+    rules.append(((price <= plan.min_price[:, None]) | (price >= plan.max_price[:, None]), SANITY))
+    reason = np.zeros(raw.shape, dtype=np.int8)
+    for failed, code in reversed(rules):  # the first rule a quote fails is its reason: written last
+        np.putmask(reason, failed, code)
+    np.putmask(reason, ~present, 0)  # absent cells have no reason
 
     ok = present & (reason == 0)
     # One sort serves every step: deviation is a band around the median, so the quotes it keeps
     # are a contiguous window [lo, hi) of each sorted row.
     s = np.sort(np.where(ok, price, np.nan), axis=1)
     rows = np.arange(len(s))
-    centre = _window_median(s, rows, np.zeros_like(rows), ok.sum(axis=1))
+    centre = _window_median(s, rows, 0, ok.sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = price / centre[:, None] - 1.0
         outlier = ok & (np.abs(rel) > plan.max_dev[:, None])
         rel_sorted = s / centre[:, None] - 1.0
-    mark(outlier, DEVIATION)
+    np.putmask(reason, outlier, DEVIATION)  # outliers are among the accepted: no reason yet
     ok &= ~outlier
     lo = (rel_sorted < -plan.max_dev[:, None]).sum(axis=1)
     hi = (rel_sorted <= plan.max_dev[:, None]).sum(axis=1)
@@ -233,7 +241,7 @@ def run_block(
             else:
                 result[idx] = _trimmed_mean(ws, wrows, wlo, wn, plan.trim[idx])
             conf[idx] = _window_spread(ws, wrows, wlo, wn)
-    own = _own_half_width(book.half_width[plan.slot] * rate, ok, n)
+    own = _own_half_width(own_width, ok, n)
     has_quorum = n >= plan.quorum
     result[~has_quorum] = np.nan
     conf = np.where(has_quorum, np.fmax(conf, own), np.nan)
@@ -249,24 +257,29 @@ def _conversion_rates(
     return table[convert]
 
 
-def _window_median(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+_MIDDLES = np.array([[1], [0]])  # the window's middle pair sits at (n - 1) // 2 and n // 2
+
+
+def _window_median(s: np.ndarray, rows: np.ndarray, lo: np.ndarray | int, n: np.ndarray) -> np.ndarray:
     """Median of the sorted window s[r, lo:lo+n] of each row; NaN for an empty window."""
-    a = lo + np.maximum((n - 1) // 2, 0)
-    b = lo + np.maximum(n // 2, 0)
-    out = (s[rows, a] + s[rows, b]) / 2.0
+    a, b = s[rows, lo + np.maximum((n - _MIDDLES) // 2, 0)]
+    out = (a + b) / 2.0
     out[n == 0] = np.nan
     return out
 
 
-def _rank(q: float, n: np.ndarray) -> np.ndarray:
+def _rank(q: float | np.ndarray, n: np.ndarray) -> np.ndarray:
     """0-based inverted-CDF rank of quantile q among n equally weighted values."""
     return np.maximum(np.ceil(q * n - 1e-9).astype(np.intp) - 1, 0)
+
+
+_QUARTILES = np.array([[0.25], [0.5], [0.75]])
 
 
 def _window_spread(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
     """max(p50 - p25, p75 - p50) of each sorted window, equal weights."""
     last = s.shape[1] - 1
-    q25, q50, q75 = (s[rows, np.minimum(lo + _rank(q, n), last)] for q in (0.25, 0.5, 0.75))
+    q25, q50, q75 = s[rows, np.minimum(lo + _rank(_QUARTILES, n), last)]  # the three quartiles at once
     return np.fmax(q50 - q25, q75 - q50)
 
 
@@ -311,9 +324,8 @@ def _weighted(price: np.ndarray, ok: np.ndarray, weight: np.ndarray) -> tuple[np
 
 def _own_half_width(own: np.ndarray, ok: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Mean over accepted quotes of their own uncertainty (Pyth conf, else half the bid/ask spread)."""
-    own = np.where(ok & (own >= 0), own, 0.0)  # NaN >= 0 is False
-    with np.errstate(invalid="ignore"):
-        return np.where(n > 0, own.sum(axis=1) / np.maximum(n, 1), 0.0)
+    own = np.where(ok & (own >= 0), own, 0.0)  # NaN >= 0 is False; what is left sums without NaN
+    return np.where(n > 0, own.sum(axis=1) / np.maximum(n, 1), 0.0)
 
 
 # --- from arrays to domain values -------------------------------------------------------------
@@ -325,19 +337,21 @@ def candidates(result: BlockResult, markets: Sequence[str], now: float) -> list[
     tiers: dict[int, list[TierResult]] = {}
     excluded: dict[int, list[Excluded]] = {}
     has_quorum = result.quorum
-    for r, m in enumerate(plan.row_market.tolist()):
-        names = plan.names[r]
-        acc = result.accepted[r]
-        sources = tuple(names[c] for c in range(len(names)) if acc[c])
-        tiers.setdefault(m, []).append(
-            TierResult(
-                int(plan.row_tier[r]),
-                float(result.price[r]),
-                float(result.confidence[r]),
-                sources,
-                bool(has_quorum[r]),
-            )
-        )
+    rows = zip(
+        plan.row_market.tolist(),
+        plan.row_tier.tolist(),
+        result.price.tolist(),
+        result.confidence.tolist(),
+        has_quorum.tolist(),
+        result.accepted.tolist(),
+        plan.names,
+        strict=True,
+    )
+    for m, tier, price, confidence, quorum, acc, names in rows:
+        sources = tuple(name for name, a in zip(names, acc, strict=False) if a)
+        tiers.setdefault(m, []).append(TierResult(tier, price, confidence, sources, quorum))
+    if not result.reason.any():
+        return [Candidate(markets[m], now, tuple(tiers[m]), ()) for m in plan.markets]
     for r, c in zip(*np.nonzero(result.reason), strict=True):
         m = int(plan.row_market[r])
         code = int(result.reason[r, c])

@@ -131,9 +131,14 @@ def summary(report: dict[str, Any]) -> str:
     lines = []
     for market, r in report["markets"].items():
         latency = r["detection_latency_s"]
+        error = (
+            "no reference"
+            if r["max_error_bps"] is None
+            else f"max error {r['max_error_bps']:.1f} bps, p99 {r['p99_error_bps']:.1f} bps, "
+            f"{r['seconds_over_50bps']:.0f} s over 50 bps"
+        )
         lines.append(
-            f"{market}: max error {r['max_error_bps']:.1f} bps, p99 {r['p99_error_bps']:.1f} bps, "
-            f"{r['seconds_over_50bps']:.0f} s over 50 bps, availability {r['availability']:.1%}, "
+            f"{market}: {error}, availability {r['availability']:.1%}, "
             f"{r['disputes']} dispute(s)" + (f", detected after {latency:.1f} s" if latency is not None else "")
         )
     for c in report["expectations"]:

@@ -72,6 +72,28 @@ class QuoteBook:
         live.half_width[i] = _half_width(quote)
         return True
 
+    def update_rows(
+        self,
+        slot: np.ndarray,
+        price: np.ndarray,
+        bid: np.ndarray,
+        ask: np.ndarray,
+        venue_ts: np.ndarray,
+        received_ts: np.ndarray,
+    ) -> None:
+        """Store a batch of quotes (columns, NaN = absent, no confidence) exactly as `update` would
+        one by one, for a batch that names each slot at most once and holds nothing older than the
+        book: what a replay feeds between two ticks, read in time order. The replay's bulk path."""
+        live = self._live
+        live.price[slot] = price
+        live.bid[slot] = bid
+        live.ask[slot] = ask
+        live.venue_ts[slot] = venue_ts
+        live.received_ts[slot] = received_ts
+        live.confidence[slot] = np.nan
+        spread = (ask - bid) / 2.0
+        live.half_width[slot] = np.where(np.isnan(spread), 0.0, spread)
+
     def snapshot(self, out: BookSnapshot | None = None) -> BookSnapshot:
         """Copy the live arrays into `out` (reused across ticks) and return it."""
         out = out or BookSnapshot.empty(len(self.keys))

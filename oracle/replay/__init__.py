@@ -92,11 +92,15 @@ def run_scenario(
 ) -> ReplayOutcome:
     loaded = load_scenario(path)
     ticks = load_ticks(loaded)
+    if loaded.scenario.window is not None:
+        start, end = loaded.scenario.window.bounds()
+        ticks = ticks.take((ticks.ts >= start) & (ticks.ts < end))
     if not len(ticks):
         raise ConfigError([f"{path}: the ticks are empty"])
     attacks = loaded.scenario.attack
     attacked = apply_attacks(ticks, attacks)
-    reference = replay(loaded.settings, ticks)
+    genuine = [a for a in attacks if a.genuine]
+    reference = replay(loaded.reference_settings, apply_attacks(ticks, genuine) if genuine else ticks)
     run = replay(loaded.settings, attacked, progress)
     t0 = float(ticks.ts.min())
     report = build_report(run, reference, loaded.settings, attacks, t0, loaded.scenario.expect)

@@ -31,6 +31,9 @@ class Attack(BaseModel):
     # spike/ramp: relative price change (+0.30 = +30 %); delay/skew: seconds; duplicate: the relative
     # shift of the copies (0 = exact copies); freeze/dropout: unused.
     magnitude: float = 0.0
+    # A genuine move of the market (LUNA's fall, USDC's de-peg), not an attack: the reference run sees
+    # it too, so the error measures only what the other attacks do on top of it.
+    genuine: bool = False
 
     def window(self, t0: float) -> tuple[float, float]:
         return t0 + self.start_s, t0 + self.start_s + self.duration_s

@@ -82,25 +82,34 @@ def market_report(
     market: str, run: RunResult, ref: RunResult, settings: Settings, attacks: list[Attack], t0: float
 ) -> dict[str, Any]:
     tick_s = settings.service.tick_ms / 1000
-    a, r = run.series[market], ref.series[market]
+    a = run.series[market]
+    r = ref.series.get(market)  # None: the reference config lacks the market; no error to measure
     usable = np.isin(a.status, USABLE)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.abs(a.price / r.price - 1.0) * 1e4
-    err = err[usable & np.isfinite(err)]
+    if r is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.abs(a.price / r.price - 1.0) * 1e4
+        err = err[usable & np.isfinite(err)]
     disputes = [d for d in run.disputes if d.market == market]
-    starts = [t0 + at.start_s for at in attacks if market in affected_markets(settings, at)]
+    starts = [t0 + at.start_s for at in attacks if not at.genuine and market in affected_markets(settings, at)]
     attack_start = min(starts) if starts else None
     latency = None
     if attack_start is not None:
         after = [d.opened_ts - attack_start for d in disputes if d.opened_ts >= attack_start]
         latency = min(after) if after else None
     held = np.flatnonzero(a.status == HELD)
+    errors: dict[str, float | None] = {"max_error_bps": None, "p99_error_bps": None, "seconds_over_50bps": None}
+    if r is not None:
+        errors = {
+            "max_error_bps": float(err.max()) if err.size else 0.0,
+            "p99_error_bps": float(np.percentile(err, 99)) if err.size else 0.0,
+            "seconds_over_50bps": float((err > 50).sum() * tick_s),
+        }
     return {
-        "max_error_bps": float(err.max()) if err.size else 0.0,
-        "p99_error_bps": float(np.percentile(err, 99)) if err.size else 0.0,
-        "seconds_over_50bps": float((err > 50).sum() * tick_s),
+        **errors,
         "availability": float(usable.mean()) if usable.size else 0.0,
-        "reference_availability": float(np.isin(r.status, USABLE).mean()) if r.status.size else 0.0,
+        "reference_availability": (
+            float(np.isin(r.status, USABLE).mean()) if r is not None and r.status.size else None
+        ),
         "disputes": len(disputes),
         "disputes_by_reason": _count(d.reason.value for d in disputes),
         "detection_latency_s": latency,
@@ -205,7 +214,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 <h1>{html.escape(title)}</h1>
 <p>{report["run"]["ticks"]} ticks of {report["run"]["tick_ms"]} ms, replayed at
 {report["run"]["ticks_per_s"]:.0f} ticks/s. Error is the usable mark's distance from the reference run
-(no attacks), in basis points.</p>
+(the same ticks without the attacks, under the scenario's reference_config if it names one), in basis points.</p>
 <table><tr><th>market</th><th>max error bps</th><th>p99 error bps</th><th>s over 50 bps</th>
 <th>availability</th><th>disputes</th><th>detection latency s</th></tr>{rows}</table>
 <h2>Expectations</h2><ul>{checks or "<li>none stated</li>"}</ul>{body}</body></html>"""
@@ -220,36 +229,59 @@ def _fmt(x: Any) -> str:
     return html.escape(str(x))
 
 
+# Source lines take muted colours, none of them the mark's blue or the exclusions' red.
+SOURCE_COLOURS = ("#8c8c8c", "#e6a817", "#4daf4a", "#984ea3", "#a65628", "#f781bf", "#17becf", "#bcbd22")
+
+
 def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, settings: Settings) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import dates as mdates
     from matplotlib import pyplot as plt
 
+    epoch_s = (np.datetime64(mdates.get_epoch()) - np.datetime64("1970-01-01T00:00:00")) / np.timedelta64(1, "s")
+
+    def day(ts: Any) -> Any:  # Unix seconds -> matplotlib's date numbers (UTC)
+        return (np.asarray(ts, dtype=float) - epoch_s) / 86400.0
+
     fig, ax = plt.subplots(figsize=(12, 5), dpi=90)
+    mark = run.series[market].price
+    shown = [mark[np.isfinite(mark)]]
+    if market in ref.series:
+        shown.append(ref.series[market].price[np.isfinite(ref.series[market].price)])
+    finite = np.concatenate(shown)
+    lo, hi = np.percentile(finite, [0, 100]) if finite.size else (0.0, 1.0)
+    pad = (hi - lo) * 0.5 or hi * 0.01
+    ylim = (lo - pad, hi + pad)  # from the marks: wild quotes (x1000) must not flatten the plot
     pairs = {(r.source, r.pair) for t in settings.markets[market].tiers for r in t}
+    off_scale = 0
     for f, key in enumerate(ticks.keys):
         if key in pairs:
             rows = ticks.feed == f
+            off_scale += int(((ticks.price[rows] < ylim[0]) | (ticks.price[rows] > ylim[1])).sum())
             ts, price = _thin(ticks.ts[rows], ticks.price[rows])
-            ax.plot(ts, price, lw=0.6, alpha=0.6, label=f"{key[0]} {key[1]}")
-    ax.plot(ref.grid, ref.series[market].price, color="black", lw=1.2, ls="--", label="reference mark")
-    ax.plot(run.grid, run.series[market].price, color="tab:blue", lw=1.8, label="mark")
+            colour = SOURCE_COLOURS[len(ax.lines) % len(SOURCE_COLOURS)]
+            ax.plot(day(ts), price, lw=0.6, alpha=0.7, color=colour, label=f"{key[0]} {key[1]}")
+    ax.plot(day(run.grid), mark, color="tab:blue", lw=1.4, label="mark")
+    if market in ref.series:
+        ax.plot(day(ref.grid), ref.series[market].price, color="black", lw=1.0, ls="--", label="reference mark")
     ex = run.excluded.get(market, [])
     if ex:
-        ax.scatter([e[0] for e in ex], [e[2] for e in ex], marker="x", s=12, color="red", label="excluded quote")
-    _shade(ax, run.grid, run.series[market].status == HELD, "orange", "held")
+        ax.scatter(day([e[0] for e in ex]), [e[2] for e in ex], marker="x", s=12, color="red", label="excluded quote")
+    _shade(ax, day(run.grid), run.series[market].status == HELD, "orange", "held")
     for i, d in enumerate(x for x in run.disputes if x.market == market):
         end = d.closed_ts if d.closed_ts is not None else float(run.grid[-1])
-        ax.axvspan(d.opened_ts, end, color="red", alpha=0.12, label="dispute" if i == 0 else None)
-    finite = run.series[market].price[np.isfinite(run.series[market].price)]
-    if finite.size:  # keep wild quotes (x1000) from flattening the plot
-        lo, hi = np.percentile(finite, [0, 100])
-        pad = (hi - lo) * 0.5 or hi * 0.01
-        ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlabel("time (Unix s)")
+        ax.axvspan(day(d.opened_ts), day(end), color="red", alpha=0.12, label="dispute" if i == 0 else None)
+    ax.set_ylim(*ylim)
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)")
     ax.set_ylabel("price")
-    ax.legend(loc="upper left", fontsize=7, ncol=3)
+    if off_scale:
+        ax.set_title(f"{off_scale} quotes lie off this scale (the scale follows the marks)", fontsize=9, loc="right")
+    ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.9)
     ax.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.tight_layout()

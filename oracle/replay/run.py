@@ -20,7 +20,7 @@ import numpy as np
 from disputes.model import Dispute
 from disputes.stage import DisputeStage
 from oracle.metrics import Metrics
-from oracle.models import Mark, Quote, Status
+from oracle.models import Mark, Status
 from oracle.pipeline import Pipeline
 from oracle.publish import MemorySink
 from oracle.quotebook import QuoteBook
@@ -85,13 +85,10 @@ async def _replay(
     markets = pipeline.aggregator.plan.markets
     series = {m: _empty_series(len(grid)) for m in markets}
     result = RunResult(grid, [], [], series, [], {m: [] for m in markets})
-    rows = _Rows(ticks)
+    feed = _Feeder(ticks, book, grid)
     started = time.perf_counter()
-    i, n = 0, len(ticks)
     for k, t in enumerate(grid.tolist()):
-        while i < n and rows.ts[i] <= t:
-            book.update(rows.quote(i))
-            i += 1
+        feed.until(k)
         out = pipeline.tick(t)
         for mark in await sink.publish(out.publish):
             result.published.append(mark)
@@ -109,33 +106,36 @@ async def _replay(
     return result
 
 
-class _Rows:
-    """Plain Python lists of the columns: per-row access to them is far cheaper than to numpy."""
+class _Feeder:
+    """Hands the QuoteBook, before tick k, every quote received up to grid[k], as columns.
 
-    def __init__(self, ticks: Ticks) -> None:
-        self.keys = ticks.keys
-        self.feed = ticks.feed.tolist()
-        self.ts = ticks.ts.tolist()
-        self.price = ticks.price.tolist()
-        self.bid = ticks.bid.tolist()
-        self.ask = ticks.ask.tolist()
-        self.venue_ts = ticks.venue_ts.tolist()
+    The daemon calls `QuoteBook.update` once per quote as it arrives; here the rows between two ticks
+    go in as one `update_rows` batch. The two are the same because the rows are in time order (the
+    book never sees an older quote) and, of several rows of one slot between two ticks, only the last
+    is kept: the earlier ones would have been overwritten before the tick looked at the book.
+    """
 
-    def quote(self, i: int) -> Quote:
-        source, pair = self.keys[self.feed[i]]
-        return Quote(
-            source,
-            pair,
-            self.price[i],
-            self.ts[i],
-            _opt(self.bid[i]),
-            _opt(self.ask[i]),
-            _opt(self.venue_ts[i]),
-        )
+    def __init__(self, ticks: Ticks, book: QuoteBook, grid: np.ndarray) -> None:
+        self.book = book
+        slot_of_key = np.array([book.slot.get(k, book.empty_slot) for k in ticks.keys], dtype=np.intp)
+        slot = slot_of_key[ticks.feed] if len(ticks) else np.zeros(0, dtype=np.intp)
+        batch = np.searchsorted(grid, ticks.ts, side="left")  # tick k takes the rows with ts <= grid[k]
+        order = np.lexsort((np.arange(len(slot)), slot))  # by slot, then time
+        superseded = np.zeros(len(slot), dtype=bool)
+        same = (slot[order[1:]] == slot[order[:-1]]) & (batch[order[1:]] == batch[order[:-1]])
+        superseded[order[:-1]] = same
+        keep = np.flatnonzero(~superseded & (batch < len(grid)))
+        self.slot, self.batch = slot[keep], batch[keep]
+        self.cols = tuple(c[keep] for c in (ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, ticks.ts))
+        ticks_idx = np.arange(len(grid))
+        self.start = np.searchsorted(self.batch, ticks_idx, side="left").tolist()
+        self.end = np.searchsorted(self.batch, ticks_idx, side="right").tolist()
 
-
-def _opt(x: float) -> float | None:
-    return None if x != x else x  # NaN check without a function call
+    def until(self, k: int) -> None:
+        a, b = self.start[k], self.end[k]
+        if a < b:
+            price, bid, ask, venue_ts, ts = self.cols
+            self.book.update_rows(self.slot[a:b], price[a:b], bid[a:b], ask[a:b], venue_ts[a:b], ts[a:b])
 
 
 def _empty_series(n: int) -> Series:

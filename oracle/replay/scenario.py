@@ -9,15 +9,20 @@ Additions to the contract, all optional:
     [synth]                        # generate the ticks instead of reading them (seeded, in memory)
     [import_ohlc]                  # or build them from 1-minute OHLC files (the SVB de-peg data)
     [[expect]]                     # the outcome the scenario expects, checked by `markd replay --check`
+    reference_config = "usd.toml"  # the reference run's config (default: `config`), e.g. only the
+                                   # USD-quoted venues, to measure a market against them
+    [window]                       # replay only the ticks received in [start, end) (TOML datetimes)
+    [[attack]] genuine = true      # a real market move: the reference run sees it as well
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oracle.replay.attacks import Attack
 from oracle.settings import ConfigError, Settings, _errors_of, load_settings
@@ -57,6 +62,17 @@ class ImportOhlc(_Strict):
     files: dict[str, str]  # "source:PAIR" -> file name in dir
 
 
+class Window(_Strict):
+    start: AwareDatetime | None = None  # e.g. 2023-03-10T00:00:00Z
+    end: AwareDatetime | None = None
+
+    def bounds(self) -> tuple[float, float]:
+        return (
+            self.start.timestamp() if self.start else -math.inf,
+            self.end.timestamp() if self.end else math.inf,
+        )
+
+
 class Expect(_Strict):
     market: str
     metric: Metric
@@ -73,6 +89,8 @@ class Scenario(_Strict):
     import_ohlc: ImportOhlc | None = None
     attack: list[Attack] = []
     expect: list[Expect] = []
+    reference_config: str | None = None
+    window: Window | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> Scenario:
@@ -83,10 +101,11 @@ class Scenario(_Strict):
 
 
 class LoadedScenario:
-    def __init__(self, path: Path, scenario: Scenario, settings: Settings) -> None:
+    def __init__(self, path: Path, scenario: Scenario, settings: Settings, reference: Settings | None = None) -> None:
         self.path = path
         self.scenario = scenario
         self.settings = settings
+        self.reference_settings = reference or settings
 
     def resolve(self, name: str) -> Path:
         return (self.path.parent / name).resolve()
@@ -106,6 +125,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     except ValidationError as exc:
         raise ConfigError([f"{p}: {e}" for e in _errors_of(exc)]) from exc
     settings = load_settings(p.parent / scenario.config)
+    reference = load_settings(p.parent / scenario.reference_config) if scenario.reference_config else None
     problems = [
         f"{p}: expect[{i}].market: '{e.market}' is not a market of the config"
         for i, e in enumerate(scenario.expect)
@@ -113,4 +133,4 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     ]
     if problems:
         raise ConfigError(problems)
-    return LoadedScenario(p, scenario, settings)
+    return LoadedScenario(p, scenario, settings, reference)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oracle.replay import ReplayOutcome, run_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+INCIDENTS = [
+    "compound_dai_spike",
+    "mango_pump",
+    "synthetix_skrw_x1000",
+    "venus_luna_freeze",
+    "bzx_one_tick_double",
+    "pyth_two_publishers_zero",
+    "jelly_thin_ramp",
+    "svb_usdc_depeg",
+    "svb_usdc_depeg_real",
+]
+
+
+@pytest.fixture(scope="session")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[ReplayOutcome, Path]]:
+    """Every scenario of the library, replayed once per test session (report.html skipped)."""
+    out = {}
+    for name in INCIDENTS:
+        folder = tmp_path_factory.mktemp(name)
+        out[name] = (run_scenario(SCENARIOS / f"{name}.toml", folder, html=False), folder)
+    return out

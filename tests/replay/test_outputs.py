@@ -1,0 +1,98 @@
+"""Determinism, the CLI's exit codes and the replay outputs of the contract."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oracle.cli import main
+from oracle.replay import run_scenario
+
+from .conftest import SCENARIOS
+
+SMALL = SCENARIOS / "bzx_one_tick_double.toml"
+
+
+def test_the_same_scenario_twice_gives_byte_identical_outputs(tmp_path, replayed):
+    _, first = replayed["mango_pump"]
+    run_scenario(SCENARIOS / "mango_pump.toml", tmp_path, html=False)
+    for name in ("marks.csv", "disputes.csv"):
+        assert (tmp_path / name).read_bytes() == (first / name).read_bytes()
+    assert (tmp_path / "disputes.csv").read_text().count("\n") > 1  # a dispute was there to compare
+
+
+def test_outputs_have_the_contract_headers(replayed):
+    _, folder = replayed["mango_pump"]
+    with (folder / "marks.csv").open() as fh:
+        assert next(csv.reader(fh)) == ["ts", "market", "price", "confidence", "status", "tier", "sources", "seq"]
+    with (folder / "disputes.csv").open() as fh:
+        assert next(csv.reader(fh)) == ["opened_ts", "closed_ts", "market", "reason", "outcome"]
+
+
+def test_report_json_has_the_contract_figures_per_market(replayed):
+    _, folder = replayed["svb_usdc_depeg"]
+    report = json.loads((folder / "report.json").read_text())
+    assert set(report["markets"]) == {"BTC-USD", "USDC-USD", "USDT-USD"}
+    for figures in report["markets"].values():
+        for key in (
+            "max_error_bps",
+            "p99_error_bps",
+            "seconds_over_50bps",
+            "availability",
+            "disputes",
+            "detection_latency_s",
+        ):
+            assert key in figures
+    assert report["run"]["ticks_per_s"] > 0
+
+
+def test_replay_check_exits_0_when_expectations_hold_and_1_when_one_fails(tmp_path, capsys):
+    assert main(["replay", str(SMALL), "--out", str(tmp_path / "a"), "--check", "--no-html"]) == 0
+    strict = tmp_path / "strict.toml"
+    text = SMALL.read_text().replace('value = 10\nwhy = "one doubled', 'value = 0\nwhy = "one doubled')
+    strict.write_text(text.replace('config = "', f'config = "{SCENARIOS}/'))
+    assert main(["replay", str(strict), "--out", str(tmp_path / "b"), "--check", "--no-html"]) == 1
+    assert "FAIL SUSD-USD max_error_bps <= 0.0" in capsys.readouterr().out
+
+
+def _bad(tmp_path: Path, body: str) -> Path:
+    shutil.copy(SCENARIOS / "bzx_one_tick_double.markd.toml", tmp_path / "c.toml")
+    path = tmp_path / "s.toml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('ticks = "t.csv"\nconfig = "c.toml"\ncolour = "red"\n', "colour"),
+        ('ticks = "missing.csv"\nconfig = "c.toml"\n', "missing.csv: no such file"),
+        (
+            'ticks = "t.csv"\nconfig = "c.toml"\n[[attack]]\nkind = "nuke"\nsources = ["kraken"]\n'
+            'pair = "SUSD-USD"\nstart_s = 0\nduration_s = 1\n',
+            "attack[0].kind",
+        ),
+        ('ticks = "t.csv"\nconfig = "c.toml"\n[window]\nstart = 2023-03-10T00:00:00\n', "window.start"),
+        ('ticks = "t.csv"\nconfig = "c.toml"\nreference_config = "nope.toml"\n', "nope.toml"),
+    ],
+    ids=["unknown-key", "missing-ticks", "bad-attack-kind", "window-without-zone", "missing-reference-config"],
+)
+def test_a_malformed_scenario_exits_2_with_one_clear_line(tmp_path, capsys, body, says):
+    (tmp_path / "t.csv").write_text("ts,source,pair,price\n1.0,kraken,SUSD-USD,1.0\n")
+    code = main(["replay", str(_bad(tmp_path, body)), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and says in err
+    assert "Traceback" not in err
+
+
+def test_report_html_is_self_contained_with_one_image_per_market(tmp_path):
+    run_scenario(SCENARIOS / "svb_usdc_depeg_real.toml", tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert not re.search(r"(?:src|href)\s*=\s*['\"]?(?:https?:)?//", page)
+    assert len(re.findall(r"<img [^>]*src='data:image/png;base64,", page)) == 3
