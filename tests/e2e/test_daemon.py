@@ -282,3 +282,29 @@ def test_sigterm_exits_0_within_5_seconds_and_logs_are_json_lines(config: Path) 
     assert all({"ts", "level", "logger", "event"} <= set(e) for e in events)
     names = [e["event"] for e in events]
     assert names[:3] == ["http_listening", "restored", "started"] and names[-1] == "stopped", names
+
+
+@pytest.mark.timeout(45)
+def test_sigterm_exits_0_within_5_seconds_while_redis_is_down_and_a_venue_hangs(
+    config: Path, venues: VenueThread
+) -> None:
+    own_redis = RedisServer().start()
+    own = Daemon(config, MARKD_REDIS_URL=own_redis.url).start()
+    try:
+        own.wait_ready()
+        own_redis.stop()
+        venues.outage("bybit", "silent", 10.0)  # its REST poll hangs until the outage ends
+        wait_for("/readyz to notice Redis is down", lambda: get(f"{own.url}/readyz")[0] == 503, 10)
+        own.signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert own.proc is not None
+        try:
+            code = own.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"markd still running 5 s after SIGTERM:\n{own.stderr()}")
+        assert code == 0, own.stderr()
+        assert time.monotonic() - started < 5
+    finally:
+        venues.outage("bybit", "silent", 0)
+        own.stop()
+        own_redis.stop()
