@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -319,11 +318,19 @@ def iso_seconds(value: Any, what: str = "time") -> float:
         raise SchemaError(f"{what} is {value!r}, not an ISO time") from None
 
 
-@contextmanager
-def about(pair: str) -> Iterator[None]:
-    """Attach `pair` to a ParseError raised inside, so the error is counted against it."""
-    try:
-        yield
-    except ParseError as exc:
-        exc.pair = exc.pair or pair
-        raise
+class about:
+    """Attach `pair` to a ParseError raised inside, so the error is counted against it. A class, not
+    a @contextmanager generator: it wraps every quote of every frame, and this is several times cheaper."""
+
+    __slots__ = ("pair",)
+
+    def __init__(self, pair: str) -> None:
+        self.pair = pair
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, ParseError):
+            exc.pair = exc.pair or self.pair
+        return False  # the error goes on
