@@ -238,7 +238,10 @@ def arr(value: Any, what: str = "value") -> list[Any]:
 
 def get(container: Any, key: str | int) -> Any:
     """container[key] for an object or a list, or SchemaError."""
-    if isinstance(key, int) and isinstance(container, list):
+    if type(container) is dict and type(key) is str:  # what json.loads gives: skip the ABC checks
+        if key in container:
+            return container[key]
+    elif isinstance(key, int) and isinstance(container, list):
         if -len(container) <= key < len(container):
             return container[key]
     elif isinstance(container, Mapping) and key in container:
@@ -255,6 +258,8 @@ def text(container: Any, key: str | int) -> str:
 
 def number(value: Any, what: str = "value") -> float:
     """A venue number, sent as a JSON number or a decimal string."""
+    if type(value) is float:  # the common case, and already a float (NaN and inf are checked later)
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise SchemaError(f"{what} is {type(value).__name__}, not a number")
     try:

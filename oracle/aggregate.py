@@ -321,20 +321,20 @@ def candidates(result: BlockResult, markets: Sequence[str], now: float) -> list[
     plan = result.plan
     tiers: dict[int, list[TierResult]] = {}
     excluded: dict[int, list[Excluded]] = {}
-    has_quorum = result.quorum
-    for r, m in enumerate(plan.row_market.tolist()):
-        names = plan.names[r]
-        acc = result.accepted[r]
-        sources = tuple(names[c] for c in range(len(names)) if acc[c])
-        tiers.setdefault(m, []).append(
-            TierResult(
-                int(plan.row_tier[r]),
-                float(result.price[r]),
-                float(result.confidence[r]),
-                sources,
-                bool(has_quorum[r]),
-            )
-        )
+    # Whole arrays to Python lists at once: indexing numpy element by element dominated this loop.
+    rows = zip(
+        plan.row_market.tolist(),
+        plan.names,
+        result.accepted.tolist(),
+        plan.row_tier.tolist(),
+        result.price.tolist(),
+        result.confidence.tolist(),
+        result.quorum.tolist(),
+        strict=False,
+    )
+    for m, names, acc, tier, price, confidence, quorum in rows:
+        sources = tuple(name for name, ok in zip(names, acc, strict=False) if ok)
+        tiers.setdefault(m, []).append(TierResult(int(tier), float(price), float(confidence), sources, bool(quorum)))
     for r, c in zip(*np.nonzero(result.reason), strict=True):
         m = int(plan.row_market[r])
         code = int(result.reason[r, c])
