@@ -141,10 +141,21 @@ async def watch(redis: Redis, feed: Feed, prefix: str) -> None:
 
 
 async def stepper(feed: Feed, rng: random.Random) -> None:
-    """Step each sampled market about once a second, staggered so steps fall anywhere in a tick."""
+    """Step each sampled market once a second, in turn, at jittered instants so steps fall anywhere
+    in a tick (a market is never stepped again before its last step could be marked)."""
+    order = sorted(feed.steps)
     while True:
-        await asyncio.sleep(rng.uniform(0.8, 1.2) / len(feed.steps))
-        feed.step(rng.choice(sorted(feed.steps)))
+        for market in order:
+            await asyncio.sleep(rng.uniform(0.5, 1.5) / len(order))
+            feed.step(market)
+
+
+async def loop_lag(lags: list[float], every_s: float = 0.01) -> None:
+    """How late this process's own event loop wakes up (it timestamps sends and arrivals)."""
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(every_s)
+        lags.append(time.monotonic() - started - every_s)
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
@@ -174,13 +185,22 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     tasks: list[asyncio.Task[None]] = []
     try:
         await warm_up(redis, markets, daemon, args.warmup)
-        tasks = [asyncio.create_task(watch(redis, feed, "bench")), asyncio.create_task(stepper(feed, random.Random(2)))]
+        lags: list[float] = []
+        tasks = [
+            asyncio.create_task(watch(redis, feed, "bench")),
+            asyncio.create_task(stepper(feed, random.Random(2))),
+            asyncio.create_task(loop_lag(lags)),
+        ]
         await asyncio.sleep(1.0)  # subscribed, and the first steps taken
         for steps in feed.steps.values():  # only steps taken from now on count
             del steps[:-1]
-        quotes0, ticks0, t0 = feed.quotes, cpu_ticks(daemon.pid), time.monotonic()
+        pids = {"daemon": daemon.pid, "bench": os.getpid(), "redis": redis_server.proc.pid}  # type: ignore[union-attr]
+        quotes0, t0 = feed.quotes, time.monotonic()
+        ticks0 = {k: cpu_ticks(pid) for k, pid in pids.items()}
+        del lags[:]
         await asyncio.sleep(args.seconds)
-        ticks1, t1 = cpu_ticks(daemon.pid), time.monotonic()
+        ticks1, t1 = {k: cpu_ticks(pid) for k, pid in pids.items()}, time.monotonic()
+        lag_ms = np.array(lags) * 1000.0
         rss_kb, hwm_kb = status_kb(daemon.pid, "VmRSS"), status_kb(daemon.pid, "VmHWM")
         quotes_per_s = (feed.quotes - quotes0) / (t1 - t0)
         await asyncio.sleep(1.0)  # the last steps' marks arrive
@@ -207,14 +227,20 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     if not latencies:
         raise SystemExit("no sampled step reached Redis")
     ms = np.array(latencies) * 1000.0
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = {k: round(100.0 * (ticks1[k] - ticks0[k]) / hz / (t1 - t0), 1) for k in ticks0}
     return {
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "max_ms": round(float(ms.max()), 1),
-        "cpu_pct": round(100.0 * (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK") / (t1 - t0), 1),
+        "cpu_pct": cpu["daemon"],
         "rss_mb": round(rss_kb / 1024, 1),
         "rss_peak_mb": round(hwm_kb / 1024, 1),
+        "p90_ms": round(float(np.percentile(ms, 90)), 1),
         "samples": len(latencies),
+        "bench_cpu_pct": cpu["bench"],
+        "redis_cpu_pct": cpu["redis"],
+        "bench_loop_lag_p99_ms": round(float(np.percentile(lag_ms, 99)), 1),
         "missed": missed,
         "quotes_per_s": round(quotes_per_s),
         "markets": args.markets,
