@@ -192,8 +192,6 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             asyncio.create_task(loop_lag(lags)),
         ]
         await asyncio.sleep(1.0)  # subscribed, and the first steps taken
-        for steps in feed.steps.values():  # only steps taken from now on count
-            del steps[:-1]
         pids = {"daemon": daemon.pid, "bench": os.getpid(), "redis": redis_server.proc.pid}  # type: ignore[union-attr]
         quotes0, t0 = feed.quotes, time.monotonic()
         ticks0 = {k: cpu_ticks(pid) for k, pid in pids.items()}
@@ -221,8 +219,17 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         redis_server.stop()
         await runner.cleanup()
 
-    done = [s for steps in feed.steps.values() for s in steps if s.sent and min(s.sent.values()) < t1]
+    # The steps first sent within the measured window (not the one each market was on at its start).
+    done = [s for steps in feed.steps.values() for s in steps if s.sent and t0 <= min(s.sent.values()) < t1]
     latencies = [lat for s in done if (lat := s.latency_s(len(sources))) is not None]
+    if args.samples_out:
+        rows = sorted(
+            (min(s.sent.values()) - t0, m, s.latency_s(len(sources)))
+            for m, st in feed.steps.items()
+            for s in st
+            if s.sent
+        )
+        Path(args.samples_out).write_text("".join(f"{t:.3f},{m},{lat}\n" for t, m, lat in rows))
     missed = len(done) - len(latencies)
     if not latencies:
         raise SystemExit("no sampled step reached Redis")
@@ -276,6 +283,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--sample", type=int, default=40, help="markets whose steps are timed")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds allowed for every market's first mark")
+    p.add_argument("--samples-out", help="write each step (seconds since the start, market, latency_s) as CSV")
     p.add_argument("--profile", help="run the daemon under cProfile, writing its stats to this file")
     result = asyncio.run(run(p.parse_args()))
     targets_ok = result["p99_ms"] <= result["tick_ms"] + 20 and result["cpu_pct"] <= 60 and result["rss_mb"] <= 300
