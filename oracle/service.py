@@ -58,7 +58,7 @@ class Service:
         self.stage = DisputeStage(settings)
         self.pipeline = Pipeline(settings, self.book, self.metrics, self.stage)
         tick_s = settings.service.tick_ms / 1000
-        self.publisher = RedisPublisher(settings.redis, self.metrics, self.clock, timeout_s=tick_s)
+        self.publisher = RedisPublisher(settings.redis, self.metrics, self.clock, timeout_s=tick_s, mark_gauges=False)
         self.lease = LeaderLease(
             settings.redis,
             self.replica_id,
