@@ -163,6 +163,10 @@ def test_metrics_hold_every_metric_of_the_contract(
         wait_for("a failed publish", lambda: (daemon.sample("markd_publish_errors") or 0) > 0, 10)
     finally:
         redis.start()
+    # It leads again once it has retaken the lease on the emptied Redis (writes under its old token
+    # are refused there, so a mark in it proves that); until then markd_leader may dip to 0 for a tick.
+    wait_for("a mark in the restarted Redis", lambda: stored_seq(store, "BTC-USD") > 0, 10)
+    wait_for("markd_leader back to 1", lambda: daemon.sample("markd_leader") == 1, 10)
     wait_for(
         "an http_5xx error from bybit",
         lambda: (daemon.sample("markd_source_errors", source="bybit", code="http_5xx") or 0) > 0,
