@@ -8,9 +8,8 @@ import pytest
 
 from oracle.sim.venues import DEFAULT_SPECS
 from oracle.testing import RedisServer
-from tests.e2e.stack import Daemon, VenueThread, write_config
+from tests.e2e.stack import TOKEN, Daemon, VenueThread, write_config
 
-TOKEN = "e2e-dispute-token"
 # Bitstamp quotes 400 bps off every other venue: beyond every market's max_deviation_bps, so the
 # daemon excludes it (markd_quote_excluded_total{reason="deviation"}) and still has quorum.
 DEVIANT = {"bitstamp": replace(DEFAULT_SPECS["bitstamp"], bias_bps=400.0)}

@@ -33,6 +33,7 @@ from oracle.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "markd"  # demo_config's redis.prefix
+TOKEN = "e2e-dispute-token"  # MARKD_DISPUTE_TOKEN of the daemons under test
 _T = TypeVar("_T")
 
 

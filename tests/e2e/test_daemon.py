@@ -17,9 +17,9 @@ import redis as redis_py
 
 from oracle.sim.demo import DEMO_MARKETS
 from oracle.testing import RedisServer
-from tests.e2e.conftest import TOKEN
 from tests.e2e.stack import (
     PREFIX,
+    TOKEN,
     Daemon,
     Prometheus,
     VenueThread,
