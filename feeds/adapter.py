@@ -335,7 +335,6 @@ class about:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, ParseError):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, ParseError):  # the error goes on, now naming its pair
             exc.pair = exc.pair or self.pair
-        return False  # the error goes on
