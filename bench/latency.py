@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -218,6 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         await redis.aclose()
         redis_server.stop()
         await runner.cleanup()
+    shutil.rmtree(workdir)  # kept when the run failed: its markd.log says why
 
     # The steps first sent within the measured window (not the one each market was on at its start).
     done = [s for steps in feed.steps.values() for s in steps if s.sent and t0 <= min(s.sent.values()) < t1]
