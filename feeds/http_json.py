@@ -12,9 +12,9 @@ from feeds.adapter import Adapter, ParseResult, Request, about, get, number
 from oracle.models import Quote
 
 
-def walk(doc: Any, path: str) -> Any:
+def walk(doc: Any, path: str | tuple[str, ...]) -> Any:
     node = doc
-    for segment in path.split("."):
+    for segment in path.split(".") if isinstance(path, str) else path:
         is_index = isinstance(node, list) and segment.lstrip("-").isdigit()
         node = get(node, int(segment) if is_index else segment)
     return node
@@ -24,6 +24,10 @@ class HttpJson(Adapter):
     kind = "http_json"
     rest_url = ""  # no default: base_url must name the document
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._paths = {pair: (ref.path or "", tuple((ref.path or "").split("."))) for pair, ref in self.refs.items()}
+
     def requests(self) -> list[Request]:
         return [Request(self.base_url, pairs=tuple(self.refs))]
 
@@ -32,5 +36,5 @@ class HttpJson(Adapter):
 
     def _quote(self, pair: str, doc: Any, received_ts: float) -> Quote:
         with about(pair):
-            path = self.refs[pair].path or ""
-            return self.book(pair, received_ts, last=number(walk(doc, path), path))
+            path, segments = self._paths[pair]
+            return self.book(pair, received_ts, last=number(walk(doc, segments), path))

@@ -136,8 +136,9 @@ class SourceFeed:
         for error in result.errors:
             log.debug("source %s: %s %s: %s", self.name, error.code, error.pair or "frame", error.detail)
             self._error(error.code)
+        if result.quotes:
+            self.metrics.quote_received(self.name, len(result.quotes))
         for quote in result.quotes:
-            self.metrics.quote_received(self.name)
             self._deliver(quote)
         if result.quotes:
             # Only quotes prove recovery: a venue that accepts and then drops us must keep backing off.

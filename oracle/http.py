@@ -37,7 +37,9 @@ def _service(request: web.Request) -> Service:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = _service(request).metrics.render()
+    service = _service(request)
+    service.refresh_gauges()
+    body = service.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

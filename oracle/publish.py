@@ -141,7 +141,8 @@ class MemorySink:
 class RedisPublisher:
     """The live sink. `timeout_s` bounds each publish (default: one default tick); `backoff_s` is the
     first and the longest wait between reconnect attempts; `batch` is how many marks one script
-    call writes (Redis runs nothing else meanwhile: 100 take about a millisecond)."""
+    call writes (Redis runs nothing else meanwhile: 100 take about a millisecond). `mark_gauges=False`
+    leaves the markd_mark_* gauges to the caller (the daemon sets them when /metrics is scraped)."""
 
     def __init__(
         self,
@@ -152,6 +153,7 @@ class RedisPublisher:
         timeout_s: float = 0.25,
         backoff_s: tuple[float, float] = (0.05, 0.5),
         batch: int = 100,
+        mark_gauges: bool = True,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -159,6 +161,7 @@ class RedisPublisher:
         self._timeout_s = timeout_s
         self._backoff_s = backoff_s
         self._batch = batch
+        self._mark_gauges = mark_gauges
         self._keys = Keys(settings.prefix)
         self._market_keys: dict[str, MarketKeys] = {}
         self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
@@ -231,8 +234,9 @@ class RedisPublisher:
         stamped: list[Mark] = []
         verdicts = _verdicts(await _PUBLISH.run_many(self._redis, self._calls(marks, now, stamped)))
         written = [m for m, v in zip(stamped, verdicts, strict=True) if self._accepted(m, v)]
-        for mark in written:
-            self._metrics.mark_published(mark, now)
+        if self._mark_gauges:
+            for mark in written:
+                self._metrics.mark_published(mark, now)
         if len(written) < len(stamped):
             self._metrics.publish_failed(len(stamped) - len(written))
         return written

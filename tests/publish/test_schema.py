@@ -9,9 +9,10 @@ import math
 import pytest
 from redis.asyncio import Redis
 
+from oracle.clock import WallClock
 from oracle.metrics import Metrics
 from oracle.models import Status
-from oracle.publish import MemorySink
+from oracle.publish import MemorySink, RedisPublisher
 from oracle.schema import Keys
 from oracle.settings import RedisSettings
 from tests.publish.helpers import mark, publisher
@@ -141,6 +142,16 @@ async def test_publish_updates_metrics(settings: RedisSettings) -> None:
     assert metrics.registry.get_sample_value("markd_mark_price", {"market": "BTC-USD"}) == 42.0
     assert metrics.registry.get_sample_value("markd_mark_seq", {"market": "BTC-USD"}) == 1
     assert metrics.registry.get_sample_value("markd_mark_status", {"market": "BTC-USD", "status": "ok"}) == 1
+    assert metrics.registry.get_sample_value("markd_publish_seconds_count") == 1
+
+
+async def test_publish_leaves_the_mark_gauges_to_the_caller_when_asked(settings: RedisSettings) -> None:
+    metrics = Metrics()
+    pub = RedisPublisher(settings, metrics, WallClock(), mark_gauges=False)  # the daemon sets them at scrape
+    written = await pub.publish([mark(price=42.0)])
+    await pub.close()
+    assert [m.seq for m in written] == [1]
+    assert metrics.registry.get_sample_value("markd_mark_price", {"market": "BTC-USD"}) is None
     assert metrics.registry.get_sample_value("markd_publish_seconds_count") == 1
 
 
