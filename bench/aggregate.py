@@ -88,9 +88,7 @@ def naive(rows: list[list[tuple[float, float]]]) -> list[tuple[float, float, lis
             continue
         mid = statistics.median(fresh)
         kept = sorted(p for p in fresh if abs(p / mid - 1) <= MAX_DEV)
-        excluded += [
-            (i, "deviation") for i, (p, _) in enumerate(row) if p in fresh and abs(p / mid - 1) > MAX_DEV
-        ]
+        excluded += [(i, "deviation") for i, (p, _) in enumerate(row) if p in fresh and abs(p / mid - 1) > MAX_DEV]
         if len(kept) < MIN_SOURCES:
             out.append((math.nan, math.nan, excluded))
             continue

@@ -69,9 +69,7 @@ def ceiling(port: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markets", type=int, default=1000)
     parser.add_argument("--marks", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)

@@ -53,9 +53,7 @@ def _error(cls: type[web.HTTPException], message: str, **kw: Any) -> web.HTTPExc
 
 
 def _too_large(size: int) -> web.HTTPException:
-    return _error(
-        web.HTTPRequestEntityTooLarge, f"body over {MAX_BODY} bytes", max_size=MAX_BODY, actual_size=size
-    )
+    return _error(web.HTTPRequestEntityTooLarge, f"body over {MAX_BODY} bytes", max_size=MAX_BODY, actual_size=size)
 
 
 def _unauthorised(message: str) -> web.HTTPException:

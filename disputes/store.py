@@ -102,9 +102,7 @@ class DisputeStore:
             fields["reason"] = event.dispute.reason.value
             fields["outcome"] = event.dispute.outcome.value if event.dispute.outcome else ""
         fields["json"] = event.to_json()
-        entry = await self.client.xadd(
-            self.stream_key, cast(Any, fields), maxlen=self.stream_maxlen, approximate=True
-        )
+        entry = await self.client.xadd(self.stream_key, cast(Any, fields), maxlen=self.stream_maxlen, approximate=True)
         return str(entry)
 
     async def events(self, count: int = 1000) -> list[dict[str, Any]]:

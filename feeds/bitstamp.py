@@ -21,9 +21,7 @@ class Bitstamp(Adapter):
         return pair.replace("-", "").lower()
 
     def requests(self) -> list[Request]:
-        return [
-            Request(f"{self.base_url}/api/v2/ticker/{self.symbols.venue(p)}/", pairs=(p,)) for p in self.refs
-        ]
+        return [Request(f"{self.base_url}/api/v2/ticker/{self.symbols.venue(p)}/", pairs=(p,)) for p in self.refs]
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         (pair,) = pairs

@@ -30,16 +30,12 @@ class Coinbase(Adapter):
     ws_url = "wss://ws-feed.exchange.coinbase.com"
 
     def requests(self) -> list[Request]:
-        return [
-            Request(f"{self.base_url}/products/{self.symbols.venue(p)}/ticker", pairs=(p,)) for p in self.refs
-        ]
+        return [Request(f"{self.base_url}/products/{self.symbols.venue(p)}/ticker", pairs=(p,)) for p in self.refs]
 
     def subscriptions(self) -> list[str]:
         # The heartbeat channel keeps a quiet product's connection talking, so silence means trouble.
         products = [self.symbols.venue(p) for p in self.refs]
-        return [
-            json.dumps({"type": "subscribe", "product_ids": products, "channels": ["ticker", "heartbeat"]})
-        ]
+        return [json.dumps({"type": "subscribe", "product_ids": products, "channels": ["ticker", "heartbeat"]})]
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         body = obj(doc, "frame")

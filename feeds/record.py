@@ -40,9 +40,7 @@ async def record(
     clock = clock or WallClock()
     async with aiohttp.ClientSession() as session:
         with TicksWriter(out_path, clock) as writer:
-            runner = FeedRunner(
-                settings, session, clock, metrics or Metrics(), writer.write, **runner_options
-            )
+            runner = FeedRunner(settings, session, clock, metrics or Metrics(), writer.write, **runner_options)
             task = asyncio.create_task(runner.run(), name="record")
             try:
                 if seconds is None:

@@ -181,9 +181,7 @@ async def test_crossed_book_is_bad_price_not_a_quote(venues, rest_case, kind):
         await until(lambda: feed.errors("bad_price") >= 1)
         before = len(feed.quotes)
         await until(lambda: feed.errors("bad_price") >= 2)
-        assert not any(
-            q.bid is not None and q.ask is not None and q.bid > q.ask for q in feed.quotes[before:]
-        )
+        assert not any(q.bid is not None and q.ask is not None and q.bid > q.ask for q in feed.quotes[before:])
         venue.heal()
         await feed.next_quote(case.pairs[0])
 

@@ -23,9 +23,7 @@ SCALARS = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**300), max_value=2**300),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(
-        ["", "NaN", "-1", "0", "1e400", "-inf", "0x1f", "XBT/USD", "ticker", "2021-13-01T00:00:00Z"]
-    ),
+    st.sampled_from(["", "NaN", "-1", "0", "1e400", "-inf", "0x1f", "XBT/USD", "ticker", "2021-13-01T00:00:00Z"]),
     st.text(max_size=12),
 )
 VALUES = st.recursive(
@@ -92,9 +90,7 @@ def _cases(shared: Path) -> dict[str, tuple[Adapter, Any, tuple[str, ...]]]:
 
 
 REST = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"]
-NAMES = [f"{k}-rest" for k in REST] + [
-    f"{k}-ws-{i}" for k in ("binance", "coinbase", "kraken", "okx") for i in (0, 1)
-]
+NAMES = [f"{k}-rest" for k in REST] + [f"{k}-ws-{i}" for k in ("binance", "coinbase", "kraken", "okx") for i in (0, 1)]
 NAMES += ["binance-price", "bitstamp-usdc", "pyth-legacy"]
 
 

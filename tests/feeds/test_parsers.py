@@ -17,9 +17,7 @@ from oracle.settings import SourceRef
 from tests.feeds.fakes import BTC_FEED, ETH_FEED, ETH_USD_PROXY, load
 
 
-def adapter(
-    kind: str, *pairs: str | dict[str, Any], transport: str = "rest", base_url: str | None = None
-) -> Adapter:
+def adapter(kind: str, *pairs: str | dict[str, Any], transport: str = "rest", base_url: str | None = None) -> Adapter:
     refs = [SourceRef(source=kind, **(p if isinstance(p, dict) else {"pair": p})) for p in pairs]
     return adapter_class(kind)(kind, refs, base_url, transport)  # type: ignore[arg-type]
 
@@ -116,9 +114,7 @@ def test_okx_ticker(shared_dir: Path):
 
 
 def test_okx_refusal_is_counted_not_raised():
-    result = parse(
-        adapter("okx", "FOO-BAR"), {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
-    )
+    result = parse(adapter("okx", "FOO-BAR"), {"code": "51001", "msg": "Instrument ID does not exist", "data": []})
     assert [e.code for e in result.errors] == ["unknown_pair"]
 
 
@@ -172,10 +168,7 @@ def _chainlink(heartbeat_s: float = 3600) -> Adapter:
 
 
 def _round_answer(shared_dir: Path, **change: int) -> dict[str, Any]:
-    r = {
-        k: int(v)
-        for k, v in load(shared_dir, "chainlink_latestRoundData_eth_usd.json")["latestRoundData"].items()
-    }
+    r = {k: int(v) for k, v in load(shared_dir, "chainlink_latestRoundData_eth_usd.json")["latestRoundData"].items()}
     r.update(change)
     words = [r[k] for k in ("roundId", "answer", "startedAt", "updatedAt", "answeredInRound")]
     return {"jsonrpc": "2.0", "id": 0, "result": encode_round(*words)}

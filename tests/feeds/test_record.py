@@ -68,9 +68,7 @@ def test_rows_are_flushed_as_they_go(tmp_path):
 
 def test_run_record_exits_2_on_a_bad_config(tmp_path, capsys):
     config = tmp_path / "bad.toml"
-    config.write_text(
-        '[sources.x]\nkind = "nope"\n[markets.BTC-USD]\nsources = [{source = "x", pair = "BTC-USD"}]\n'
-    )
+    config.write_text('[sources.x]\nkind = "nope"\n[markets.BTC-USD]\nsources = [{source = "x", pair = "BTC-USD"}]\n')
     assert run_record(str(config), str(tmp_path / "t.csv"), 1) == 2
     assert "sources.x.kind" in capsys.readouterr().err
     assert run_record(str(tmp_path / "missing.toml"), str(tmp_path / "t.csv"), 1) == 2

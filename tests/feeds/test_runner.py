@@ -101,9 +101,7 @@ async def test_a_failing_on_quote_is_logged_and_counted_and_the_feed_goes_on(ven
 
     metrics = Metrics()
     async with aiohttp.ClientSession() as session:
-        runner = FeedRunner(
-            settings_for(case, venue.url), session, FastClock(), metrics, on_quote, **RUNNER_OPTIONS
-        )
+        runner = FeedRunner(settings_for(case, venue.url), session, FastClock(), metrics, on_quote, **RUNNER_OPTIONS)
         task = asyncio.create_task(runner.run())
         await until(lambda: len(calls) >= 3)
         assert not task.done()
@@ -175,15 +173,11 @@ def test_the_production_config_gets_an_adapter_per_source_with_real_endpoints():
 
     config = Path(__file__).resolve().parents[2] / "config" / "markd.toml"
     adapters = build_adapters(load_settings(config))
-    endpoints = {
-        name: a.ws_endpoint() if a.transport == "ws" else a.requests()[0].url for name, a in adapters.items()
-    }
+    endpoints = {name: a.ws_endpoint() if a.transport == "ws" else a.requests()[0].url for name, a in adapters.items()}
     assert endpoints["coinbase"] == "wss://ws-feed.exchange.coinbase.com"
     assert endpoints["kraken"] == "wss://ws.kraken.com"
     assert endpoints["okx"] == "wss://ws.okx.com:8443/ws/v5/public"
-    assert endpoints["binance"].startswith(
-        "wss://stream.binance.com:9443/stream?streams=usdcusdt@bookTicker/"
-    )
+    assert endpoints["binance"].startswith("wss://stream.binance.com:9443/stream?streams=usdcusdt@bookTicker/")
     assert endpoints["bybit"] == "https://api.bybit.com/v5/market/tickers"
     assert endpoints["bitstamp"] == "https://www.bitstamp.net/api/v2/ticker/usdtusd/"
     assert endpoints["pyth"] == "https://hermes.pyth.network/v2/updates/price/latest"

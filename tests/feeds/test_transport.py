@@ -47,9 +47,7 @@ def test_error_codes_follow_the_status():
 
 async def _poll_once(url: str, timeout_s: float = 0.5):
     async with aiohttp.ClientSession() as session:
-        poller = RestPoller(
-            session, [Request(url, pairs=("BTC-USD",))], FastClock(), poll_s=0.01, timeout_s=timeout_s
-        )
+        poller = RestPoller(session, [Request(url, pairs=("BTC-USD",))], FastClock(), poll_s=0.01, timeout_s=timeout_s)
         return await poller.fetch(poller.requests[0])
 
 
@@ -84,17 +82,13 @@ async def test_websocket_frames_carry_the_clock_receive_time_and_no_request_pair
     venue = await venues(ws_case("coinbase"))
     clock = FastClock()
     async with aiohttp.ClientSession() as session:
-        client = WsClient(
-            session, venue.url, clock, subscriptions=['{"type": "subscribe"}'], timeout_s=1, silence_s=1
-        )
+        client = WsClient(session, venue.url, clock, subscriptions=['{"type": "subscribe"}'], timeout_s=1, silence_s=1)
         frames = client.frames()
         before = clock.now()
         frame = await anext(frames)
         await frames.aclose()
     assert before <= frame.received_ts <= clock.now()
-    assert frame.pairs == () and b"ticker" in (
-        frame.body if isinstance(frame.body, bytes) else frame.body.encode()
-    )
+    assert frame.pairs == () and b"ticker" in (frame.body if isinstance(frame.body, bytes) else frame.body.encode())
     assert venue.received == ['{"type": "subscribe"}']
 
 

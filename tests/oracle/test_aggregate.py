@@ -141,9 +141,7 @@ def test_converted_quote_is_excluded_when_the_convert_candidate_is_not_validated
     def hold_usdt(cands: list[Candidate]) -> list[Mark]:
         return [m for m in accept(cands) if m.market != "USDT-USD"]
 
-    t = tick(
-        s, [*USDT_QUOTES, q("a", 99.75), q("b", 100.0), q("c", 100.125, pair="BTC-USDT")], validate=hold_usdt
-    )
+    t = tick(s, [*USDT_QUOTES, q("a", 99.75), q("b", 100.0), q("c", 100.125, pair="BTC-USDT")], validate=hold_usdt)
     assert t.excluded("BTC-USD") == {("c", "conversion")}
 
 
@@ -370,9 +368,7 @@ def test_confidence_is_the_larger_nearest_rank_quartile_gap() -> None:
     four = tick(one_market("abcd"), [q("a", 100.0), q("b", 100.25), q("c", 100.5), q("d", 101.0)])
     # n = 4: p25 = 1st = 100, p50 = 2nd = 100.25, p75 = 3rd = 100.5
     assert four.candidates["BTC-USD"].tiers[0].confidence == 0.25
-    five = tick(
-        one_market("abcde"), [q("a", 100.0), q("b", 100.25), q("c", 100.5), q("d", 101.0), q("e", 101.25)]
-    )
+    five = tick(one_market("abcde"), [q("a", 100.0), q("b", 100.25), q("c", 100.5), q("d", 101.0), q("e", 101.25)])
     # n = 5: p25 = 2nd = 100.25, p50 = 3rd = 100.5, p75 = 4th = 101
     assert five.candidates["BTC-USD"].tiers[0].confidence == 0.5
 
@@ -472,8 +468,7 @@ def test_frozen_cells_from_the_detector_are_excluded_as_frozen() -> None:
 
 def test_a_level_cut_into_several_blocks_gives_the_same_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     markets = {
-        f"M{i}-USD": {"sources": refs("abc", f"M{i}-USD"), "fallback": refs(["p"], f"M{i}-USD")}
-        for i in range(5)
+        f"M{i}-USD": {"sources": refs("abc", f"M{i}-USD"), "fallback": refs(["p"], f"M{i}-USD")} for i in range(5)
     }
     markets["M2-USD"]["method"] = "trimmed_mean"
     s = config(markets, "abcp", min_sources=3)

@@ -283,9 +283,7 @@ def random_world(draw: st.DrawFn) -> tuple[dict[str, Any], list[Quote]]:
         for s in draw(st.permutations(sources))[:size]:
             convert = m > 0 and draw(st.booleans())
             tier1.append(
-                {"source": s, "pair": f"M{m}-USDT", "convert": "M0-USD"}
-                if convert
-                else {"source": s, "pair": name}
+                {"source": s, "pair": f"M{m}-USDT", "convert": "M0-USD"} if convert else {"source": s, "pair": name}
             )
         market: dict[str, Any] = {"sources": tier1}
         if draw(st.booleans()):
@@ -397,9 +395,7 @@ _market = st.fixed_dictionaries(
         "typo": _values,
     },
 )
-_policy_keys = st.sampled_from(
-    ["min_sources", "trim", "max_age_ms", "method", "min_price", "max_price", "typo"]
-)
+_policy_keys = st.sampled_from(["min_sources", "trim", "max_age_ms", "method", "min_price", "max_price", "typo"])
 _document = st.fixed_dictionaries(
     {},
     optional={
@@ -413,9 +409,7 @@ _document = st.fixed_dictionaries(
             _values,
         ),
         "markets": st.one_of(
-            st.dictionaries(
-                st.sampled_from(["A-USD", "B-USD", "C-USD"]), st.one_of(_market, _values), max_size=3
-            ),
+            st.dictionaries(st.sampled_from(["A-USD", "B-USD", "C-USD"]), st.one_of(_market, _values), max_size=3),
             _values,
         ),
         "redis": _values,

@@ -380,9 +380,7 @@ def test_market_overrides_of_policy_resolve() -> None:
         max_deviation_bps=200,
         min_sources=3,
     )
-    assert s.policy_for("A-USD") == Policy(
-        max_age_ms=3000, max_deviation_bps=40, min_sources=3, method="trimmed_mean"
-    )
+    assert s.policy_for("A-USD") == Policy(max_age_ms=3000, max_deviation_bps=40, min_sources=3, method="trimmed_mean")
     assert s.policy_for("B-USD") == Policy(max_age_ms=0, max_deviation_bps=200, min_sources=3, trim=0.1)
     assert s.policy == Policy(max_age_ms=3000, max_deviation_bps=200, min_sources=3)
 
@@ -524,27 +522,21 @@ def test_typo_in_a_fallback_entry_gives_one_message(fallback: object, problem: s
     assert err.value.problems == [problem]
 
 
-def test_env_override_of_an_undefined_market_is_an_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_override_of_an_undefined_market_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARKD_MARKETS__ETH-USD__MIN_SOURCES", "2")  # no such market in the file
     with pytest.raises(ConfigError) as err:
         _base_settings(tmp_path)
     assert err.value.problems == ["markets.ETH-USD.sources: Field required"]
 
 
-def test_bad_redis_url_is_refused_without_echoing_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_redis_url_is_refused_without_echoing_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = BASE + '\n[redis]\nurl = "http://oracle:hunter2@cache:6379/0"\n'
     problems = refused(tmp_path, capsys, text)
     assert problems == ["redis.url: must start with redis://, rediss:// or unix://"]
     assert "hunter2" not in problems[0]
 
 
-def test_a_cycle_is_reported_with_field_errors_in_one_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_cycle_is_reported_with_field_errors_in_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = BASE.replace("max_deviation_bps = 100", "max_deviaton_bps = 100") + CYCLE2
     assert refused(tmp_path, capsys, text) == [
         "markets.BTC-USD.max_deviaton_bps: unknown key (typo?)",
@@ -573,8 +565,7 @@ def test_same_source_and_pair_twice_in_a_tier_is_refused() -> None:
         ),
         (
             "MARKD_MARKETS__BTC-USD__SOURCES__0__PAIR",
-            "markets.BTC-USD.sources: not a table, "
-            "so MARKD_MARKETS__BTC-USD__SOURCES__0__PAIR cannot set a key in it",
+            "markets.BTC-USD.sources: not a table, so MARKD_MARKETS__BTC-USD__SOURCES__0__PAIR cannot set a key in it",
         ),
     ],
 )

@@ -30,9 +30,7 @@ def mark(
     return Mark(market, price, confidence, ts, 0, status, tier, sources, candidate=cand)
 
 
-def publisher(
-    settings: RedisSettings, metrics: Metrics | None = None, timeout_s: float = 0.25
-) -> RedisPublisher:
+def publisher(settings: RedisSettings, metrics: Metrics | None = None, timeout_s: float = 0.25) -> RedisPublisher:
     return RedisPublisher(settings, metrics or Metrics(), WallClock(), timeout_s=timeout_s)
 
 

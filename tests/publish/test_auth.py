@@ -56,9 +56,7 @@ async def test_password_in_the_url_works(auth_server: RedisServer) -> None:
     assert "BTC-USD" in table and SECRET not in table
 
 
-async def test_a_wrong_password_never_leaks(
-    auth_server: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_wrong_password_never_leaks(auth_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "wr0ng-s3cret-plugh"
     settings = RedisSettings(url=auth_server.url.replace(SECRET, wrong), prefix="auth")

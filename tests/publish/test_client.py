@@ -40,12 +40,8 @@ async def put(settings: RedisSettings, *marks: Mark) -> None:
     await pub.close()
 
 
-async def test_get_returns_an_ok_or_degraded_mark_within_the_age(
-    settings: RedisSettings, reader: MarkReader
-) -> None:
-    await put(
-        settings, mark("A-USD", 10.5, NOW - 0.5), mark("B-USD", 20.0, NOW - 1, status=Status.DEGRADED, tier=2)
-    )
+async def test_get_returns_an_ok_or_degraded_mark_within_the_age(settings: RedisSettings, reader: MarkReader) -> None:
+    await put(settings, mark("A-USD", 10.5, NOW - 0.5), mark("B-USD", 20.0, NOW - 1, status=Status.DEGRADED, tier=2))
     a = await reader.get("A-USD", max_age_ms=1000)
     b = await reader.get("B-USD", max_age_ms=1000)
     assert (a.price, a.status, a.seq, a.sources) == (10.5, Status.OK, 1, ("coinbase", "kraken", "okx"))
@@ -71,9 +67,7 @@ async def test_get_raises_on_each_bad_state(
     assert caught.value.market == "A-USD" and caught.value.mark is not None
 
 
-async def test_get_raises_missing_for_an_absent_or_malformed_mark(
-    settings: RedisSettings, reader: MarkReader
-) -> None:
+async def test_get_raises_missing_for_an_absent_or_malformed_mark(settings: RedisSettings, reader: MarkReader) -> None:
     with pytest.raises(MarkMissing):
         await reader.get("NOPE-USD", max_age_ms=1000)
     raw = Redis.from_url(settings.url)

@@ -155,9 +155,7 @@ async def test_publish_leaves_the_mark_gauges_to_the_caller_when_asked(settings:
     assert metrics.registry.get_sample_value("markd_publish_seconds_count") == 1
 
 
-async def test_concurrent_publishes_of_one_publisher_never_collide(
-    settings: RedisSettings, raw: Redis
-) -> None:
+async def test_concurrent_publishes_of_one_publisher_never_collide(settings: RedisSettings, raw: Redis) -> None:
     pub = publisher(settings)
     results = await asyncio.gather(*(pub.publish([mark(price=float(i))]) for i in range(20)))
     await pub.close()

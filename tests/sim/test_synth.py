@@ -59,9 +59,7 @@ def test_usdt_quotes_are_the_market_divided_by_the_quote_rate() -> None:
     model = Model(noise_bps=0.0, bias_bps=0.0, quote_rates={"USDT-USD": 1.0005})
     ticks = synth_columns({"BTC-USD": 30_000.0}, ["coinbase", "binance:USDT"], 10, 1, 5, model=model)
     pair = np.array([ticks.keys[i][1] for i in ticks.feed])
-    by_venue_ts = {
-        p: ticks.price[pair == p][np.argsort(ticks.venue_ts[pair == p])] for p in ("BTC-USD", "BTC-USDT")
-    }
+    by_venue_ts = {p: ticks.price[pair == p][np.argsort(ticks.venue_ts[pair == p])] for p in ("BTC-USD", "BTC-USDT")}
     np.testing.assert_allclose(by_venue_ts["BTC-USDT"] * 1.0005, by_venue_ts["BTC-USD"], rtol=1e-12)
 
 

@@ -42,9 +42,7 @@ def _messages(payload: Payload, name: str, keep: Callable[[Any], bool] = lambda 
 # --- REST ---------------------------------------------------------------------------------------
 
 
-async def test_binance_book_ticker_rest(
-    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
-) -> None:
+async def test_binance_book_ticker_rest(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:
     real = payload("binance_api_v3_ticker_bookTicker.json")
     root = sim.urls["binance"]["rest"] + "/api/v3/ticker/bookTicker"
     one = await _get(http, root + "?symbol=BTCUSDT")
@@ -54,9 +52,7 @@ async def test_binance_book_ticker_rest(
     assert [x["symbol"] for x in many] == ["BTCUSDT", "ETHUSDT"]
 
 
-async def test_binance_price_ticker_rest(
-    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
-) -> None:
+async def test_binance_price_ticker_rest(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:
     real = payload("binance_api_v3_ticker_price.json")
     one = await _get(http, sim.urls["binance"]["rest"] + "/api/v3/ticker/price?symbol=SOLUSDT")
     assert shape(one) == shape(real["single_symbol"])
@@ -74,9 +70,7 @@ async def test_binance_rejects_what_binance_rejects(
         assert (await resp.json())["code"] == code
 
 
-async def test_coinbase_product_ticker_rest(
-    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
-) -> None:
+async def test_coinbase_product_ticker_rest(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:
     got = await _get(http, sim.urls["coinbase"]["rest"] + "/products/BTC-USD/ticker")
     assert shape(got) == shape(payload("coinbase_exchange_products_ticker.json"))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", got["time"])
@@ -91,9 +85,7 @@ async def test_kraken_ticker_rest_uses_krakens_result_keys(
     sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
 ) -> None:
     real = payload("kraken_0_public_Ticker_XBTUSD.json")
-    got = await _get(
-        http, sim.urls["kraken"]["rest"] + "/0/public/Ticker?pair=XBTUSD,ETHUSD,SOLUSD,USDTUSD,USDCUSD"
-    )
+    got = await _get(http, sim.urls["kraken"]["rest"] + "/0/public/Ticker?pair=XBTUSD,ETHUSD,SOLUSD,USDTUSD,USDCUSD")
     assert got["error"] == []
     assert sorted(got["result"]) == ["SOLUSD", "USDCUSD", "USDTZUSD", "XETHZUSD", "XXBTZUSD"]
     for ticker in got["result"].values():
@@ -117,9 +109,7 @@ async def test_okx_ticker_rest(sim: SimVenues, http: aiohttp.ClientSession, payl
     assert missing["data"] == []
 
 
-async def test_bybit_tickers_rest_one_and_all(
-    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
-) -> None:
+async def test_bybit_tickers_rest_one_and_all(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:
     real = payload("bybit_v5_market_tickers_spot.json")
     root = sim.urls["bybit"]["rest"] + "/v5/market/tickers?category=spot"
     one = await _get(http, root + "&symbol=BTCUSDT")
@@ -138,9 +128,7 @@ async def test_bitstamp_ticker_rest(
     assert shape(await _get(http, sim.urls["bitstamp"]["rest"] + f"/api/v2/ticker/{path}")) == shape(got)
 
 
-async def test_pyth_hermes_latest_price_updates(
-    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
-) -> None:
+async def test_pyth_hermes_latest_price_updates(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:
     real = payload("pyth_hermes_v2_updates_price_latest.json")
     btc = real["parsed"][0]["id"]
     url = sim.urls["pyth"]["rest"] + f"/v2/updates/price/latest?ids[]=0x{btc}&ids[]={FEED_IDS['ETH-USD']}"
@@ -195,9 +183,7 @@ async def test_binance_raw_stream_and_subscribe_method(
 async def test_coinbase_ticker_channel(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:
     real = _messages(payload, "coinbase_exchange_ws_ticker.json")[0]
     async with http.ws_connect(sim.urls["coinbase"]["ws"]) as ws:
-        await ws.send_json(
-            {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["ticker"]}
-        )
+        await ws.send_json({"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["ticker"]})
         ack = await ws.receive_json()
         ticks = [await ws.receive_json() for _ in range(2)]
         await ws.send_json({"type": "subscribe", "product_ids": ["FOO-USD"], "channels": ["ticker"]})
@@ -218,12 +204,8 @@ async def test_kraken_v1_ticker_handshake_and_frames(
     async with http.ws_connect(sim.urls["kraken"]["ws"]) as ws:
         status = await ws.receive_json()
         heartbeat = await ws.receive_json()  # nothing subscribed yet
-        await ws.send_json(
-            {"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "ticker"}, "reqid": 4}
-        )
-        sub = await _receive_until(
-            ws, lambda m: isinstance(m, dict) and m.get("event") == "subscriptionStatus"
-        )
+        await ws.send_json({"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "ticker"}, "reqid": 4})
+        sub = await _receive_until(ws, lambda m: isinstance(m, dict) and m.get("event") == "subscriptionStatus")
         frame = await _receive_until(ws, lambda m: isinstance(m, list))
         await ws.send_json({"event": "ping", "reqid": 9})
         pong = await _receive_until(ws, lambda m: isinstance(m, dict) and m.get("event") == "pong")
@@ -239,9 +221,7 @@ async def test_kraken_v1_ticker_handshake_and_frames(
     assert pong == {"event": "pong", "reqid": 9}
 
 
-async def test_okx_tickers_channel_and_ping(
-    sim: SimVenues, http: aiohttp.ClientSession, payload: Payload
-) -> None:
+async def test_okx_tickers_channel_and_ping(sim: SimVenues, http: aiohttp.ClientSession, payload: Payload) -> None:
     real = _messages(payload, "okx_ws_tickers.json", lambda m: m["arg"]["instId"] == "BTC-USDT")[0]
     arg = {"channel": "tickers", "instId": "BTC-USDT"}
     async with http.ws_connect(sim.urls["okx"]["ws"]) as ws:
