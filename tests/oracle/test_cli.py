@@ -1,0 +1,55 @@
+"""The `markd` command line: every command is reachable, and bad input exits 2 or 1 with one line."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from oracle.cli import main
+from tests.servers import free_port
+
+
+def test_synth_through_markd_writes_a_ticks_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.csv.gz"
+    argv = ["synth", "--out", str(out), "--markets", "BTC-USD=30000", "--sources", "coinbase,kraken"]
+    assert main([*argv, "--seconds", "5"]) == 0
+    with gzip.open(out, "rt") as fh:
+        lines = fh.read().splitlines()
+    assert lines[0] == "ts,source,pair,price,bid,ask,venue_ts"
+    assert len(lines) == 1 + 2 * 5
+
+
+def test_synth_bad_usage_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "--out", str(tmp_path / "t.csv"), "--markets", "BTC-USD=abc", "--sources", "x"]) == 2
+    assert "not a number" in capsys.readouterr().err
+
+
+def test_marks_with_redis_unreachable_exits_1_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    assert main(["marks", "--redis", url]) == 1
+    err = capsys.readouterr().err
+    assert "unavailable" in err
+    assert "hunter2" not in err
+
+
+def test_replay_of_a_malformed_ticks_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.csv").write_text("ts,source,pair\n1,a,b\n")
+    config = Path(__file__).resolve().parents[2] / "config" / "markd.toml"
+    (tmp_path / "s.toml").write_text(f'ticks = "bad.csv"\nconfig = "{config}"\n')
+    assert main(["replay", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "price" in err
+    assert "Traceback" not in err
+
+
+def test_run_with_a_missing_config_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", "/nonexistent/markd.toml"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_an_unknown_command_exits_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bogus"])
+    assert exc.value.code == 2
