@@ -14,9 +14,9 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 from oracle import __version__
+from oracle.connection import redact
 from oracle.settings import ConfigError, Settings, default_config_path, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -29,22 +29,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs and output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
-
-
 def resolved_config(settings: Settings) -> dict[str, Any]:
     """The config as markd will use it: defaults filled in, each market's policy resolved."""
     data = settings.model_dump(mode="json", exclude={"dispute_token"})
-    data["redis"]["url"] = redact_url(settings.redis.url)
+    data["redis"]["url"] = redact(settings.redis.url)
     data["dispute_token"] = "set" if settings.dispute_token else "unset"
     for name, market in data["markets"].items():
         for key in list(market):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from oracle.cli import redact_url
+from oracle.connection import redact
 from oracle.models import Candidate, Mark, Quote, Status, TierResult
 
 from .helpers import NOW
@@ -53,7 +53,7 @@ def test_mark_is_usable_only_ok_or_degraded_and_young_enough() -> None:
     ("url", "shown"),
     [
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-        ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+        ("redis://secret@host:6379/0", "redis://***@host:6379/0"),  # a lone userinfo may be a password
         ("redis://user:pa55@host:6379/0", "redis://user:***@host:6379/0"),
         ("rediss://:pa55@host/3", "rediss://:***@host/3"),
         (
@@ -62,5 +62,5 @@ def test_mark_is_usable_only_ok_or_degraded_and_young_enough() -> None:
         ),
     ],
 )
-def test_redact_url_hides_only_the_password(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
+def test_redact_hides_the_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
