@@ -102,6 +102,8 @@ async def _replay(
         if progress is not None and k % 1000 == 0:
             progress(k / max(1, len(grid)))
     result.seconds = time.perf_counter() - started
+    if progress is not None:
+        progress(1.0)
     result.disputes = sorted(stage.disputes(), key=lambda d: (d.opened_ts, d.id))
     return result
 
@@ -156,7 +158,8 @@ def terminal_progress() -> Callable[[float], None] | None:
 
     def show(fraction: float) -> None:
         done = int(fraction * 40)
-        sys.stderr.write(f"\r[{'#' * done}{' ' * (40 - done)}] {fraction:5.1%}")
+        end = "\n" if fraction >= 1.0 else ""
+        sys.stderr.write(f"\r[{'#' * done}{' ' * (40 - done)}] {fraction:5.1%}{end}")
         sys.stderr.flush()
 
     return show
