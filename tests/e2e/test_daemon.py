@@ -268,20 +268,24 @@ def test_hostile_requests_get_4xx_and_the_daemon_keeps_ticking(daemon: Daemon, s
     assert [d for d in get_json(url)["disputes"] if d["market"] == "BTC-USD"] == []  # nothing hostile opened one
 
 
+def sigterm_exits_0_within_5_seconds(own: Daemon) -> None:
+    own.signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert own.proc is not None
+    try:
+        code = own.proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"markd still running 5 s after SIGTERM:\n{own.stderr()}")
+    assert code == 0, own.stderr()
+    assert time.monotonic() - started < 5
+
+
 @pytest.mark.timeout(45)
 def test_sigterm_exits_0_within_5_seconds_and_logs_are_json_lines(config: Path) -> None:
     own = Daemon(config).start()
     try:
         own.wait_ready()
-        own.signal(signal.SIGTERM)
-        started = time.monotonic()
-        assert own.proc is not None
-        try:
-            code = own.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"markd still running 5 s after SIGTERM:\n{own.stderr()}")
-        assert code == 0, own.stderr()
-        assert time.monotonic() - started < 5
+        sigterm_exits_0_within_5_seconds(own)
     finally:
         own.stop()
     lines = own.stderr().splitlines()
@@ -302,15 +306,7 @@ def test_sigterm_exits_0_within_5_seconds_while_redis_is_down_and_a_venue_hangs(
         own_redis.stop()
         venues.outage("bybit", "silent", 10.0)  # its REST poll hangs until the outage ends
         wait_for("/readyz to notice Redis is down", lambda: get(f"{own.url}/readyz")[0] == 503, 10)
-        own.signal(signal.SIGTERM)
-        started = time.monotonic()
-        assert own.proc is not None
-        try:
-            code = own.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"markd still running 5 s after SIGTERM:\n{own.stderr()}")
-        assert code == 0, own.stderr()
-        assert time.monotonic() - started < 5
+        sigterm_exits_0_within_5_seconds(own)
     finally:
         venues.outage("bybit", "silent", 0)
         own.stop()
