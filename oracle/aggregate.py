@@ -2,8 +2,8 @@
 
 The config is compiled once into a `Plan`. Markets are grouped into dependency levels (a market that
 `convert`s through another comes in a later level, so it can use that market's validated mark from
-the same tick). Within a level every (market, tier) is one row of a (rows x sources) matrix, and each
-rule is one vectorised step over the whole matrix, in this order:
+the same tick). A level is cut into blocks; within a block every (market, tier) is one row of a
+(rows x sources) matrix, and each rule is one vectorised step over the whole matrix, in this order:
 
     stale (receive time) > future (venue time ahead) > sanity (non-finite, <= 0) > frozen (detector)
     > conversion (x the convert market's fresh validated mark) > bounds (min_price/max_price)
@@ -70,7 +70,7 @@ def _chunks(group: list[str], settings: Settings) -> list[list[str]]:
 class Block:
     """Compiled layout of some markets of one dependency level: rows are (market, tier) lanes."""
 
-    markets: tuple[int, ...]  # global market indices in this level
+    markets: tuple[int, ...]  # global market indices in this block
     row_market: np.ndarray  # (rows,) global market index of each row
     row_tier: np.ndarray  # (rows,) 1-based tier
     slot: np.ndarray  # (rows, cols) QuoteBook slot, padding -> the empty slot
@@ -92,9 +92,9 @@ class Block:
 
 @dataclass
 class BlockResult:
-    """Arrays of one level's pass. Row r is market plan.row_market[r], tier plan.row_tier[r]."""
+    """Arrays of one block's pass. Row r is market block.row_market[r], tier block.row_tier[r]."""
 
-    plan: Block
+    block: Block
     price: np.ndarray  # (rows,) NaN without quorum
     confidence: np.ndarray  # (rows,)
     accepted: np.ndarray  # (rows, cols) bool
@@ -176,7 +176,7 @@ class Plan:
 
 
 def run_block(
-    plan: Block,
+    block: Block,
     book: BookSnapshot,
     now: float,
     rates: np.ndarray,
@@ -186,26 +186,26 @@ def run_block(
 ) -> BlockResult:
     """One vectorised pass over a block. `rates`/`rate_ts` hold each market's latest validated price
     and its validation time (NaN when none); `frozen` flags cells a freeze detector excluded."""
-    raw = book.price[plan.slot]
-    received = book.received_ts[plan.slot]
-    present = plan.present_cols & ~np.isnan(received)
-    max_age = plan.max_age_s[:, None]
+    raw = book.price[block.slot]
+    received = book.received_ts[block.slot]
+    present = block.present_cols & ~np.isnan(received)
+    max_age = block.max_age_s[:, None]
     rules = [
         (now - received > max_age, STALE),
-        (book.venue_ts[plan.slot] - now > max_age, FUTURE),
+        (book.venue_ts[block.slot] - now > max_age, FUTURE),
         (~(np.isfinite(raw) & (raw > 0)), SANITY),
     ]
     if frozen is not None:
         rules.append((frozen, FROZEN))
-    if plan.converts:
-        rate = _conversion_rates(plan.convert, rates, rate_ts, conv_max_age_s, now)
+    if block.converts:
+        rate = _conversion_rates(block.convert, rates, rate_ts, conv_max_age_s, now)
         rules.append((np.isnan(rate), CONVERSION))
         price = raw * rate
-        own_width = book.half_width[plan.slot] * rate
+        own_width = book.half_width[block.slot] * rate
     else:  # x 1.0 changes no float: skip the conversion's arrays
         price = raw
-        own_width = book.half_width[plan.slot]
-    rules.append(((price <= plan.min_price[:, None]) | (price >= plan.max_price[:, None]), SANITY))
+        own_width = book.half_width[block.slot]
+    rules.append(((price <= block.min_price[:, None]) | (price >= block.max_price[:, None]), SANITY))
     reason = np.zeros(raw.shape, dtype=np.int8)
     for failed, code in reversed(rules):  # the first rule a quote fails is its reason: written last
         np.putmask(reason, failed, code)
@@ -219,33 +219,33 @@ def run_block(
     centre = _window_median(s, rows, 0, ok.sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = price / centre[:, None] - 1.0
-        outlier = ok & (np.abs(rel) > plan.max_dev[:, None])
+        outlier = ok & (np.abs(rel) > block.max_dev[:, None])
         rel_sorted = s / centre[:, None] - 1.0
     np.putmask(reason, outlier, DEVIATION)  # outliers are among the accepted: no reason yet
     ok &= ~outlier
-    lo = (rel_sorted < -plan.max_dev[:, None]).sum(axis=1)
-    hi = (rel_sorted <= plan.max_dev[:, None]).sum(axis=1)
+    lo = (rel_sorted < -block.max_dev[:, None]).sum(axis=1)
+    hi = (rel_sorted <= block.max_dev[:, None]).sum(axis=1)
     n = hi - lo
 
     result = np.full(len(s), np.nan)
     conf = np.full(len(s), np.nan)
-    for method, idx in zip(METHODS, plan.method_rows, strict=True):
+    for method, idx in zip(METHODS, block.method_rows, strict=True):
         if idx.size:
             every = idx.size == len(s)  # the usual case: one method for all; skip the copies
             ws, wrows, wlo, wn = (s, rows, lo, n) if every else (s[idx], np.arange(idx.size), lo[idx], n[idx])
             if method == "weighted_median":
-                result[idx], conf[idx] = _weighted(price[idx], ok[idx], plan.weight[idx])
+                result[idx], conf[idx] = _weighted(price[idx], ok[idx], block.weight[idx])
                 continue
             if method == "median":
                 result[idx] = _window_median(ws, wrows, wlo, wn)
             else:
-                result[idx] = _trimmed_mean(ws, wrows, wlo, wn, plan.trim[idx])
+                result[idx] = _trimmed_mean(ws, wrows, wlo, wn, block.trim[idx])
             conf[idx] = _window_spread(ws, wrows, wlo, wn)
     own = _own_half_width(own_width, ok, n)
-    has_quorum = n >= plan.quorum
+    has_quorum = n >= block.quorum
     result[~has_quorum] = np.nan
     conf = np.where(has_quorum, np.fmax(conf, own), np.nan)
-    return BlockResult(plan, result, conf, ok, reason, raw)
+    return BlockResult(block, result, conf, ok, reason, raw)
 
 
 def _conversion_rates(
@@ -332,33 +332,33 @@ def _own_half_width(own: np.ndarray, ok: np.ndarray, n: np.ndarray) -> np.ndarra
 
 
 def candidates(result: BlockResult, markets: Sequence[str], now: float) -> list[Candidate]:
-    """One Candidate per market of the level, every tier's result included."""
-    plan = result.plan
+    """One Candidate per market of the block, every tier's result included."""
+    block = result.block
     tiers: dict[int, list[TierResult]] = {}
     excluded: dict[int, list[Excluded]] = {}
     has_quorum = result.quorum
     rows = zip(
-        plan.row_market.tolist(),
-        plan.row_tier.tolist(),
+        block.row_market.tolist(),
+        block.row_tier.tolist(),
         result.price.tolist(),
         result.confidence.tolist(),
         has_quorum.tolist(),
         result.accepted.tolist(),
-        plan.names,
+        block.names,
         strict=True,
     )
     for m, tier, price, confidence, quorum, acc, names in rows:
         sources = tuple(name for name, a in zip(names, acc, strict=False) if a)
         tiers.setdefault(m, []).append(TierResult(tier, price, confidence, sources, quorum))
     if not result.reason.any():
-        return [Candidate(markets[m], now, tuple(tiers[m]), ()) for m in plan.markets]
+        return [Candidate(markets[m], now, tuple(tiers[m]), ()) for m in block.markets]
     for r, c in zip(*np.nonzero(result.reason), strict=True):
-        m = int(plan.row_market[r])
+        m = int(block.row_market[r])
         code = int(result.reason[r, c])
         excluded.setdefault(m, []).append(
-            Excluded(plan.names[r][c], plan.pairs[r][c], REASONS[code - 1], float(result.raw[r, c]))
+            Excluded(block.names[r][c], block.pairs[r][c], REASONS[code - 1], float(result.raw[r, c]))
         )
-    return [Candidate(markets[m], now, tuple(tiers[m]), tuple(excluded.get(m, ()))) for m in plan.markets]
+    return [Candidate(markets[m], now, tuple(tiers[m]), tuple(excluded.get(m, ()))) for m in block.markets]
 
 
 class Aggregator:
