@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from oracle import __version__
 from oracle.connection import redact
-from oracle.settings import ConfigError, Settings, default_config_path, load_settings
+from oracle.settings import ConfigError, RedisSettings, Settings, default_config_path, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -91,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_marks(args: argparse.Namespace) -> int:
     from oracle.client import MarkError, print_marks
 
-    url = args.redis or os.environ.get("MARKD_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    url = args.redis or os.environ.get("MARKD_REDIS_URL") or RedisSettings().url
     try:
         print(asyncio.run(print_marks(url, args.prefix, args.market or None, cluster=args.cluster)))
     except MarkError as exc:
@@ -108,34 +108,12 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from oracle.replay import run_scenario
+    from oracle.replay.report import summary
     from oracle.replay.run import terminal_progress
 
     outcome = run_scenario(args.scenario, args.out, terminal_progress(), html=not args.no_html)
     print(summary(outcome.report))
     return EXIT_FAIL if args.check and not outcome.passed else EXIT_OK
-
-
-def summary(report: dict[str, Any]) -> str:
-    lines = []
-    for market, r in report["markets"].items():
-        latency = r["detection_latency_s"]
-        error = (
-            "no reference"
-            if r["max_error_bps"] is None
-            else f"max error {r['max_error_bps']:.1f} bps, p99 {r['p99_error_bps']:.1f} bps, "
-            f"{r['seconds_over_50bps']:.0f} s over 50 bps"
-        )
-        lines.append(
-            f"{market}: {error}, availability {r['availability']:.1%}, "
-            f"{r['disputes']} dispute(s)" + (f", detected after {latency:.1f} s" if latency is not None else "")
-        )
-    for c in report["expectations"]:
-        lines.append(
-            f"{'PASS' if c['ok'] else 'FAIL'} {c['market']} {c['metric']} {c['op']} {c['value']} (got {c['got']})"
-        )
-    run = report["run"]
-    lines.append(f"{run['ticks']} ticks in {run['seconds']:.2f} s ({run['ticks_per_s']:.0f} ticks/s)")
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,9 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seconds", type=_positive, default=None)
     c.set_defaults(func=cmd_record)
 
-    c = sub.add_parser("synth", help="write a ticks file of simulated venues", add_help=False)
-    c.add_argument("args", nargs=argparse.REMAINDER)
-    c.set_defaults(func=lambda a: _synth(a.args))
+    # Listed for --help only: main() hands everything after `synth` to oracle.sim.synth's own parser.
+    sub.add_parser("synth", help="write a ticks file of simulated venues (markd synth --help)", add_help=False)
 
     c = sub.add_parser("marks", help="print the validated marks as the margin engine sees them")
     c.add_argument("--redis", help="Redis URL (default: $MARKD_REDIS_URL, else redis://127.0.0.1:6379/0)")

@@ -301,3 +301,27 @@ def _shade(ax: Any, grid: np.ndarray, mask: np.ndarray, color: str, label: str) 
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     for j, (a, b) in enumerate(zip(edges[::2], edges[1::2], strict=True)):
         ax.axvspan(grid[a], grid[min(b, len(grid) - 1)], color=color, alpha=0.2, label=label if j == 0 else None)
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The few lines `markd replay` prints: per market the report's figures, then each expectation."""
+    lines = []
+    for market, r in report["markets"].items():
+        latency = r["detection_latency_s"]
+        error = (
+            "no reference"
+            if r["max_error_bps"] is None
+            else f"max error {r['max_error_bps']:.1f} bps, p99 {r['p99_error_bps']:.1f} bps, "
+            f"{r['seconds_over_50bps']:.0f} s over 50 bps"
+        )
+        lines.append(
+            f"{market}: {error}, availability {r['availability']:.1%}, "
+            f"{r['disputes']} dispute(s)" + (f", detected after {latency:.1f} s" if latency is not None else "")
+        )
+    for c in report["expectations"]:
+        lines.append(
+            f"{'PASS' if c['ok'] else 'FAIL'} {c['market']} {c['metric']} {c['op']} {c['value']} (got {c['got']})"
+        )
+    run = report["run"]
+    lines.append(f"{run['ticks']} ticks in {run['seconds']:.2f} s ({run['ticks_per_s']:.0f} ticks/s)")
+    return "\n".join(lines)
