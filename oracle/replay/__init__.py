@@ -26,6 +26,7 @@ from oracle.replay.report import (
 from oracle.replay.run import RunResult, replay
 from oracle.replay.scenario import ImportOhlc, LoadedScenario, Synth, load_scenario
 from oracle.settings import ConfigError
+from oracle.sim.synth import Model, SynthError, synth_columns
 from oracle.ticks import Ticks, TicksError, read_ticks
 
 __all__ = ["ReplayOutcome", "load_scenario", "load_ticks", "run_scenario"]
@@ -53,10 +54,11 @@ def load_ticks(loaded: LoadedScenario) -> Ticks:
         return read_ticks(loaded.resolve(sc.ticks))
     except TicksError as exc:
         raise ConfigError([str(exc)]) from None
+    except SynthError as exc:
+        raise ConfigError([f"{loaded.path}: [synth]: {exc}"]) from None
 
 
 def _synth(spec: Synth) -> Ticks:
-    from oracle.sim.synth import Model, synth_columns
 
     model = Model(vol=spec.vol) if spec.noise_bps is None else Model(vol=spec.vol, noise_bps=spec.noise_bps)
     return synth_columns(spec.markets, spec.sources, spec.seconds, spec.interval_s, spec.seed, spec.start_ts, model)

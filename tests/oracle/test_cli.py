@@ -53,3 +53,17 @@ def test_an_unknown_command_exits_2() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["bogus"])
     assert exc.value.code == 2
+
+
+def test_replay_of_a_synth_scenario_that_cannot_be_simulated_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = Path(__file__).resolve().parents[2] / "config" / "markd.toml"
+    (tmp_path / "s.toml").write_text(
+        f'config = "{config}"\n[synth]\nmarkets = {{ BTC-USD = 30000 }}\n'
+        'sources = ["coinbase", "binance:USDT"]\nseconds = 60\n'
+    )
+    assert main(["replay", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "[synth]" in err and "USDT-USD" in err
+    assert "Traceback" not in err
