@@ -30,8 +30,9 @@ USABLE = np.array([STATUS_CODES[Status.OK], STATUS_CODES[Status.DEGRADED]])
 HELD = STATUS_CODES[Status.HELD]
 
 
-def _num(x: float) -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(float(x))
+def _num(x: float | None) -> str:
+    """A CSV cell: the float as repr (round-trips exactly), empty for None or NaN."""
+    return "" if x is None or math.isnan(x) else repr(float(x))
 
 
 def write_marks_csv(path: Path, run: RunResult) -> None:
@@ -61,7 +62,7 @@ def write_disputes_csv(path: Path, run: RunResult) -> None:
             w.writerow(
                 [
                     repr(d.opened_ts),
-                    _num(d.closed_ts) if d.closed_ts is not None else "",
+                    _num(d.closed_ts),
                     d.market,
                     d.reason.value,
                     d.outcome.value if d.outcome else "",
