@@ -326,19 +326,21 @@ def _msg(err: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+_TIER_BRANCHES = ("list[SourceRef]", "list[list[SourceRef]]")  # `fallback`: one tier | a list of tiers
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("list[SourceRef]", "list[list[SourceRef]]", "function-after[_ranges(), Policy]"):
+        elif part in _TIER_BRANCHES or part == "function-after[_ranges(), Policy]":
             continue  # pydantic's union/validator branch names are noise in a key path
         else:
             out += f".{part}" if out else str(part)
     return out
 
 
-_TIER_BRANCHES = ("list[SourceRef]", "list[list[SourceRef]]")  # `fallback`: one tier | a list of tiers
 _SHAPE_ERRORS = ("list_type", "model_type")
 
 
@@ -362,17 +364,13 @@ def _union_noise(errors: list[Any]) -> list[Any]:
     ]
 
 
-def _errors_of(exc: ValidationError) -> list[str]:
+def validation_problems(exc: ValidationError) -> list[str]:
+    """A pydantic error as `key.path: message` lines (also used for scenario files)."""
     problems: list[str] = []
     for err in _union_noise(exc.errors()):
         loc = _path(tuple(err["loc"]))
-        msg = _msg(err)
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (typo?)"
-        if "\n" in msg:  # the cross-checks return several problems in one error
-            problems += msg.splitlines()
-        else:
-            problems.append(f"{loc}: {msg}" if loc else msg)
+        msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else _msg(err)
+        problems.append(f"{loc}: {msg}" if loc else msg)
     return list(dict.fromkeys(problems))
 
 
@@ -425,7 +423,7 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     try:
         settings = Settings.model_validate({**data, "dispute_token": env.dispute_token})
     except ValidationError as exc:
-        problems = _errors_of(exc) + _cross_problems(_Parts.salvage(data))
+        problems = validation_problems(exc) + _cross_problems(_Parts.salvage(data))
         raise ConfigError(list(dict.fromkeys(problems))) from exc
     problems = _cross_problems(_Parts(settings.policy, settings.sources, settings.markets))
     if problems:

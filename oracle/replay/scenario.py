@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oracle.replay.attacks import Attack
-from oracle.settings import ConfigError, Settings, _errors_of, load_settings
+from oracle.settings import ConfigError, Settings, load_settings, validation_problems
 
 Metric = Literal[
     "max_error_bps",
@@ -123,7 +123,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([f"{p}: {e}" for e in _errors_of(exc)]) from exc
+        raise ConfigError([f"{p}: {e}" for e in validation_problems(exc)]) from exc
     settings = load_settings(p.parent / scenario.config)
     reference = load_settings(p.parent / scenario.reference_config) if scenario.reference_config else None
     problems = [
