@@ -33,8 +33,9 @@ OUTAGE_KINDS = ("refuse", "503", "silent")
 async def run_demo(seconds: float | None, out: TextIO = sys.stdout, seed: int | None = None) -> int:
     configure_logs("WARNING")
     rng = random.Random(seed)
-    redis = None if os.environ.get("MARKD_REDIS_URL") else RedisServer().start()
-    redis_url = os.environ.get("MARKD_REDIS_URL") or (redis.url if redis else "")
+    given = os.environ.get("MARKD_REDIS_URL")
+    redis = None if given else RedisServer().start()
+    redis_url = redis.url if redis is not None else str(given)
     sim = SimVenues(seed=rng.randrange(1 << 30))
     try:
         urls = await sim.start()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from disputes.detectors import FreezeDetector
+from disputes.model import Event
 from disputes.stage import DisputeStage
 from oracle.aggregate import Aggregator
 from oracle.metrics import Metrics
@@ -25,7 +25,7 @@ class TickOutput:
     marks: list[Mark]  # every market's mark this tick (seq not yet assigned)
     publish: list[Mark]  # the ones due for publication
     candidates: list[Candidate]
-    events: list[Any] = field(default_factory=list)  # dispute-stage events, for logs and notifications
+    events: list[Event] = field(default_factory=list)  # dispute-stage events, for logs and notifications
 
 
 class Pipeline:

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from disputes.api import dispute_routes
+from disputes.model import Event
 from disputes.notify import Notifier
 from disputes.service import DisputeService
 from disputes.stage import DisputeStage
@@ -180,7 +181,7 @@ class Service:
             await self.disputes.sync()
         self._last_tick = time.monotonic()
 
-    def _log_standby(self, events: list[Any]) -> None:
+    def _log_standby(self, events: list[Event]) -> None:
         # A standby computes the same events but leaves persisting and notifying to the leader.
         for event in events:
             log.debug(event.kind.value, extra={**event.log_fields(), "standby": True})
