@@ -139,6 +139,3 @@ class Mark:
     @property
     def ts_ms(self) -> int:
         return round(self.ts * 1000)
-
-    def usable(self, now: float, max_age_s: float) -> bool:
-        return self.status in (Status.OK, Status.DEGRADED) and now - self.ts <= max_age_s
