@@ -7,6 +7,8 @@ touching collectors, and label values only ever come from the config or from fix
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from oracle import __version__
@@ -80,22 +82,15 @@ class Metrics:
         self.leader = Gauge("markd_leader", "1 on the replica that publishes", registry=r)
         self.build_info = Gauge("markd_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
-        # Per-market label children and last status, so mark_published (once per market per tick)
-        # skips prometheus_client's label lookup: it dominated publishing 1,000 markets a tick.
-        self._mark_children: dict[str, tuple[Gauge, ...]] = {}
+        # Label children of the hot metrics, cached: prometheus_client's label lookup dominated
+        # counting every frame and setting 1,000 markets' and 8,000 slots' gauges.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._mark_status_of: dict[str, Status] = {}
-        # quotes_total per source and quote_age_seconds per (source, pair), for the same reason: the
-        # feeds count every frame and each tick sets every slot's age (8,000 for 1,000 markets x 8).
-        self._quote_children: dict[str, Counter] = {}
-        self._age_children: dict[tuple[str, str], Gauge] = {}
 
     # --- feeds ---
     def quote_received(self, source: str, n: int = 1) -> None:
         """`n` quotes from `source` (a feed counts a frame's quotes at once: one call per frame)."""
-        child = self._quote_children.get(source)
-        if child is None:
-            child = self._quote_children[source] = self.quotes_total.labels(source=source)
-        child.inc(n)
+        self._child(self.quotes_total, source).inc(n)
 
     def source_error(self, source: str, code: str) -> None:
         if code not in SOURCE_ERROR_CODES:
@@ -106,10 +101,7 @@ class Metrics:
         self.source_up.labels(source=source).set(1 if up else 0)
 
     def set_quote_age(self, source: str, pair: str, age_s: float) -> None:
-        child = self._age_children.get((source, pair))
-        if child is None:
-            child = self._age_children[source, pair] = self.quote_age_seconds.labels(source=source, pair=pair)
-        child.set(age_s)
+        self._child(self.quote_age_seconds, source, pair).set(age_s)
 
     # --- aggregation and marks ---
     def quote_excluded(self, market: str, source: str, reason: str) -> None:
@@ -117,17 +109,11 @@ class Metrics:
 
     def mark_published(self, mark: Mark, now: float) -> None:
         m = mark.market
-        children = self._mark_children.get(m)
-        if children is None:
-            gauges = (self.mark_price, self.mark_confidence, self.mark_age_seconds, self.mark_sources)
-            children = tuple(g.labels(market=m) for g in (*gauges, self.mark_seq))
-            self._mark_children[m] = children
-        price, confidence, age, sources, seq = children
-        price.set(mark.price)
-        confidence.set(mark.confidence)
-        age.set(max(0.0, now - mark.ts))
-        sources.set(len(mark.sources))
-        seq.set(mark.seq)
+        self._child(self.mark_price, m).set(mark.price)
+        self._child(self.mark_confidence, m).set(mark.confidence)
+        self._child(self.mark_age_seconds, m).set(max(0.0, now - mark.ts))
+        self._child(self.mark_sources, m).set(len(mark.sources))
+        self._child(self.mark_seq, m).set(mark.seq)
         if self._mark_status_of.get(m) is not mark.status:
             self._mark_status_of[m] = mark.status
             for s in Status:
@@ -148,6 +134,13 @@ class Metrics:
 
     def set_leader(self, leading: bool) -> None:
         self.leader.set(1 if leading else 0)
+
+    def _child(self, collector: Any, *labels: str) -> Any:
+        key = (id(collector), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = collector.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
