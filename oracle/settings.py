@@ -431,10 +431,11 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     return settings
 
 
-def load_settings(path: str | Path) -> Settings:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict, or ConfigError with one line naming the file and what is wrong."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{p}: no such file"]) from None
     except OSError as exc:
@@ -443,7 +444,10 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError([f"{p}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{p}: not valid TOML ({exc})"]) from None
-    return parse_settings(raw)
+
+
+def load_settings(path: str | Path) -> Settings:
+    return parse_settings(read_toml(path))
 
 
 def default_config_path() -> str:

@@ -18,14 +18,13 @@ Additions to the contract, all optional:
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oracle.replay.attacks import Attack
-from oracle.settings import ConfigError, Settings, load_settings, validation_problems
+from oracle.settings import ConfigError, Settings, load_settings, read_toml, validation_problems
 
 Metric = Literal[
     "max_error_bps",
@@ -115,13 +114,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     """The scenario and its config, or ConfigError listing every problem (exit 2 at the CLI)."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{p}: no such file"]) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([f"{p}: cannot read ({exc})"]) from None
-    try:
-        scenario = Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(read_toml(p))
     except ValidationError as exc:
         raise ConfigError([f"{p}: {e}" for e in validation_problems(exc)]) from exc
     settings = load_settings(p.parent / scenario.config)
