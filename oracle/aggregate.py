@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -182,10 +183,11 @@ def run_block(
     rates: np.ndarray,
     rate_ts: np.ndarray,
     conv_max_age_s: np.ndarray,
-    frozen: np.ndarray | None = None,
+    detect_frozen: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> BlockResult:
     """One vectorised pass over a block. `rates`/`rate_ts` hold each market's latest validated price
-    and its validation time (NaN when none); `frozen` flags cells a freeze detector excluded."""
+    and its validation time (NaN when none); `detect_frozen` is given the block's raw prices and
+    flags the cells a freeze detector excludes."""
     raw = book.price[block.slot]
     received = book.received_ts[block.slot]
     present = block.present_cols & ~np.isnan(received)
@@ -195,8 +197,8 @@ def run_block(
         (book.venue_ts[block.slot] - now > max_age, FUTURE),
         (~(np.isfinite(raw) & (raw > 0)), SANITY),
     ]
-    if frozen is not None:
-        rules.append((frozen, FROZEN))
+    if detect_frozen is not None:
+        rules.append((detect_frozen(raw), FROZEN))
     if block.converts:
         rate = _conversion_rates(block.convert, rates, rate_ts, conv_max_age_s, now)
         rules.append((np.isnan(rate), CONVERSION))
@@ -377,8 +379,8 @@ class Aggregator:
         for level in plan.levels:
             cands: list[Candidate] = []
             for block in level:
-                frozen = self.frozen(block, book.price[block.slot]) if self.frozen else None
-                result = run_block(block, book, now, self.rates, self.rate_ts, plan.conv_max_age_s, frozen)
+                detect = partial(self.frozen, block) if self.frozen else None
+                result = run_block(block, book, now, self.rates, self.rate_ts, plan.conv_max_age_s, detect)
                 cands += candidates(result, plan.markets, now)
             level_marks = validate(cands)
             for mk in level_marks:
