@@ -124,8 +124,9 @@ class Adapter:
         self.symbols = SymbolMap(self.refs, self.venue_symbol, self.venue_aliases)
 
     # --- what a venue declares ---
-    @staticmethod
-    def venue_symbol(pair: str) -> str:
+    def venue_symbol(self, pair: str) -> str:
+        """How requests name a pair; a method, not a static one, for venues that read it from the
+        pair's SourceRef (Pyth's feed id). `self.refs` is set when the SymbolMap is built."""
         return pair
 
     @staticmethod
