@@ -308,13 +308,10 @@ def seconds(value: Any, what: str = "timestamp", *, scale: float = 1.0) -> float
 
 
 def iso_seconds(value: Any, what: str = "time") -> float:
-    """An ISO 8601 UTC time such as 2021-04-17T16:43:30.244075Z (nanoseconds cut to micro)."""
+    """An ISO 8601 UTC time such as 2021-04-17T16:43:30.244075Z (nanoseconds cut to micro: Python
+    3.11's fromisoformat truncates a longer fraction itself)."""
     if not isinstance(value, str):
         raise SchemaError(f"{what} is {type(value).__name__}, not a string")
-    head, dot, frac = value.partition(".")
-    if dot:
-        digits = len(frac) - len(frac.lstrip("0123456789"))
-        value = f"{head}.{frac[: min(digits, 6)]}{frac[digits:]}"
     try:
         stamp = datetime.fromisoformat(value)
         if stamp.tzinfo is None:

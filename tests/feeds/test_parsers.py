@@ -365,6 +365,7 @@ def test_not_json_is_a_frame_level_decode_error():
 
 def test_iso_seconds_cuts_nanoseconds_to_microseconds_and_needs_a_time_zone():
     assert iso_seconds("2021-04-17T16:43:30.244075123Z") == iso_seconds("2021-04-17T16:43:30.244075Z")
+    assert iso_seconds("2021-04-17T16:43:30.244075999+00:00") == 1618677810.244075  # cut, not rounded
     assert iso_seconds("2021-04-17T16:43:30.5+01:00") == 1618674210.5
     with pytest.raises(SchemaError, match="no time zone"):
         iso_seconds("2021-04-17T16:43:30.244075")
