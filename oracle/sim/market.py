@@ -80,10 +80,6 @@ class SimMarket:
         self._rng = {m: walk.rng_for(seed, "walk", m) for m in markets}
         self._t = clock.now()
 
-    @property
-    def markets(self) -> list[str]:
-        return list(self._price)
-
     def _advance(self) -> None:
         now = self.clock.now()
         dt = now - self._t
