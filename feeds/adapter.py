@@ -124,8 +124,9 @@ class Adapter:
         self.symbols = SymbolMap(self.refs, self.venue_symbol, self.venue_aliases)
 
     # --- what a venue declares ---
-    @staticmethod
-    def venue_symbol(pair: str) -> str:
+    def venue_symbol(self, pair: str) -> str:
+        """How requests name a pair; a method, not a static one, for venues that read it from the
+        pair's SourceRef (Pyth's feed id). `self.refs` is set when the SymbolMap is built."""
         return pair
 
     @staticmethod
@@ -307,13 +308,10 @@ def seconds(value: Any, what: str = "timestamp", *, scale: float = 1.0) -> float
 
 
 def iso_seconds(value: Any, what: str = "time") -> float:
-    """An ISO 8601 UTC time such as 2021-04-17T16:43:30.244075Z (nanoseconds cut to micro)."""
+    """An ISO 8601 UTC time such as 2021-04-17T16:43:30.244075Z (nanoseconds cut to micro: Python
+    3.11's fromisoformat truncates a longer fraction itself)."""
     if not isinstance(value, str):
         raise SchemaError(f"{what} is {type(value).__name__}, not a string")
-    head, dot, frac = value.partition(".")
-    if dot:
-        digits = len(frac) - len(frac.lstrip("0123456789"))
-        value = f"{head}.{frac[: min(digits, 6)]}{frac[digits:]}"
     try:
         stamp = datetime.fromisoformat(value)
         if stamp.tzinfo is None:

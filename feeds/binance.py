@@ -34,11 +34,11 @@ class Binance(Adapter):
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         if isinstance(doc, list):  # REST, several symbols
-            return self.resolve(doc, lambda row: self._row(row, received_ts))
-        body = obj(doc, "frame")
-        if "stream" in body:  # WebSocket combined-stream wrapper
-            return self.resolve([get(body, "data")], lambda row: self._row(row, received_ts))
-        return self.resolve([body], lambda row: self._row(row, received_ts))
+            rows = doc
+        else:
+            body = obj(doc, "frame")
+            rows = [get(body, "data") if "stream" in body else body]  # a combined-stream wrapper, or one row
+        return self.resolve(rows, lambda row: self._row(row, received_ts))
 
     def _row(self, row: Any, received_ts: float) -> Quote:
         row = obj(row, "ticker")

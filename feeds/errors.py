@@ -19,8 +19,6 @@ markd_source_errors_total{source,code}.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 __all__ = [
     "BadPrice",
     "ConnectError",
@@ -39,7 +37,7 @@ __all__ = [
 
 
 class FeedError(Exception):
-    code: ClassVar[str]
+    code: str  # a class default; HttpError's instances set their own from the status
 
 
 class TransportError(FeedError):
@@ -60,14 +58,13 @@ class HttpError(TransportError):
     def __init__(self, status: int, detail: str = "") -> None:
         super().__init__(f"HTTP {status} {detail}".strip())
         self.status = status
-        # An instance attribute shadows the class default: the status decides 4xx vs 5xx.
-        self.code = "http_5xx" if status >= 500 else "http_4xx"  # type: ignore[misc]
+        self.code = "http_5xx" if status >= 500 else "http_4xx"  # the status decides 4xx vs 5xx
 
 
 class RateLimited(HttpError):
     def __init__(self, status: int = 429, retry_after: float | None = None) -> None:
         super().__init__(status, "rate limited")
-        self.code = "rate_limited"  # type: ignore[misc]
+        self.code = "rate_limited"
         self.retry_after = retry_after
 
 

@@ -6,15 +6,17 @@ JSON number or a decimal string. There is no book and no venue time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from feeds.adapter import Adapter, ParseResult, Request, about, get, number
 from oracle.models import Quote
 
 
-def walk(doc: Any, path: str | tuple[str, ...]) -> Any:
+def walk(doc: Any, segments: Sequence[str]) -> Any:
+    """The node at the path's segments (split once, when the adapter is built)."""
     node = doc
-    for segment in path.split(".") if isinstance(path, str) else path:
+    for segment in segments:
         is_index = isinstance(node, list) and segment.lstrip("-").isdigit()
         node = get(node, int(segment) if is_index else segment)
     return node

@@ -14,7 +14,6 @@ from feeds.adapter import (
     Adapter,
     ParseResult,
     Request,
-    SymbolMap,
     about,
     arr,
     get,
@@ -25,21 +24,20 @@ from feeds.adapter import (
     text,
 )
 from oracle.models import Quote
-from oracle.settings import SourceRef
 
 
-def _feed_id(ref: SourceRef) -> str:
-    return (ref.id or "").lower().removeprefix("0x")
+def _feed_id(value: str) -> str:
+    """A feed id as Hermes answers it: lower-case hex without 0x."""
+    return value.lower().removeprefix("0x")
 
 
 class Pyth(Adapter):
     kind = "pyth"
     rest_url = "https://hermes.pyth.network"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # A Pyth pair's venue symbol is its feed id.
-        self.symbols = SymbolMap(self.refs, lambda pair: _feed_id(self.refs[pair]))
+    def venue_symbol(self, pair: str) -> str:
+        # A Pyth pair's venue symbol is its feed id (the base class builds the SymbolMap from it).
+        return _feed_id(self.refs[pair].id or "")
 
     def requests(self) -> list[Request]:
         params = [("ids[]", self.symbols.venue(p)) for p in self.refs] + [("parsed", "true")]
@@ -50,7 +48,7 @@ class Pyth(Adapter):
         return self.resolve(arr(feeds, "parsed"), lambda feed: self._feed(feed, received_ts))
 
     def _feed(self, feed: Any, received_ts: float) -> Quote:
-        pair = self.symbols.pair(text(obj(feed, "feed"), "id").lower().removeprefix("0x"))
+        pair = self.symbols.pair(_feed_id(text(obj(feed, "feed"), "id")))
         with about(pair):
             block = obj(get(feed, "price"), "price")
             expo = integer(get(block, "expo"), "expo")

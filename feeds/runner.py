@@ -138,9 +138,8 @@ class SourceFeed:
             self._error(error.code)
         if result.quotes:
             self.metrics.quote_received(self.name, len(result.quotes))
-        for quote in result.quotes:
-            self._deliver(quote)
-        if result.quotes:
+            for quote in result.quotes:
+                self._deliver(quote)
             # Only quotes prove recovery: a venue that accepts and then drops us must keep backing off.
             self.backoff.reset()
             self.metrics.set_source_up(self.name, True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from oracle.sim.venues import VENUES
 from oracle.sim.venues.chainlink import DECIMALS, FEEDS
 from oracle.sim.venues.pyth import FEED_IDS
 
@@ -30,13 +31,12 @@ TRANSPORTS = {
 OPTIONAL = frozenset({"pyth", "chainlink"})
 USD_VENUES = ("coinbase", "kraken", "bitstamp")
 USDT_VENUES = ("binance", "okx", "bybit")
-_PATHS = {"okx": "/ws/v5/public"}  # WS endpoints whose URL carries a path
 
 # What config/demo.toml holds: loopback ports 18101-18108 (nothing listens there until the demo).
 PLACEHOLDER_URLS: dict[str, dict[str, str]] = {
     venue: {
         "rest": f"http://127.0.0.1:{18101 + i}",
-        **({"ws": f"ws://127.0.0.1:{18101 + i}{_PATHS.get(venue, '')}"} if TRANSPORTS[venue] == "ws" else {}),
+        **({"ws": f"ws://127.0.0.1:{18101 + i}{VENUES[venue].ws_endpoint}"} if TRANSPORTS[venue] == "ws" else {}),
     }
     for i, venue in enumerate(TRANSPORTS)
 }

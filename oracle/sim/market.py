@@ -27,7 +27,7 @@ def default_vol(market: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class VenueSpec:
-    """One venue's knobs. The price model reads the first four; the servers read the rest."""
+    """One venue's knobs. The price model (VenueQuoter) reads the first three; the servers the rest."""
 
     bias_bps: float = 0.0  # constant offset of this venue from the true price
     noise_bps: float = 1.0  # std dev of independent per-quote noise
@@ -79,10 +79,6 @@ class SimMarket:
         self._price = {m: float(p) for m, p in markets.items()}
         self._rng = {m: walk.rng_for(seed, "walk", m) for m in markets}
         self._t = clock.now()
-
-    @property
-    def markets(self) -> list[str]:
-        return list(self._price)
 
     def _advance(self) -> None:
         now = self.clock.now()

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from feeds.adapter import Adapter, ParseResult
+from feeds.adapter import Adapter, ParseResult, integer, iso_seconds, number, scaled
 from feeds.chainlink import decode_round, encode_round
+from feeds.errors import BadPrice, SchemaError
 from feeds.kraken import Kraken
 from feeds.registry import ADAPTERS, adapter_class
 from oracle.models import Quote
@@ -357,3 +358,36 @@ def test_locked_book_is_a_quote():
 def test_not_json_is_a_frame_level_decode_error():
     result = parse(adapter("binance", "BTC-USDT"), "<html>502</html>")
     assert [(e.pair, e.code) for e in result.errors] == [(None, "decode")]
+
+
+# --- the parse helpers' documented promises ---
+
+
+def test_iso_seconds_cuts_nanoseconds_to_microseconds_and_needs_a_time_zone():
+    assert iso_seconds("2021-04-17T16:43:30.244075123Z") == iso_seconds("2021-04-17T16:43:30.244075Z")
+    assert iso_seconds("2021-04-17T16:43:30.244075999+00:00") == 1618677810.244075  # cut, not rounded
+    assert iso_seconds("2021-04-17T16:43:30.5+01:00") == 1618674210.5
+    with pytest.raises(SchemaError, match="no time zone"):
+        iso_seconds("2021-04-17T16:43:30.244075")
+
+
+def test_scaled_is_correctly_rounded_within_its_exponent_range():
+    assert scaled(4683427276078, -8) == 46834.27276078  # 4683427276078 * 1e-8 is 46834.272760780004
+    assert (scaled(1, -64), scaled(3, 64)) == (1e-64, 3e64)
+    with pytest.raises(SchemaError, match="out of range"):
+        scaled(1, 65)
+    with pytest.raises(BadPrice, match="overflows"):
+        scaled(10**300, 64)
+
+
+@pytest.mark.parametrize("value", [True, None, [1], "1e", "nan-ish"])
+def test_number_refuses_what_is_not_a_number(value):
+    with pytest.raises(SchemaError):
+        number(value)
+
+
+def test_integer_refuses_floats_and_digits_past_the_int_limit():
+    assert integer("-42") == -42
+    for value in (1.5, True, "9" * 5000):
+        with pytest.raises(SchemaError):
+            integer(value)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from oracle.sim.synth import Model, SynthError, run_synth, synth_columns, synth_ticks
-from oracle.ticks import HEADER
+from oracle.ticks import HEADER, Ticks
 
 SIX = ["coinbase", "kraken", "bitstamp", "binance:USDT", "okx:USDT", "bybit:USDT"]
 
@@ -77,6 +77,18 @@ def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> Non
     )
     assert n == 518_400
     assert time.process_time() - t0 < 3.0
+
+
+def _feed_rows(ticks: Ticks, source: str, pair: str) -> np.ndarray:
+    rows = ticks.feed == ticks.keys.index((source, pair))
+    return np.column_stack([ticks.ts[rows], ticks.venue_ts[rows], ticks.price[rows], ticks.bid[rows]])
+
+
+def test_adding_a_market_or_a_source_leaves_the_others_numbers_alone() -> None:
+    # walk.rng_for keys randomness by name, not by call order (its docstring's promise).
+    small = synth_columns({"BTC-USD": 30_000.0}, ["kraken"], 20, 1, 9)
+    big = synth_columns({"ETH-USD": 2_000.0, "BTC-USD": 30_000.0}, ["coinbase", "kraken"], 20, 1, 9)
+    np.testing.assert_array_equal(_feed_rows(big, "kraken", "BTC-USD"), _feed_rows(small, "kraken", "BTC-USD"))
 
 
 def test_a_source_never_quotes_a_coin_in_itself() -> None:

@@ -8,6 +8,7 @@ string with 8 decimals. The spot bookTicker payload carries no event time.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -37,8 +38,9 @@ class Binance(VenueServer):
             web.get("/ws/{stream}", self._ws_handler),
         ]
 
-    @property
+    @functools.cached_property
     def _by_symbol(self) -> dict[str, str]:
+        """Symbol → pair, built once: every REST symbol and every stream name is looked up in it."""
         return {joined(p): p for p in self.pairs}
 
     def _book(self, t: Ticker) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class Coinbase(VenueServer):
     async def on_text(self, conn: Conn, text: str) -> None:
         msg = parse_json(text)
         if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe"):
-            await self.send(conn, {"type": "error", "message": "Failed to subscribe", "reason": "malformed message"})
+            await self.send(conn, _failure("malformed message"))
             return
         wanted = _requested(msg)
         if wanted is None:
