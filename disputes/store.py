@@ -1,6 +1,6 @@
 """Disputes in Redis: they survive a restart and are shared by the replicas.
 
-Keys (`P` is `redis.prefix`):
+Keys (`P` is `redis.prefix`; the names are oracle.schema.Keys'):
 - `P:disputes`: stream, the audit log of every dispute event (the contract's name), capped at
   `history_maxlen`.
 - `{P:disputes}:records`: hash, dispute id -> the dispute as JSON (open and closed alike).
@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from disputes.model import Dispute, Event
 from oracle.connection import RedisClient, Script, connect
+from oracle.schema import Keys
 from oracle.settings import RedisSettings
 
 # KEYS: records hash, open set. ARGV: id, record. 1 = stored, 0 = that id exists already.
@@ -52,9 +53,10 @@ class DisputeStore:
 
     def __init__(self, client: RedisClient, prefix: str = "markd", stream_maxlen: int = 100_000) -> None:
         self.client = client
-        self.stream_key = f"{prefix}:disputes"
-        self.records_key = f"{{{self.stream_key}}}:records"
-        self.open_key = f"{{{self.stream_key}}}:open"
+        keys = Keys(prefix)
+        self.stream_key = keys.disputes
+        self.records_key = keys.dispute_records
+        self.open_key = keys.open_disputes
         self.stream_maxlen = stream_maxlen
 
     @staticmethod
