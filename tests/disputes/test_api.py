@@ -184,6 +184,9 @@ async def test_with_redis_down_reads_fall_back_to_memory_and_resolve_is_503():
         assert run(service.stage, 100.0, None, 6.0).mark.status is Status.HELD
         listing = await (await client.get("/v1/disputes")).json()
         assert [x["id"] for x in listing["disputes"]] == [d["id"]]
+        one = await client.get(f"/v1/disputes/{d['id']}")
+        assert (one.status, (await one.json())["id"]) == (200, d["id"])
+        assert (await client.get("/v1/disputes/nope")).status == 404
         url = f"/v1/disputes/{d['id']}/resolve"
         resolve = await client.post(url, json={"action": "reject"}, headers=AUTH)
         assert resolve.status == 503  # no arbiter, no resolve: two replicas could both win
