@@ -199,3 +199,13 @@ async def test_every_stage_event_is_counted_by_kind(service):
     await service.record([Event(EventKind.TIER_CHANGED, MARKET, 1000.0, {"from": 1, "to": 2})])
     text = service.metrics.render().decode()
     assert f'markd_events_total{{kind="tier_changed",market="{MARKET}"}} 1.0' in text
+
+
+async def test_the_listing_filters_by_status(client):
+    kept, ruled = await open_one(client), await open_one(client)
+    resolve = await client.post(f"/v1/disputes/{ruled['id']}/resolve", json={"action": "uphold"}, headers=AUTH)
+    assert resolve.status == 200
+    for status, ids in (("open", [kept["id"]]), ("closed", [ruled["id"]])):
+        listing = await (await client.get(f"/v1/disputes?status={status}")).json()
+        assert [(x["id"], x["status"]) for x in listing["disputes"]] == [(i, status) for i in ids]
+    assert (await client.get("/v1/disputes?status=resolved")).status == 400
