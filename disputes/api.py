@@ -105,7 +105,8 @@ class _DisputeApi:
             d = await self.service.open(market if isinstance(market, str) else "", reason, note)
         except UnknownMarket:
             raise _error(web.HTTPBadRequest, "unknown market") from None
-        record = {k: d.to_dict()[k] for k in ("id", "market", "reason", "status", "opened_ts")}
+        full = d.to_dict()
+        record = {k: full[k] for k in ("id", "market", "reason", "status", "opened_ts")}
         record["reason"] = given  # the caller's words back; the stored code is `manual` for free text
         return web.json_response(record, status=201)
 
