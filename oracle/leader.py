@@ -42,6 +42,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS: lease. ARGV: our value. 1 when released, 0 when the lease is no longer ours.
 RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
@@ -110,7 +111,7 @@ class LeaderLease:
         """Give the lease up now (graceful shutdown), so a standby need not wait for the TTL."""
         if self._token is not None:
             try:
-                await _RELEASE.run(self._redis, [self._keys.lease], [self._value, self.ttl_ms])
+                await _RELEASE.run(self._redis, [self._keys.lease], [self._value])
             except Exception as exc:
                 log.warning("lease release failed: %s", type(exc).__name__)
             self._step_down("released")
