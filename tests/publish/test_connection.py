@@ -3,6 +3,10 @@ pipelined, and a script's own error returned (not raised) by run_many."""
 
 from __future__ import annotations
 
+import socket
+import time
+
+import pytest
 from redis.exceptions import ResponseError
 
 from oracle.connection import Script, connect
@@ -36,3 +40,16 @@ async def test_run_many_returns_a_script_error_in_its_place(settings: RedisSetti
         assert isinstance(error, ResponseError) and "boom x" in str(error)
     finally:
         await client.aclose()
+
+
+def test_a_server_that_cannot_start_fails_fast() -> None:
+    # redis-server exits at once when its port is taken; start() says so instead of polling 10 s.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = RedisServer(port=taken.getsockname()[1])
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="did not start"):
+            server.start()
+        assert time.monotonic() - started < 5.0
+        assert server.proc is None
