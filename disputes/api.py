@@ -80,10 +80,16 @@ class _DisputeApi:
             d = await self.service.store.get(dispute_id)
         except RedisError as exc:
             log.warning("dispute_store_unavailable", extra={"error": type(exc).__name__})
-            d = next((x for x in self.service.stage.disputes() if x.id == dispute_id), None)
+            d = self._remembered(dispute_id)
         if d is None:
             raise _error(web.HTTPNotFound, "no such dispute")
         return web.json_response(d.to_dict())
+
+    def _remembered(self, dispute_id: str) -> Dispute | None:
+        try:
+            return self.service.stage.dispute(dispute_id)
+        except UnknownDispute:
+            return None
 
     async def open(self, request: web.Request) -> web.Response:
         body = await self._authorised_body(request)
@@ -99,7 +105,8 @@ class _DisputeApi:
             d = await self.service.open(market if isinstance(market, str) else "", reason, note)
         except UnknownMarket:
             raise _error(web.HTTPBadRequest, "unknown market") from None
-        record = {k: d.to_dict()[k] for k in ("id", "market", "reason", "status", "opened_ts")}
+        full = d.to_dict()
+        record = {k: full[k] for k in ("id", "market", "reason", "status", "opened_ts")}
         record["reason"] = given  # the caller's words back; the stored code is `manual` for free text
         return web.json_response(record, status=201)
 

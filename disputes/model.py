@@ -43,6 +43,11 @@ class Outcome(StrEnum):
     def __str__(self) -> str:
         return self.value
 
+    @staticmethod
+    def of(action: Action) -> Outcome:
+        """The outcome an operator's resolve action rules."""
+        return Outcome.UPHELD if action == "uphold" else Outcome.REJECTED
+
 
 class EventKind(StrEnum):
     TIER_CHANGED = "tier_changed"

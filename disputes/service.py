@@ -70,7 +70,7 @@ class DisputeService:
 
     async def open(self, market: str, reason: Reason | str, note: str = "") -> Dispute:
         """Raises UnknownMarket, or ValueError for a reason outside the code set."""
-        d = self.stage.open_dispute(market, Reason(reason).value, self.clock.now(), note=note)
+        d = self.stage.open_dispute(market, reason, self.clock.now(), note=note)
         await self.record([dispute_event(d)])
         return d
 
@@ -80,8 +80,7 @@ class DisputeService:
         if not current.is_open:
             raise DisputeClosed(dispute_id)
         now = self.clock.now()
-        outcome = Outcome.UPHELD if action == "uphold" else Outcome.REJECTED
-        if not await self.store.close_dispute(current.closed(outcome, now)):
+        if not await self.store.close_dispute(current.closed(Outcome.of(action), now)):
             raise DisputeClosed(dispute_id)
         closed = self.stage.resolve(dispute_id, action, now)
         await self._emit(dispute_event(closed))

@@ -188,20 +188,18 @@ class DisputeStage:
         return events
 
     # --- disputes ---
-    def open_dispute(
-        self, market: str, reason: str, now: float, *, source: Origin = "manual", note: str = ""
-    ) -> Dispute:
-        """Open a dispute; the market is held from its next tick until the dispute is resolved."""
+    def open_dispute(self, market: str, reason: Reason | str, now: float, *, note: str = "") -> Dispute:
+        """Open a manual dispute; the market is held from its next tick until it is resolved."""
         st = self._state(market)
         code = Reason(reason)  # ValueError on an unknown code: the API checks codes first
         price = st.candidate.price if st.candidate is not None else math.nan
-        return self._new_dispute(market, code, now, source, note, price)
+        return self._new_dispute(market, code, now, "manual", note, price)
 
     def resolve(self, dispute_id: str, action: Action, now: float) -> Dispute:
         d = self.dispute(dispute_id)
         if not d.is_open:
             raise DisputeClosed(dispute_id)
-        return self._rule(d, Outcome.UPHELD if action == "uphold" else Outcome.REJECTED, now)
+        return self._rule(d, Outcome.of(action), now)
 
     def adopt(self, d: Dispute) -> None:
         """Take in a dispute as another replica (sharing the store) opened or closed it."""

@@ -1,6 +1,6 @@
 """Disputes in Redis: they survive a restart and are shared by the replicas.
 
-Keys (`P` is `redis.prefix`):
+Keys (`P` is `redis.prefix`; the names are oracle.schema.Keys'):
 - `P:disputes`: stream, the audit log of every dispute event (the contract's name), capped at
   `history_maxlen`.
 - `{P:disputes}:records`: hash, dispute id -> the dispute as JSON (open and closed alike).
@@ -18,9 +18,9 @@ import json
 from collections.abc import Awaitable
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
 from disputes.model import Dispute, Event
+from oracle.connection import RedisClient, Script, connect
+from oracle.schema import Keys
 from oracle.settings import RedisSettings
 
 # KEYS: records hash, open set. ARGV: id, record. 1 = stored, 0 = that id exists already.
@@ -44,38 +44,40 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
 
+_OPEN_SCRIPT = Script(_OPEN)
+_CLOSE_SCRIPT = Script(_CLOSE)
+
 
 class DisputeStore:
     """`client` must decode responses (`decode_responses=True`), as `from_settings` makes it."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "markd", stream_maxlen: int = 100_000) -> None:
+    def __init__(self, client: RedisClient, prefix: str = "markd", stream_maxlen: int = 100_000) -> None:
         self.client = client
-        self.stream_key = f"{prefix}:disputes"
-        self.records_key = f"{{{self.stream_key}}}:records"
-        self.open_key = f"{{{self.stream_key}}}:open"
+        keys = Keys(prefix)
+        self.stream_key = keys.disputes
+        self.records_key = keys.dispute_records
+        self.open_key = keys.open_disputes
         self.stream_maxlen = stream_maxlen
-        self._open = client.register_script(_OPEN)
-        self._close = client.register_script(_CLOSE)
 
     @staticmethod
-    def from_settings(settings: RedisSettings) -> DisputeStore:
-        client = aioredis.Redis.from_url(settings.url, decode_responses=True)
-        return DisputeStore(client, settings.prefix, settings.history_maxlen)
+    def from_settings(settings: RedisSettings, *, timeout_s: float = 1.0) -> DisputeStore:
+        """A store on `oracle.connection.connect`'s client: a Cluster when `settings.cluster` says so,
+        and no call waits longer than `timeout_s` (the tick loop records events through it)."""
+        return DisputeStore(connect(settings, timeout_s=timeout_s), settings.prefix, settings.history_maxlen)
 
     async def save(self, dispute: Dispute) -> bool:
         """Record a newly opened dispute; False if that id is already stored (never overwritten)."""
         if not dispute.is_open:
             raise ValueError(f"dispute {dispute.id} is not open")
         keys = [self.records_key, self.open_key]
-        return bool(await self._open(keys=keys, args=[dispute.id, dispute.to_json()]))
+        return bool(await _OPEN_SCRIPT.run(self.client, keys, [dispute.id, dispute.to_json()]))
 
     async def close_dispute(self, dispute: Dispute) -> bool:
         """Store the closed `dispute` if its record is still open. True for the one caller that wins."""
         if dispute.is_open:
             raise ValueError(f"dispute {dispute.id} is not closed")
         keys = [self.records_key, self.open_key]
-        won = await self._close(keys=keys, args=[dispute.id, dispute.to_json()])
-        return bool(won)
+        return bool(await _CLOSE_SCRIPT.run(self.client, keys, [dispute.id, dispute.to_json()]))
 
     async def get(self, dispute_id: str) -> Dispute | None:
         raw = await cast(Awaitable[str | None], self.client.hget(self.records_key, dispute_id))

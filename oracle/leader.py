@@ -42,6 +42,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS: lease. ARGV: our value. 1 when released, 0 when the lease is no longer ours.
 RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
@@ -77,6 +78,7 @@ class LeaderLease:
         self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
         self._token: int | None = None
         self._valid_until = 0.0  # our clock's time at which our last renewal lapses
+        self._failing = False  # the last tick could not reach Redis
 
     def __repr__(self) -> str:
         return f"LeaderLease({redact(self._url)}, replica_id={self.replica_id!r}, token={self._token})"
@@ -100,9 +102,14 @@ class LeaderLease:
                 else:
                     await self._renew(started)
         except Exception as exc:  # Redis unreachable: lead only while our last renewal holds
-            log.warning("lease %s failed: %s", "renewal" if self._token else "attempt", type(exc).__name__)
+            # Once per outage at warning level: a replica ticks several times a second.
+            level = logging.DEBUG if self._failing else logging.WARNING
+            log.log(level, "lease %s failed: %s", "renewal" if self._token else "attempt", type(exc).__name__)
+            self._failing = True
             if self._token is not None and self._clock.now() >= self._valid_until:
                 self._step_down("its TTL passed without a renewal")
+        else:
+            self._failing = False
         self._report()
         return self._token is not None
 
@@ -110,7 +117,7 @@ class LeaderLease:
         """Give the lease up now (graceful shutdown), so a standby need not wait for the TTL."""
         if self._token is not None:
             try:
-                await _RELEASE.run(self._redis, [self._keys.lease], [self._value, self.ttl_ms])
+                await _RELEASE.run(self._redis, [self._keys.lease], [self._value])
             except Exception as exc:
                 log.warning("lease release failed: %s", type(exc).__name__)
             self._step_down("released")

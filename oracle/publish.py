@@ -181,9 +181,6 @@ class RedisPublisher:
         """False from a failed publish until the background reconnect has caught up."""
         return self._reconnect is None
 
-    def last_seq(self, market: str) -> int:
-        return self._last_seq.get(market, 0)
-
     async def ping(self, timeout_s: float = 0.5) -> bool:
         """Whether Redis answers now (for /readyz); never raises."""
         try:

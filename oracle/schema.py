@@ -13,6 +13,12 @@ and for the leader lease (one slot, so acquiring is one atomic script even in a 
 
     P:{leader}         string  "<replica_id>:<token>" with a TTL
     P:{leader}:epoch   integer the last token handed out
+
+and for disputes (see disputes.store; the hash tag puts all three in the stream's slot):
+
+    P:disputes               stream  the audit log of dispute events (the contract's name)
+    {P:disputes}:records     hash    dispute id -> the dispute as JSON
+    {P:disputes}:open        set     the ids of the open disputes
 """
 
 from __future__ import annotations
@@ -58,6 +64,18 @@ class Keys:
     def mark_pattern(self) -> str:
         """SCAN pattern of every market's mark hash."""
         return f"{self.prefix}:{{*}}:mark"
+
+    @property
+    def disputes(self) -> str:
+        return f"{self.prefix}:disputes"
+
+    @property
+    def dispute_records(self) -> str:
+        return f"{{{self.disputes}}}:records"
+
+    @property
+    def open_disputes(self) -> str:
+        return f"{{{self.disputes}}}:open"
 
     def market_of(self, mark_key: str) -> str:
         return mark_key[len(self.prefix) + 2 : -len("}:mark")]

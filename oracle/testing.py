@@ -76,18 +76,20 @@ class RedisServer:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                reply = self.command("PING")
-                if reply.startswith((b"+PONG", b"-NOAUTH")):
+                if self.command("PING").startswith((b"+PONG", b"-NOAUTH")):
                     return self
             except OSError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)  # also after a reply such as -LOADING, instead of spinning
+        self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
+            if self.proc.poll() is None:
+                self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
 

@@ -184,6 +184,9 @@ async def test_with_redis_down_reads_fall_back_to_memory_and_resolve_is_503():
         assert run(service.stage, 100.0, None, 6.0).mark.status is Status.HELD
         listing = await (await client.get("/v1/disputes")).json()
         assert [x["id"] for x in listing["disputes"]] == [d["id"]]
+        one = await client.get(f"/v1/disputes/{d['id']}")
+        assert (one.status, (await one.json())["id"]) == (200, d["id"])
+        assert (await client.get("/v1/disputes/nope")).status == 404
         url = f"/v1/disputes/{d['id']}/resolve"
         resolve = await client.post(url, json={"action": "reject"}, headers=AUTH)
         assert resolve.status == 503  # no arbiter, no resolve: two replicas could both win
@@ -196,3 +199,13 @@ async def test_every_stage_event_is_counted_by_kind(service):
     await service.record([Event(EventKind.TIER_CHANGED, MARKET, 1000.0, {"from": 1, "to": 2})])
     text = service.metrics.render().decode()
     assert f'markd_events_total{{kind="tier_changed",market="{MARKET}"}} 1.0' in text
+
+
+async def test_the_listing_filters_by_status(client):
+    kept, ruled = await open_one(client), await open_one(client)
+    resolve = await client.post(f"/v1/disputes/{ruled['id']}/resolve", json={"action": "uphold"}, headers=AUTH)
+    assert resolve.status == 200
+    for status, ids in (("open", [kept["id"]]), ("closed", [ruled["id"]])):
+        listing = await (await client.get(f"/v1/disputes?status={status}")).json()
+        assert [(x["id"], x["status"]) for x in listing["disputes"]] == [(i, status) for i in ids]
+    assert (await client.get("/v1/disputes?status=resolved")).status == 400

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from disputes.model import NOTIFIED, EventKind
+from disputes.model import NOTIFIED, Event, EventKind
 from disputes.notify import Notifier
 from disputes.service import DisputeService
 from disputes.stage import DisputeStage
@@ -94,3 +94,17 @@ async def test_an_unset_url_turns_notification_off():
     await notifier.flush()
     await notifier.close()
     assert (notifier.sent, notifier.dropped) == (0, 0)
+
+
+async def test_a_full_queue_drops_the_oldest_event(receiver):
+    r, url = receiver
+    r.fail_first = 0
+    notifier = Notifier(NotifySettings(url=url), queue_size=2)
+    events = [Event(EventKind.TIER_CHANGED, MARKET, float(t), {"to": t}) for t in range(3)]
+    for e in events:  # queued before the delivery task runs: the third pushes the first out
+        notifier.send(e)
+    notifier.start()
+    await notifier.flush()
+    await notifier.close()
+    assert [x["ts"] for x in r.received] == [1.0, 2.0]
+    assert (notifier.sent, notifier.dropped) == (2, 1)

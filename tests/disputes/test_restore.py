@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from disputes.model import Reason
+import pytest
+
+import disputes.stage as stage_module
+from disputes.model import Reason, UnknownDispute
 from disputes.stage import DisputeStage
 from oracle.models import Status
 from tests.disputes.helpers import MARKET, make_settings, run
@@ -38,3 +41,14 @@ def test_restore_without_marks_holds_at_no_price_and_publishes_nothing():
     assert d.mark.status is Status.HELD and math.isnan(d.mark.price)
     assert not d.publish
     assert after.disputes()[0].reason is Reason.ANCHOR
+
+
+def test_memory_keeps_only_the_latest_closed_disputes(monkeypatch):
+    monkeypatch.setattr(stage_module, "KEEP_CLOSED", 2)
+    stage = DisputeStage(make_settings())
+    ids = [stage.open_dispute(MARKET, "manual", float(t)).id for t in range(3)]
+    for t, i in enumerate(ids):
+        stage.resolve(i, "reject", 10.0 + t)
+    assert [d.id for d in stage.disputes()] == ids[1:]
+    with pytest.raises(UnknownDispute):
+        stage.dispute(ids[0])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from disputes.model import Outcome
 from disputes.service import DisputeService
@@ -12,6 +15,7 @@ from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
 from oracle.clock import VirtualClock
 from oracle.models import Status
+from oracle.settings import RedisSettings
 from tests.disputes.helpers import MARKET, make_settings, run
 
 
@@ -77,3 +81,24 @@ async def test_a_replica_learns_disputes_opened_and_resolved_elsewhere(store):
     assert leader.stage.dispute(d.id).outcome is Outcome.REJECTED
     assert run(leader.stage, 100.0, None, 11.0).mark.status is Status.OK
     assert await store.load_open() == []
+
+
+async def test_a_store_from_settings_gives_up_on_a_redis_that_never_answers():
+    # The tick loop records events through the store: a hung Redis must cost a timeout, not the loop.
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept, read, never answer
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = DisputeStore.from_settings(RedisSettings(url=f"redis://127.0.0.1:{port}/0"), timeout_s=0.2)
+    d = DisputeStage(make_settings()).open_dispute(MARKET, "manual", 1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RedisError):
+            await asyncio.wait_for(store.save(d), 5.0)
+        assert time.monotonic() - started < 2.0
+    finally:
+        await store.close()
+        server.close()
+        await server.wait_closed()

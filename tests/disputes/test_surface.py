@@ -17,3 +17,7 @@ def test_public_surface_is_all_of_all():
 def test_reason_and_outcome_codes_are_the_fixed_sets():
     assert [r.value for r in Reason] == ["manual", "jump", "anchor", "divergence"]
     assert [o.value for o in Outcome] == ["upheld", "rejected", "reverted"]
+
+
+def test_an_action_rules_its_outcome():
+    assert (Outcome.of("uphold"), Outcome.of("reject")) == (Outcome.UPHELD, Outcome.REJECTED)

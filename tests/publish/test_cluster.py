@@ -6,11 +6,15 @@ import asyncio
 
 import pytest
 
+from disputes.model import Outcome
+from disputes.stage import DisputeStage, dispute_event
+from disputes.store import DisputeStore
 from oracle.client import MarkReader
 from oracle.clock import WallClock
 from oracle.leader import LeaderLease
 from oracle.metrics import Metrics
 from oracle.settings import RedisSettings
+from tests.disputes.helpers import MARKET, make_settings
 from tests.publish.helpers import errors, mark, publisher
 from tests.servers import RedisClusterServers
 
@@ -82,3 +86,18 @@ async def test_cluster_subscribe_receives_updates(cluster_settings: RedisSetting
     await asyncio.gather(pub.close(), reader.close())
     assert sorted(m.market for m in snapshot) == MARKETS[:5]
     assert {(m.price, m.seq) for m in updates} == {(7.0, 2)}
+
+
+async def test_the_dispute_store_from_settings_works_on_a_cluster(cluster_settings: RedisSettings) -> None:
+    store = DisputeStore.from_settings(cluster_settings)
+    stage = DisputeStage(make_settings())
+    d = stage.open_dispute(MARKET, "manual", 1.0)
+    try:
+        assert await store.save(d)
+        await store.append(dispute_event(d))
+        assert await store.close_dispute(d.closed(Outcome.UPHELD, 2.0))
+        assert await store.load_open() == []
+        assert [x.outcome for x in await store.load()] == [Outcome.UPHELD]
+        assert [e["kind"] for e in await store.events()] == ["dispute_opened"]
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from redis.asyncio import Redis
@@ -134,3 +135,19 @@ async def test_standby_publishes_within_3_seconds_continuing_seq(settings: Redis
     await raw.aclose()
     assert seq_at_death >= 5 and int(stored["seq"]) == seq_at_death + 1
     assert took < 3.0  # about the TTL (1 s) here
+
+
+async def test_an_outage_is_one_warning_not_one_per_tick(own_server: RedisServer, caplog) -> None:
+    settings = RedisSettings(url=own_server.url, prefix="t")
+    standby = LeaderLease(settings, "b", TTL_MS, WallClock(), timeout_s=0.05)
+    own_server.stop()
+    with caplog.at_level(logging.DEBUG, logger="oracle.leader"):
+        for _ in range(5):
+            assert not await standby.tick()
+        own_server.start()
+        assert await standby.tick()
+        own_server.stop()
+        assert await standby.tick()  # within its TTL
+    failures = [r.levelno for r in caplog.records if "failed" in r.getMessage()]
+    assert failures == [logging.WARNING, *[logging.DEBUG] * 4, logging.WARNING]
+    await standby.close()

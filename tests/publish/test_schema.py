@@ -9,6 +9,7 @@ import math
 import pytest
 from redis.asyncio import Redis
 
+from disputes.store import DisputeStore
 from oracle.clock import WallClock
 from oracle.metrics import Metrics
 from oracle.models import Status
@@ -162,6 +163,21 @@ async def test_concurrent_publishes_of_one_publisher_never_collide(settings: Red
     seqs = sorted(m.seq for r in results for m in r)
     assert seqs == list(range(1, 21))
     assert (await raw.hget(K.mark, "seq")) == "20"
+
+
+def test_dispute_keys_are_the_contract_names_in_one_slot() -> None:
+    keys = Keys("t")
+    assert (keys.disputes, keys.dispute_records, keys.open_disputes) == (
+        "t:disputes",
+        "{t:disputes}:records",
+        "{t:disputes}:open",
+    )
+    store = DisputeStore(Redis(), prefix="t")
+    assert (store.stream_key, store.records_key, store.open_key) == (
+        keys.disputes,
+        keys.dispute_records,
+        keys.open_disputes,
+    )
 
 
 def test_public_surface() -> None:
