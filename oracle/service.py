@@ -71,7 +71,7 @@ class Service:
         self.notifier = Notifier(settings.notify)
         self.disputes = DisputeService(
             self.stage,
-            DisputeStore.from_settings(settings.redis),
+            DisputeStore.from_settings(settings.redis, timeout_s=min(tick_s, 0.5)),  # never stalls a tick long
             self.clock,
             notifier=self.notifier,
             metrics=self.metrics,
