@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -63,22 +62,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args.config or default_config_path())
     from oracle.logs import configure
-    from oracle.service import Service
+    from oracle.service import Service, ignore_stop_signals, stop_on_signals
 
     configure(settings.service.log_level)
 
-    async def serve() -> None:
-        service = Service(settings)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, service.stop)
-        await service.run()
-
+    service = Service(settings)
+    loop = asyncio.new_event_loop()
+    stop_on_signals(service, loop)  # before the loop runs: asyncio.run then leaves SIGINT alone
     try:
-        asyncio.run(serve())
+        with asyncio.Runner(loop_factory=lambda: loop) as runner:
+            runner.run(service.run())
     except OSError as exc:  # e.g. the HTTP port is taken
         print(f"markd run: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
+    finally:
+        ignore_stop_signals()
     return EXIT_OK
 
 

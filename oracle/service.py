@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -228,6 +229,41 @@ class Service:
             elif now - mark.ts > max_age:
                 reasons.append(f"{market}: validated mark is {now - mark.ts:.1f}s old ({mark.status.value})")
         return reasons
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_on_signals(service: Service, loop: asyncio.AbstractEventLoop) -> None:
+    """Any number of SIGTERMs and SIGINTs, whenever they come, stop `service` once: exit 0.
+
+    Stopping already bounds itself (5 s), so a second signal has nothing to add, and it must not
+    end the process by that signal instead. `loop.add_signal_handler` cannot promise that: the
+    loop's close resets its handlers to the default action, and so does Python's finalization for
+    its own handlers. Hence a process-wide handler (installed before the loop runs, never removed)
+    that blocks both signals in the main thread at the first one: a later one stays pending in the
+    kernel until the process is gone. Switching to SIG_IGN there instead would race with a signal
+    already caught but not yet handled ("Signal 15 ignored due to race condition" on stderr).
+    Threads started earlier do not inherit the mask; a signal they catch runs this handler again,
+    which is harmless, and `ignore_stop_signals` covers the last of them at exit.
+    """
+
+    def on_signal(signum: int, frame: object) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(service.stop)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+
+
+def ignore_stop_signals() -> None:
+    """After the loop is gone: nothing is left to stop, so the stop signals are ignored (blocked
+    first, so that none is caught half-way through the switch)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def lease_ttl_ms(settings: Settings) -> int:
