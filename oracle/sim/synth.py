@@ -5,7 +5,8 @@ bias, fresh noise per quote, its own phase on the tick grid and a gamma-distribu
 latency, so `ts` (receive time) trails `venue_ts` as it does live. A source may quote a market in
 another currency (`binance:USDT`, or `binance:BTC-USDT` for one market only): its price is the
 market's price divided by that currency's rate, taken from the market of that name when it is
-simulated too (USDT-USD walks like any market), else from a constant `--quote-rates` entry.
+simulated too (USDT-USD walks like any market), else from a constant `--quote-rates` entry, else,
+for a USD stablecoin against USD, its peg (1.0): the README's `binance:USDT` example needs no rate.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from oracle.sim.market import default_vol
 from oracle.ticks import Ticks, write_ticks
 
 DEFAULT_START_TS = 1_700_000_000.0  # a fixed default keeps a seed's output identical across days
+# Quote currencies worth their peg unless simulated or given: a synthetic session rarely wants a de-peg.
+PEGGED = {f"{coin}-USD": 1.0 for coin in ("USDT", "USDC", "DAI", "FDUSD", "TUSD", "USDP", "PYUSD")}
 
 
 class SynthError(ValueError):
@@ -138,6 +141,8 @@ def _rate(feed: Feed, paths: Mapping[str, np.ndarray], quote_rates: Mapping[str,
         return paths[name]
     if name in quote_rates:
         return quote_rates[name]
+    if name in PEGGED:
+        return PEGGED[name]
     raise SynthError(f"source {feed.source} quotes {feed.pair}: give --quote-rates {name}=RATE or simulate {name}")
 
 
@@ -233,7 +238,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bias-bps", type=float, default=2.0, help="std dev of the venues' constant biases (default 2)")
     p.add_argument("--spread-bps", type=float, default=2.0, help="bid/ask spread (default 2)")
     p.add_argument("--latency-ms", type=float, default=50.0, help="mean delivery latency (default 50)")
-    p.add_argument("--quote-rates", type=_assignments, default={}, help="e.g. USDT-USD=1.0005")
+    p.add_argument(
+        "--quote-rates",
+        type=_assignments,
+        default={},
+        help="constant rates of quote currencies not simulated, e.g. EUR-USD=1.08,USDT-USD=1.0005 "
+        "(USD stablecoins default to 1)",
+    )
     return p
 
 

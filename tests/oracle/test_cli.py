@@ -61,9 +61,9 @@ def test_replay_of_a_synth_scenario_that_cannot_be_simulated_exits_2(
     config = Path(__file__).resolve().parents[2] / "config" / "markd.toml"
     (tmp_path / "s.toml").write_text(
         f'config = "{config}"\n[synth]\nmarkets = {{ BTC-USD = 30000 }}\n'
-        'sources = ["coinbase", "binance:USDT"]\nseconds = 60\n'
+        'sources = ["coinbase", "binance:EUR"]\nseconds = 60\n'
     )
     assert main(["replay", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "[synth]" in err and "USDT-USD" in err
+    assert "[synth]" in err and "EUR-USD" in err
     assert "Traceback" not in err

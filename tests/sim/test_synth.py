@@ -99,8 +99,29 @@ def test_a_source_never_quotes_a_coin_in_itself() -> None:
 
 
 def test_a_quote_currency_without_a_rate_is_an_error() -> None:
-    with pytest.raises(SynthError, match="USDT-USD"):
-        synth_columns({"BTC-USD": 30_000.0}, ["binance:USDT"], 10, 1, 1)
+    with pytest.raises(SynthError, match="EUR-USD"):
+        synth_columns({"BTC-USD": 30_000.0}, ["binance:EUR"], 10, 1, 1)
+
+
+def test_a_usd_stablecoin_quote_defaults_to_its_peg() -> None:
+    model = Model(noise_bps=0.0, bias_bps=0.0, spread_bps=0.0)
+    pegged = synth_columns({"BTC-USD": 30_000.0}, ["coinbase", "binance:USDT"], 10, 1, 1, model=model)
+    given = synth_columns(
+        {"BTC-USD": 30_000.0}, ["coinbase", "binance:USDT"], 10, 1, 1,
+        model=Model(noise_bps=0.0, bias_bps=0.0, spread_bps=0.0, quote_rates={"USDT-USD": 1.0}),
+    )  # fmt: skip
+    assert list(pegged.keys) == [("coinbase", "BTC-USD"), ("binance", "BTC-USDT")]
+    assert np.array_equal(pegged.price, given.price)
+    by_feed = [pegged.price[pegged.feed == i] for i in range(2)]
+    assert np.allclose(by_feed[0], by_feed[1])  # no bias, no noise: USDT at par quotes the USD price
+
+
+def test_the_readme_example_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's and --help's example, verbatim but for the file and a shorter run."""
+    out = tmp_path / "F.csv"
+    argv = ["--out", str(out), "--markets", "BTC-USD=30000", "--sources", "coinbase,kraken,binance:USDT"]
+    assert run_synth([*argv, "--seconds", "60"]) == 0
+    assert {r["pair"] for r in _rows(out)} == {"BTC-USD", "BTC-USDT"}
 
 
 def test_cli_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,7 +161,7 @@ def test_cli_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         (["--out", "x.csv", "--markets", "BTC-USD=abc", "--sources", "coinbase"], "not a number"),
         (["--out", "x.csv", "--markets", "BTC=1", "--sources", "coinbase"], "BASE-QUOTE"),
         (["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "binance:BTC-"], "NAME:QUOTE"),
-        (["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "binance:USDT"], "--quote-rates USDT-USD"),
+        (["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "binance:EUR"], "--quote-rates EUR-USD"),
         (
             ["--out", "x.csv", "--markets", "BTC-USD=1", "--sources", "coinbase", "--interval", "0"],
             "interval",
