@@ -1,7 +1,8 @@
 """The `markd` command line (also `python -m oracle`).
 
 Exit codes: 0 success, 2 bad usage or bad config/scenario (one clear line per problem, no
-traceback), 1 anything else.
+traceback), 1 anything else. `main` is the one place that turns an exception into a line on stderr
+and an exit code; MARKD_DEBUG=1 adds the traceback of an unexpected one.
 """
 
 from __future__ import annotations
@@ -11,14 +12,29 @@ import asyncio
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
+
+from pydantic import ValidationError
 
 from oracle import __version__
 from oracle.connection import redact
-from oracle.settings import ConfigError, RedisSettings, Settings, default_config_path, load_settings
+from oracle.settings import (
+    ConfigError,
+    RedisSettings,
+    Settings,
+    default_config_path,
+    error_message,
+    load_settings,
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command's argument that cannot be used: one line, exit 2 (like argparse's own errors)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +107,12 @@ def cmd_marks(args: argparse.Namespace) -> int:
 
     url = args.redis or os.environ.get("MARKD_REDIS_URL") or RedisSettings().url
     try:
+        RedisSettings(url=url, prefix=args.prefix)
+    except ValidationError as exc:
+        option = {"url": "--redis", "prefix": "--prefix"}
+        problems = [f"{option[str(e['loc'][0])]} {e['input']!r}: {error_message(e)}" for e in exc.errors()]
+        raise UsageError("; ".join(problems)) from None
+    try:
         print(asyncio.run(print_marks(url, args.prefix, args.market or None, cluster=args.cluster)))
     except MarkError as exc:
         print(f"markd marks: {exc}", file=sys.stderr)
@@ -109,6 +131,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from oracle.replay.report import summary
     from oracle.replay.run import terminal_progress
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: exists and is not a directory")
     outcome = run_scenario(args.scenario, args.out, terminal_progress(), html=not args.no_html)
     print(summary(outcome.report))
     return EXIT_FAIL if args.check and not outcome.passed else EXIT_OK
@@ -182,10 +206,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    except UsageError as exc:
+        print(f"markd {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAIL
+    except BrokenPipeError:
+        return _closed_stdout()
+    except OSError as exc:  # a file that cannot be written, a port taken, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"markd {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        _debug_traceback()
+        return EXIT_FAIL
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        print(f"markd {args.command}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if not _debug_traceback():
+            print("markd: set MARKD_DEBUG=1 to see the traceback", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def _closed_stdout() -> int:
+    """The reader went away (`markd check-config ... | head`): stop quietly, as `cat` would.
+    What is left in stdout's buffer goes to /dev/null, so flushing it at exit raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (tests capture it)
+        pass
+    return EXIT_FAIL
+
+
+def _debug_traceback() -> bool:
+    if os.environ.get("MARKD_DEBUG", "") not in ("", "0"):
+        traceback.print_exc()
+        return True
+    return False

@@ -248,7 +248,7 @@ def _cross_problems(s: _Parts) -> list[str]:
         try:
             policy = _resolved_policy(s.policy, market)
         except ValidationError as exc:
-            problems += [f"markets.{name}: {_msg(e)}" for e in exc.errors()]
+            problems += [f"markets.{name}: {error_message(e)}" for e in exc.errors()]
             continue
         for t, tier in enumerate(market.tiers):
             nested = isinstance(market.fallback[0], list) if market.fallback else False
@@ -321,7 +321,8 @@ def _topological(markets: Mapping[str, MarketSettings]) -> tuple[list[str], dict
     return order, level
 
 
-def _msg(err: Mapping[str, Any]) -> str:
+def error_message(err: Mapping[str, Any]) -> str:
+    """One pydantic error's message without pydantic's "Value error, " prefix."""
     msg = str(err.get("msg", "invalid"))
     return msg.removeprefix("Value error, ")
 
@@ -369,7 +370,7 @@ def validation_problems(exc: ValidationError) -> list[str]:
     problems: list[str] = []
     for err in _union_noise(exc.errors()):
         loc = _path(tuple(err["loc"]))
-        msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else _msg(err)
+        msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else error_message(err)
         problems.append(f"{loc}: {msg}" if loc else msg)
     return list(dict.fromkeys(problems))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,53 @@ def test_replay_of_a_synth_scenario_that_cannot_be_simulated_exits_2(
     err = capsys.readouterr().err
     assert "[synth]" in err and "EUR-USD" in err
     assert "Traceback" not in err
+
+
+def test_marks_with_a_url_that_is_no_url_exits_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["marks", "--redis", "notaurl"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "markd marks: --redis 'notaurl': must start with redis://, rediss:// or unix://"
+
+
+def test_replay_out_naming_an_existing_file_exits_2_before_replaying(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken").write_text("keep me\n")
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "mango_pump.toml"
+    assert main(["replay", str(scenario), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a directory" in err and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "keep me\n"
+
+
+def test_check_config_into_a_closed_pipe_stops_quietly() -> None:
+    """`markd check-config ... | head`: the reader leaves early; no BrokenPipeError traceback."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oracle", "check-config", str(root / "config" / "markd.toml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=root,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # before markd writes a byte: its first write meets a closed pipe
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.decode() == ""
+
+
+def test_an_unexpected_error_is_one_line_and_markd_debug_shows_the_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(args: object) -> int:
+        raise RuntimeError("something went wrong")
+
+    monkeypatch.setattr("oracle.cli.cmd_check_config", broken)
+    monkeypatch.delenv("MARKD_DEBUG", raising=False)
+    assert main(["check-config", "x.toml"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "markd check-config: internal error: RuntimeError: something went wrong"
+    assert "Traceback" not in err and "MARKD_DEBUG=1" in err
+    monkeypatch.setenv("MARKD_DEBUG", "1")
+    assert main(["check-config", "x.toml"]) == 1
+    assert "Traceback" in capsys.readouterr().err
