@@ -38,6 +38,7 @@ class DisputeService:
         self.clock = clock
         self.notifier = notifier
         self.metrics = metrics
+        self._sync_failing = False  # sync() failed last time: log the outage once, not every call
 
     async def restore(self, marks: Iterable[Mark] = ()) -> list[Dispute]:
         """Load the open disputes from Redis into the stage (once at start, before the first tick).
@@ -62,8 +63,14 @@ class DisputeService:
                 if d.is_open and d.id not in still_open:  # closed elsewhere: learn how
                     stored.append(await self.store.get(d.id) or d)
         except RedisError as exc:
-            log.error("disputes_not_synced", extra={"error": type(exc).__name__})
+            # Once per outage: a replica syncs about every second, and one line says it all.
+            if not self._sync_failing:
+                log.error("disputes_not_synced", extra={"error": type(exc).__name__})
+            self._sync_failing = True
             return
+        if self._sync_failing:
+            log.info("disputes_synced", extra={"open": len(stored)})
+            self._sync_failing = False
         for d in stored:
             self.stage.adopt(d)
         self._count_open({d.market for d in stored})

@@ -20,7 +20,15 @@ MAX_BODY = 16 * 1024  # the dispute API refuses larger bodies with 413
 SERVICE_KEY = web.AppKey("service", object)
 
 
-def mark_json(mark: Mark) -> dict[str, object]:
+UNPUBLISHED = "unpublished"
+
+
+def mark_json(mark: Mark, published: bool = True) -> dict[str, object]:
+    """A mark as /v1/marks shows it. One this replica computed but nobody published (a standby's, or
+    any while Redis is down) has status `unpublished`, which no consumer may use, with the status it
+    was computed with in `computed_status`: only Redis holds a mark the margin engine may act on."""
+    if not published:
+        return {**mark_json(mark), "status": UNPUBLISHED, "computed_status": mark.status.value}
     return {
         "price": mark.price,
         "confidence": mark.confidence,
@@ -55,7 +63,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def marks(request: web.Request) -> web.Response:
     current = _service(request).current_marks()
-    return web.json_response({m: mark_json(mk) for m, mk in sorted(current.items())})
+    return web.json_response({m: mark_json(mk, published) for m, (mk, published) in sorted(current.items())})
 
 
 def build_app(service: Service, extra_routes: list[web.RouteDef] | None = None) -> web.Application:

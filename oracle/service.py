@@ -205,11 +205,14 @@ class Service:
             self.book.update(quote)
 
     # --- what HTTP reads ---
-    def current_marks(self) -> dict[str, Mark]:
-        """The marks as published (with seq) where this replica leads, else as computed here."""
-        if not self.leading:
-            return dict(self._marks)
-        return {m: self._published.get(m, mk) for m, mk in self._marks.items()}
+    def current_marks(self) -> dict[str, tuple[Mark, bool]]:
+        """Each market's mark and whether it is the one in Redis: the last this replica wrote while it
+        leads, else (a standby, Redis down, nothing written yet) the one computed here, unpublished."""
+        out: dict[str, tuple[Mark, bool]] = {}
+        for market, computed in self._marks.items():
+            published = self._published.get(market) if self.leading else None
+            out[market] = (computed, False) if published is None else (published, True)
+        return out
 
     def liveness(self) -> tuple[bool, str]:
         if not self._last_tick:

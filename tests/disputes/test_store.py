@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from oracle.clock import VirtualClock
 from oracle.models import Status
 from oracle.settings import RedisSettings
 from tests.disputes.helpers import MARKET, make_settings, run
+from tests.servers import RedisServer
 
 
 async def test_disputes_survive_a_new_store_and_a_restarted_stage(redis_server, store):
@@ -102,3 +104,25 @@ async def test_a_store_from_settings_gives_up_on_a_redis_that_never_answers():
         await store.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_sync_logs_a_redis_outage_once_and_its_end(caplog: pytest.LogCaptureFixture) -> None:
+    server = RedisServer().start()
+    store = DisputeStore(aioredis.Redis.from_url(server.url, decode_responses=True), prefix="t")
+    service = DisputeService(DisputeStage(make_settings()), store, VirtualClock(10.0))
+    caplog.set_level(logging.INFO, logger="disputes.service")
+    try:
+        await service.sync()
+        server.stop()
+        for _ in range(5):  # the daemon calls it about every second of the outage
+            await service.sync()
+        server.start()
+        await service.sync()
+        server.stop()
+        await service.sync()  # a second outage is news again
+    finally:
+        await store.close()
+        server.stop()
+    assert [r.getMessage() for r in caplog.records] == [
+        "disputes_not_synced", "disputes_synced", "disputes_not_synced",
+    ]  # fmt: skip
