@@ -1,6 +1,6 @@
 """The dispute HTTP API (aiohttp), to mount on the daemon's application.
 
-    POST /v1/disputes               {market, reason, note?}  -> 201 {id, market, reason, status, opened_ts}
+    POST /v1/disputes               {market, reason, note?}  -> 201 {id, market, reason, status, opened_ts, note?}
     POST /v1/disputes/{id}/resolve  {action: uphold|reject}  -> 200 the closed dispute
     GET  /v1/disputes[?status=open|closed]                   -> 200 {"disputes": [...]}
     GET  /v1/disputes/{id}                                   -> 200 the dispute
@@ -106,8 +106,10 @@ class _DisputeApi:
         except UnknownMarket:
             raise _error(web.HTTPBadRequest, "unknown market") from None
         full = d.to_dict()
+        # What is stored, as a GET would show it: free text comes back as `manual` and in `note`.
         record = {k: full[k] for k in ("id", "market", "reason", "status", "opened_ts")}
-        record["reason"] = given  # the caller's words back; the stored code is `manual` for free text
+        if d.note:
+            record["note"] = d.note
         return web.json_response(record, status=201)
 
     async def resolve(self, request: web.Request) -> web.Response:
