@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from oracle.clock import Clock, WallClock
-from oracle.connection import RedisClient, connect, connect_node, redact
+from oracle.connection import RedisClient, connect, connect_node, primary_moved, redact
 from oracle.models import Mark, Status
 from oracle.schema import Keys, decode_mark
 from oracle.settings import RedisSettings
@@ -241,6 +241,10 @@ class Subscription:
             return
         if message is not None and message.get("type") == "message":
             self._on_message(message)
+        elif message is None and self._node is not None and await primary_moved(self._node, self._pubsub.connection):
+            # A quiet second on a primary that Sentinel replaced while it stayed up: follow the new one.
+            log.info("the primary moved; resubscribing")
+            await self._drop()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         market = self._channels.get(message["channel"])

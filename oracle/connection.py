@@ -1,6 +1,11 @@
 """Redis connections for the publisher, the lease and the reader: one way to open them, one way to
 run a Lua script, and `redact` so a password in the URL never reaches a log line or a message.
 
+With `redis.sentinels` the client asks the Sentinels for the primary of `sentinel_service` each time
+it opens a connection, so after a failover the next connection (the callers reconnect after any
+error) reaches the promoted replica; a connection to a primary since demoted fails on its first
+write (READONLY) and is dropped the same way. `url` then only supplies credentials, db and TLS.
+
 Clients are built without redis-py's own retries: each caller owns its failure policy (the publisher
 retries in the background, the reader raises, the lease steps down), and a hidden retry with backoff
 would break the publisher's time budget.
@@ -8,7 +13,9 @@ would break the publisher's time budget.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -16,10 +23,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from oracle.settings import RedisSettings
 
@@ -70,6 +85,59 @@ class _FastSSLConnection(_HiredisPacking, SSLConnection):
     pass
 
 
+class _FastSentinelConnection(_HiredisPacking, SentinelManagedConnection):
+    pass
+
+
+class _FastSentinelSSLConnection(_HiredisPacking, SentinelManagedSSLConnection):
+    pass
+
+
+PRIMARY_CHECK_S = 1.0  # how often a Sentinel-managed pool asks whether the primary has moved
+
+
+class _FollowingPool(SentinelConnectionPool):
+    """Asks the Sentinels for the primary at most once a `PRIMARY_CHECK_S` when lending a connection,
+    not only when opening one: after a failover that leaves the old primary up (a manual failover,
+    a partition), pooled connections to it would go on writing there, unseen by every reader, until
+    Sentinel demotes it. A moved primary disconnects the idle connections, so this one reconnects."""
+
+    _checked = 0.0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if self.is_master and now - self._checked >= PRIMARY_CHECK_S:
+            self._checked = now
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                await self.get_master_address()  # on a change, disconnects the idle connections
+        return await super().get_connection(*args, **kwargs)
+
+
+async def primary_moved(client: Redis, connection: Any) -> bool:
+    """Whether the Sentinels now name another primary than the one `connection` is to (always False
+    without Sentinels). For a long-lived connection outside the pool's rotation, such as pub/sub's."""
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool) or connection is None:
+        return False
+    try:
+        address = await pool.sentinel_manager.discover_master(pool.service_name)
+    except (RedisConnectionError, RedisTimeoutError):
+        return False
+    return tuple(address) != (connection.host, connection.port)
+
+
+class _SentinelRedis(Redis):
+    """The primary's client; closing it also closes its connections to the Sentinels."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            for client in self.sentinels.sentinels:
+                await client.aclose()
+
+
 def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
     """A lazy client (it connects on first use) for a server or, with `settings.cluster`, a Cluster."""
     kwargs: dict[str, Any] = {
@@ -83,6 +151,8 @@ def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
             raise ValueError("redis.cluster needs a redis:// or rediss:// url")
         cluster: RedisCluster = RedisCluster.from_url(settings.url, **kwargs)
         return cluster
+    if settings.sentinels:
+        return _via_sentinels(settings, kwargs)
     scheme = settings.url.partition("://")[0]
     if scheme in ("redis", "rediss"):
         kwargs["connection_class"] = _FastSSLConnection if scheme == "rediss" else _FastConnection
@@ -91,15 +161,45 @@ def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
 
 
 def connect_node(settings: RedisSettings, *, timeout_s: float) -> Redis:
-    """A plain client to the node the URL names. In a Cluster, pub/sub messages reach every node, and
-    redis-py's asyncio RedisCluster has no pub/sub, so subscribers use this."""
-    client: Redis = Redis.from_url(
-        settings.url,
-        decode_responses=True,
-        socket_timeout=None,  # a subscriber waits for messages indefinitely
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
+    """A plain client to the node the URL names (with Sentinels: to the primary). In a Cluster,
+    pub/sub messages reach every node, and redis-py's asyncio RedisCluster has no pub/sub, so
+    subscribers use this."""
+    kwargs: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": None,  # a subscriber waits for messages indefinitely
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.sentinels:
+        return _via_sentinels(settings, kwargs)
+    client: Redis = Redis.from_url(settings.url, **kwargs)
+    return client
+
+
+def _via_sentinels(settings: RedisSettings, kwargs: dict[str, Any]) -> Redis:
+    """A client of the primary the Sentinels name. Credentials, db and TLS come from the URL; the
+    Sentinels themselves are asked with the same TLS settings but no credentials, and each gets
+    one connect timeout to answer before the next is asked."""
+    options = {k: v for k, v in parse_url(settings.url).items() if k not in ("host", "port", "path")}
+    tls = options.pop("connection_class", None) is SSLConnection
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": kwargs["socket_connect_timeout"],
+        "socket_connect_timeout": kwargs["socket_connect_timeout"],
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if tls:
+        sentinel_kwargs.update(ssl=True, **{k: v for k, v in options.items() if k.startswith("ssl_")})
+    sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=sentinel_kwargs)
+    client = sentinel.master_for(
+        settings.sentinel_service,
+        redis_class=_SentinelRedis,
+        connection_pool_class=_FollowingPool,
+        connection_class=_FastSentinelSSLConnection if tls else _FastSentinelConnection,
+        **options,
+        **kwargs,
     )
+    assert isinstance(client, _SentinelRedis)
+    client.sentinels = sentinel
     return client
 
 
@@ -184,4 +284,4 @@ async def _pipelined(client: RedisClient, calls: Sequence[_Call]) -> list[Any]:
         return list(await pipe.execute(raise_on_error=False))
 
 
-__all__ = ["RedisClient", "Script", "connect", "connect_node", "redact"]
+__all__ = ["RedisClient", "Script", "connect", "connect_node", "primary_moved", "redact"]

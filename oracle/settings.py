@@ -68,6 +68,10 @@ class RedisSettings(_Strict):
     prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}\s]+$")] = "markd"
     history_maxlen: PosInt = 100_000
     cluster: bool = False  # url names one node of a Redis Cluster (keys are hash-tagged per market)
+    # "host:port" of each Sentinel; with any, the primary is the one they name for `sentinel_service`
+    # and `url` only supplies the password, database and TLS settings.
+    sentinels: list[Annotated[str, Field(pattern=r"^\S+:\d{1,5}$")]] = []
+    sentinel_service: Annotated[str, Field(min_length=1)] = "markd"
 
     @field_validator("url")
     @classmethod
@@ -75,6 +79,24 @@ class RedisSettings(_Strict):
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return url
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # MARKD_REDIS__SENTINELS=a:26379,b:26379 arrives as one string
+        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _topology(self) -> RedisSettings:
+        if self.sentinels and self.cluster:
+            raise ValueError("sentinels and cluster exclude each other (a Cluster fails over by itself)")
+        if self.sentinels and self.url.startswith("unix://"):
+            raise ValueError("sentinels need a redis:// or rediss:// url (it names no host, only settings)")
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(host, int(port)) for host, _, port in (s.rpartition(":") for s in self.sentinels)]
 
 
 class Policy(_Strict):

@@ -10,7 +10,10 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import redis
 
 
 def free_port() -> int:
@@ -93,6 +96,13 @@ class RedisServer:
             self.proc.wait(timeout=10)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, without closing its connections or saving."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
     def command(self, line: str) -> bytes:
         """One inline command (authenticated first when there is a password); the raw reply."""
         with self._socket() as s:
@@ -150,3 +160,126 @@ class RedisClusterServers:
     def flush(self) -> None:
         for node in self.nodes:
             node.flush()
+
+
+class SentinelTopology:
+    """A primary, `replicas` replicas and `sentinels` Sentinels (`redis-server FILE --sentinel`) on
+    loopback, all monitoring the service `service`. Failover is tuned to be quick: a primary is down
+    after `down_after_ms` without a reply, and a stalled failover is retried after `failover_ms`."""
+
+    def __init__(
+        self,
+        replicas: int = 1,
+        sentinels: int = 3,
+        *,
+        service: str = "markd",
+        down_after_ms: int = 1000,
+        failover_ms: int = 3000,
+        password: str | None = None,
+    ) -> None:
+        self.service = service
+        self.password = password
+        auth = ("--masterauth", password) if password else ()
+        self.primary = RedisServer(password=password, extra=auth)
+        self.replicas = [
+            RedisServer(password=password, extra=(*auth, "--replicaof", "127.0.0.1", str(self.primary.port)))
+            for _ in range(replicas)
+        ]
+        self.sentinels = [
+            _SentinelProcess(self.primary.port, service, down_after_ms, failover_ms, password) for _ in range(sentinels)
+        ]
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        return [self.primary, *self.replicas]
+
+    @property
+    def addresses(self) -> list[str]:
+        """The Sentinels as `redis.sentinels` takes them."""
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def start(self) -> SentinelTopology:
+        for node in self.nodes:
+            node.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        self.wait(self.settled, "every Sentinel to see every replica and the other Sentinels")
+        return self
+
+    def settled(self) -> bool:
+        """Every Sentinel knows the primary, every replica (linked) and every other Sentinel."""
+        for sentinel in self.sentinels:
+            state = sentinel.client.execute_command("SENTINEL MASTER", self.service)
+            if state["num-slaves"] != len(self.replicas) or state["num-other-sentinels"] != len(self.sentinels) - 1:
+                return False
+            replicas = sentinel.client.execute_command("SENTINEL SLAVES", self.service)
+            if any(r["master-link-status"] != "ok" for r in replicas):
+                return False
+        return True
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for node in self.nodes:
+            node.stop()
+
+    def primary_port(self, sentinel: _SentinelProcess | None = None) -> int | None:
+        """The primary's port as a Sentinel names it now."""
+        addr = (sentinel or self.sentinels[0]).client.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(addr[1]) if addr else None
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    @staticmethod
+    def wait(check: Callable[[], bool], what: str, within_s: float = 20.0) -> float:
+        """Seconds until `check()` holds (polled every 20 ms); RuntimeError naming `what` after `within_s`."""
+        started = time.monotonic()
+        while not _holds(check):
+            if time.monotonic() - started > within_s:
+                raise RuntimeError(f"not within {within_s} s: {what}")
+            time.sleep(0.02)
+        return time.monotonic() - started
+
+
+def _holds(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except (OSError, redis.RedisError):
+        return False
+
+
+class _SentinelProcess:
+    """One Sentinel. Its config file is its own to rewrite (Sentinel records what it learns there)."""
+
+    def __init__(self, primary_port: int, service: str, down_after_ms: int, failover_ms: int, password: str | None):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="markd-sentinel-")
+        self.config = Path(self.dir) / "sentinel.conf"
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.dir}",
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 2",
+            f"sentinel down-after-milliseconds {service} {down_after_ms}",
+            f"sentinel failover-timeout {service} {failover_ms}",
+            f"sentinel parallel-syncs {service} 1",
+        ]
+        if password:
+            lines.append(f"sentinel auth-pass {service} {password}")
+        self.config.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+    def start(self) -> None:
+        args = [_exe("redis-server"), str(self.config), "--sentinel"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        SentinelTopology.wait(lambda: bool(self.client.ping()), f"sentinel on {self.port}", 10)
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None

@@ -119,6 +119,8 @@ def test_check_config_as_a_real_subprocess_exits_0_printing_json() -> None:
         "prefix": "markd",
         "history_maxlen": 100000,
         "cluster": False,
+        "sentinels": [],
+        "sentinel_service": "markd",
     }
 
 
