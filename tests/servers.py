@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oracle.testing import RedisClusterServers, RedisServer, free_port
+from oracle.testing import MissingBinary, RedisClusterServers, RedisServer, free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
-__all__ = ["SHARED", "RedisClusterServers", "RedisServer", "free_port"]
+__all__ = ["SHARED", "MissingBinary", "RedisClusterServers", "RedisServer", "free_port"]
