@@ -57,8 +57,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    reasons = await _service(request).readiness()
-    return web.json_response({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
+    service = _service(request)
+    reasons = await service.readiness()
+    body = {"ready": not reasons, "reasons": reasons, "leader": service.leading}
+    return web.json_response(body, status=503 if reasons else 200)
 
 
 async def marks(request: web.Request) -> web.Response:

@@ -29,6 +29,9 @@ SOURCE_ERROR_CODES = (
     "internal",  # a bug, not the venue: an unexpected exception caught by the feed's supervisor
 )
 
+# Why one market's mark was not stored (label `code` of markd_publish_market_errors_total).
+PUBLISH_ERROR_CODES = ("wrong_type", "redis_error")
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -69,6 +72,13 @@ class Metrics:
             "markd_publish_seconds", "Time to publish one tick", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.publish_errors_total = Counter("markd_publish_errors_total", "Failed or refused publishes", registry=r)
+        self.publish_market_errors_total = Counter(
+            "markd_publish_market_errors_total",
+            "Marks Redis did not store through a fault of their market's (wrong_type: one of its keys holds"
+            " another type) or of the call (redis_error: e.g. out of memory)",
+            ["market", "code"],
+            registry=r,
+        )
         self.disputes_open = Gauge("markd_disputes_open", "Open disputes", ["market"], registry=r)
         self.disputes_total = Counter(
             "markd_disputes_total", "Disputes opened, by reason", ["market", "reason"], registry=r
@@ -121,6 +131,12 @@ class Metrics:
 
     def publish_failed(self, n: int = 1) -> None:
         self.publish_errors_total.inc(n)
+
+    def market_publish_failed(self, market: str, code: str) -> None:
+        """One mark of `market` not stored; `code` is one of PUBLISH_ERROR_CODES."""
+        if code not in PUBLISH_ERROR_CODES:
+            raise ValueError(f"unknown publish error code {code!r}")
+        self._child(self.publish_market_errors_total, market, code).inc()
 
     # --- disputes and HA ---
     def dispute_opened(self, market: str, reason: str) -> None:

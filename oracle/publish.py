@@ -17,10 +17,19 @@ Fencing: with a token (from oracle.leader.LeaderLease) the script refuses the wr
   check: a new leader claims every market's fence when it reads the seqs back, before its first
   write, and from then on the old leader's writes to that market are refused.
 
-Failure model: `publish` never raises and never waits longer than `timeout_s`. When Redis is down
-or slow the marks are counted as failed (markd_publish_errors_total) and kept, newest per market
-only; a background task reconnects with backoff and then writes those newest marks (their `ts_ms`
-says how old they are) and never a backlog. Refused writes are counted the same way, not raised.
+Failure model: `publish` never raises and never waits longer than its budget (`timeout_s` plus a
+little per mark, see `budget_s`). When Redis is down or slow the marks are counted as failed
+(markd_publish_errors_total) and kept, newest per market only; a background task reconnects with
+backoff and then writes those newest marks (their `ts_ms` says how old they are) and never a backlog.
+Refused writes are counted the same way, not raised.
+
+Isolation: one market's fault is that market's alone. A key of the market holding the wrong type (a
+`mark` SET to a plain string, a `fence` that is not a number) refuses that mark only, before any of
+its keys is written; a call that Redis refuses as a whole (out of memory with `noeviction`) fails the
+marks of that call, on a connection that stays up. Both are counted per market
+(markd_publish_market_errors_total), logged once per fault with the key or Redis' message, kept as
+`market_errors` / `refused` for /readyz, and the newest such mark is tried again with the next
+publish: the other markets keep publishing and every seq keeps rising.
 """
 
 from __future__ import annotations
@@ -29,9 +38,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeAlias, TypeVar
+
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from oracle.clock import Clock
 from oracle.connection import RedisClient, Script, connect, redact
@@ -46,32 +57,51 @@ _Call: TypeAlias = tuple[list[str], list[str | int]]  # one script call: keys, a
 
 __all__ = ["MarkSink", "MemorySink", "RedisPublisher"]
 
+# A publish's time budget grows with its size: at 5,000 markets one tick's marks take Redis and the
+# client well over a 250 ms tick to write, and a fixed one-tick timeout failed every such publish.
+PER_MARK_S = 0.0001
+
+# What PUBLISH_LUA's and CLAIM_LUA's negative codes below -1 name: the market's key at fault.
+_BAD_KEY = {-2: "mark", -3: "history", -4: "provisional", -5: "fence"}
+
 # One call writes a chunk of marks (in a Cluster: one market's, so every key shares its slot).
 # KEYS: per mark: mark, history, provisional, fence; then, standalone with a token, the epoch.
 # ARGV: token ('' = unfenced), history maxlen, now_ms, then per mark: seq, channel, candidate price,
 #       price, confidence, ts_ms, status, tier, sources.
-# Returns one integer per mark (cheap to parse): 0 written, -1 refused by the fence, else refused by
-# the seq check, and then it is the stored seq (>= 1, since seq >= 1 is not above it).
+# Returns one integer per mark (cheap to parse): 0 written, -1 refused by the fence, -2 - j when the
+# mark's j-th key (0 mark, 1 history, 2 provisional, 3 fence) holds the wrong type or a non-number,
+# else refused by the seq check, and then it is the stored seq (>= 1, since seq >= 1 is not above it).
+# A bad key is checked for before anything of that mark is written, with pcall and TYPE: a plain
+# redis.call error would abort the whole call, every other market of the chunk with it.
 # The field names are oracle.schema.MARK_FIELDS; prices arrive as repr() strings, ints as digits.
 PUBLISH_LUA = """
 local token = tonumber(ARGV[1])
 local deposed = token and #KEYS % 4 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
+local function number_at(reply)  -- the number a read returned; nil for an error or a non-number
+  if type(reply) == 'table' then return nil end
+  return tonumber(reply or '0')
+end
+local function of_type(key, want)
+  local t = redis.call('TYPE', key).ok
+  return t == 'none' or t == want
+end
 local out = {}
 for i = 0, math.floor(#KEYS / 4) - 1 do
   local k, a = i * 4, 3 + i * 9
   local seq = tonumber(ARGV[a + 1])
+  local stored = number_at(redis.pcall('HGET', KEYS[k + 1], 'seq'))
+  local seen = number_at(redis.pcall('GET', KEYS[k + 4]))
   local verdict = 0
-  if deposed then
-    verdict = -1
+  if not stored then verdict = -2
+  elseif not of_type(KEYS[k + 2], 'stream') then verdict = -3
+  elseif not of_type(KEYS[k + 3], 'hash') then verdict = -4
+  elseif not seen then verdict = -5
+  elseif deposed then verdict = -1
   elseif token then
-    local seen = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
     if seen > token then verdict = -1
     elseif seen < token then redis.call('SET', KEYS[k + 4], ARGV[1]) end
   end
-  if verdict == 0 then
-    local stored = tonumber(redis.call('HGET', KEYS[k + 1], 'seq') or '0')
-    if seq <= stored then verdict = stored end
-  end
+  if verdict == 0 and seq <= stored then verdict = stored end
   if verdict == 0 then
     local price, conf, ts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
     local st, tier, src = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
@@ -90,15 +120,22 @@ return out
 """
 
 # Read markets' stored seqs back and, with a token, claim their fences (a new leader does this before
-# its first write). KEYS: per market: mark, fence. ARGV: token. Returns each market's stored seq.
+# its first write). KEYS: per market: mark, fence. ARGV: token. Returns each market's stored seq, or
+# -2 when its mark key is not a hash with a numeric seq, -5 when its fence is not a number (the same
+# codes as PUBLISH_LUA's; such a market is left alone and stays unclaimed).
 CLAIM_LUA = """
 local token = tonumber(ARGV[1])
+local function number_at(reply)
+  if type(reply) == 'table' then return nil end
+  return tonumber(reply or '0')
+end
 local out = {}
 for i = 1, #KEYS, 2 do
-  local stored = tonumber(redis.call('HGET', KEYS[i], 'seq') or '0')
-  if token and tonumber(redis.call('GET', KEYS[i + 1]) or '0') < token then
-    redis.call('SET', KEYS[i + 1], ARGV[1])
-  end
+  local stored = number_at(redis.pcall('HGET', KEYS[i], 'seq'))
+  local seen = number_at(redis.pcall('GET', KEYS[i + 1]))
+  if not stored then stored = -2
+  elseif not seen then stored = -5
+  elseif token and seen < token then redis.call('SET', KEYS[i + 1], ARGV[1]) end
   out[#out + 1] = stored
 end
 return out
@@ -168,7 +205,9 @@ class RedisPublisher:
         self._last_seq: dict[str, int] = {}
         self._synced: set[str] = set()  # markets whose stored seq was read since (re)connect/new token
         self._fence: int | None = None
-        self._pending: dict[str, Mark] = {}  # newest unwritten mark per market while Redis is down
+        self._pending: dict[str, Mark] = {}  # newest unwritten mark per market, written next time
+        self._market_errors: dict[str, str] = {}  # why a market's last write failed (bad key, Redis)
+        self._refused: str | None = None  # Redis' message while it refuses our calls (OOM...)
         self._lock = asyncio.Lock()
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
@@ -180,6 +219,21 @@ class RedisPublisher:
     def connected(self) -> bool:
         """False from a failed publish until the background reconnect has caught up."""
         return self._reconnect is None
+
+    @property
+    def market_errors(self) -> dict[str, str]:
+        """The markets whose last write failed through a fault of their own (a key of the wrong type),
+        and why; a failure of the whole call is `refused`."""
+        return dict(self._market_errors)
+
+    @property
+    def refused(self) -> str | None:
+        """Redis' error while it refuses our writes though it answers (e.g. OOM), else None."""
+        return self._refused
+
+    def budget_s(self, n: int) -> float:
+        """How long a publish of `n` marks may take before it counts as failed."""
+        return self._timeout_s + n * PER_MARK_S
 
     async def ping(self, timeout_s: float = 0.5) -> bool:
         """Whether Redis answers now (for /readyz); never raises."""
@@ -193,14 +247,22 @@ class RedisPublisher:
         if fence != self._fence:
             self._fence = fence
             self._synced.clear()  # a new leader term reads every stored seq back first
-        if not marks:
+        if not marks and not self._pending:
             return []
         if self._closed or self._reconnect is not None:
             return self._defer(marks)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout_s), self._lock:
-                written = await self._write(marks)
+            async with asyncio.timeout(self.budget_s(len(marks) + len(self._pending))), self._lock:
+                # Marks refused last time (their market's fault) go again unless a newer one came.
+                batch = {**self._pending, **{m.market: m for m in marks}}
+                self._pending.clear()
+                try:
+                    written, again = await self._write(list(batch.values()))
+                except BaseException:
+                    self._keep(batch.values())
+                    raise
+                self._keep(again)
         except Exception as exc:  # the contract: never raise into the tick loop
             log.warning("publish failed (%s); reconnecting in the background", _describe(exc))
             self._start_reconnect()
@@ -218,35 +280,99 @@ class RedisPublisher:
         await self._redis.aclose()
 
     def _defer(self, marks: Sequence[Mark]) -> list[Mark]:
-        for mark in marks:
-            self._pending[mark.market] = mark  # the newest replaces older ones: never a backlog
+        self._keep(marks)
         self._metrics.publish_failed(len(marks))
         return []
 
-    async def _write(self, marks: Sequence[Mark]) -> list[Mark]:
+    def _keep(self, marks: Iterable[Mark]) -> None:
+        for mark in marks:
+            self._pending[mark.market] = mark  # the newest replaces older ones: never a backlog
+
+    async def _write(self, marks: Sequence[Mark]) -> tuple[list[Mark], list[Mark]]:
+        """Write `marks`; returns those written and those to try again (their market's fault).
+        Raises only when the connection failed (the caller reconnects)."""
         unsynced = sorted({m.market for m in marks} - self._synced)
         if unsynced:
             await self._claim(unsynced)
+        ready = [m for m in marks if m.market in self._synced]  # never a write before its seq is known
+        again = [m for m in marks if m.market not in self._synced]
         now = self._clock.now()
         stamped: list[Mark] = []
-        verdicts = _verdicts(await _PUBLISH.run_many(self._redis, self._calls(marks, now, stamped)))
-        written = [m for m, v in zip(stamped, verdicts, strict=True) if self._accepted(m, v)]
+        sizes: list[int] = []
+        results = await _PUBLISH.run_many(self._redis, self._calls(ready, now, stamped, sizes))
+        written: list[Mark] = []
+        for chunk, result in zip(_split(stamped, sizes), results, strict=True):
+            if _refused_call(result):
+                self._call_refused(chunk, result)
+                again += chunk
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            if self._refused is not None:
+                log.info("Redis accepts our writes again")
+                self._refused = None
+            for mark, verdict in zip(chunk, result, strict=True):
+                if verdict == 0:
+                    written.append(mark)
+                    self._market_ok(mark.market)
+                elif verdict in _BAD_KEY:
+                    self._unwind_seq(mark)
+                    self._market_failed(mark.market, "wrong_type", self._bad_key(mark.market, verdict))
+                    again.append(mark)
+                else:
+                    self._outbid(mark, verdict)
         if self._mark_gauges:
             for mark in written:
                 self._metrics.mark_published(mark, now)
-        if len(written) < len(stamped):
-            self._metrics.publish_failed(len(stamped) - len(written))
-        return written
+        if len(written) < len(marks):
+            self._metrics.publish_failed(len(marks) - len(written))
+        return written, again
 
     async def _claim(self, markets: Sequence[str]) -> None:
-        calls = [
-            ([key for k in map(self._keys_of, chunk) for key in (k.mark, k.fence)], [self._token])
-            for chunk in self._chunks(markets)
-        ]
-        verdicts = _verdicts(await _CLAIM.run_many(self._redis, calls))
-        for market, stored in zip(markets, verdicts, strict=True):
-            self._last_seq[market] = max(self._last_seq.get(market, 0), int(stored))
-            self._synced.add(market)
+        chunks = self._chunks(markets)
+        calls = [([key for k in map(self._keys_of, c) for key in (k.mark, k.fence)], [self._token]) for c in chunks]
+        for chunk, result in zip(chunks, await _CLAIM.run_many(self._redis, calls), strict=True):
+            if _refused_call(result):
+                self._call_refused(chunk, result)
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            for market, stored in zip(chunk, result, strict=True):
+                if stored in _BAD_KEY:
+                    self._market_failed(market, "wrong_type", self._bad_key(market, stored))
+                    continue
+                self._last_seq[market] = max(self._last_seq.get(market, 0), int(stored))
+                self._synced.add(market)
+
+    def _bad_key(self, market: str, code: int) -> str:
+        key = getattr(self._keys_of(market), _BAD_KEY[code])
+        return f"key {key} holds the wrong type or a non-number"
+
+    def _market_failed(self, market: str, code: str, why: str) -> None:
+        self._metrics.market_publish_failed(market, code)
+        if code == "wrong_type" and self._market_errors.get(market) != why:  # a refused call: see `refused`
+            self._market_errors[market] = why
+            log.warning("%s not published: %s (the other markets go on)", market, why)
+
+    def _market_ok(self, market: str) -> None:
+        if self._market_errors.pop(market, None) is not None:
+            log.info("%s publishes again", market)
+
+    def _call_refused(self, chunk: Sequence[Mark] | Sequence[str], exc: ResponseError) -> None:
+        why = f"Redis refused the write: {_describe(exc)}"  # redis-py drops the "OOM" of the reply
+        if why != self._refused:
+            log.warning("%s (%d markets of this call not published)", why, len(chunk))
+        self._refused = why
+        for item in chunk:
+            market = item if isinstance(item, str) else item.market
+            if isinstance(item, Mark):
+                self._unwind_seq(item)
+            self._market_failed(market, "redis_error", why)
+
+    def _unwind_seq(self, mark: Mark) -> None:
+        """A mark not written gives its seq back, so a market's seqs stay gapless across a fault."""
+        if self._last_seq.get(mark.market) == mark.seq:
+            self._last_seq[mark.market] = mark.seq - 1
 
     def _chunks(self, items: Sequence[_T]) -> list[Sequence[_T]]:
         """Script calls: in a Cluster one market each (one slot); else `batch` markets, so one call
@@ -263,12 +389,14 @@ class RedisPublisher:
         self._last_seq[market] = seq
         return seq
 
-    def _calls(self, marks: Sequence[Mark], now: float, stamped: list[Mark]) -> Iterator[_Call]:
+    def _calls(self, marks: Sequence[Mark], now: float, stamped: list[Mark], sizes: list[int]) -> Iterator[_Call]:
         """The script calls, built as they are sent: each chunk's seqs are assigned (and its marks
-        added to `stamped`) just before it goes out, so that work overlaps Redis running the last."""
+        added to `stamped`, its length to `sizes`) just before it goes out, so that work overlaps
+        Redis running the last."""
         for chunk in self._chunks(marks):
             with_seq = [replace(m, seq=self._next_seq(m.market)) for m in chunk]
             stamped += with_seq
+            sizes.append(len(with_seq))
             yield self._publish_call(with_seq, now)
 
     def _publish_call(self, chunk: Sequence[Mark], now: float) -> _Call:
@@ -284,13 +412,11 @@ class RedisPublisher:
             keys.append(self._keys.epoch)
         return keys, args
 
-    def _accepted(self, mark: Mark, verdict: int) -> bool:
-        if verdict == 0:
-            return True
+    def _outbid(self, mark: Mark, verdict: int) -> None:
+        """A write refused by the fence (-1: we were deposed) or by the seq check (the stored seq)."""
         if verdict > 0:  # someone wrote a higher seq: continue above it from the next tick
             self._last_seq[mark.market] = max(self._last_seq[mark.market], verdict)
         log.debug("%s seq %d refused (%s)", mark.market, mark.seq, "fence" if verdict < 0 else "seq")
-        return False
 
     def _keys_of(self, market: str) -> MarketKeys:
         keys = self._market_keys.get(market)
@@ -323,23 +449,29 @@ class RedisPublisher:
             return
 
     async def _flush(self) -> None:
+        """One pass over the marks kept meanwhile; those deferred during it, or refused by a fault of
+        their market, stay for the next publish (which merges them)."""
         await self._redis.ping()
-        while self._pending:
-            batch = dict(self._pending)
-            await self._write(list(batch.values()))
-            for market, mark in batch.items():
-                if self._pending.get(market) is mark:
-                    del self._pending[market]
+        batch = dict(self._pending)
+        _, again = await self._write(list(batch.values()))
+        retry = {id(m) for m in again}
+        for market, mark in batch.items():
+            if self._pending.get(market) is mark and id(mark) not in retry:
+                del self._pending[market]
 
 
-def _verdicts(results: list[Any]) -> list[int]:
-    """Per-mark results of pipelined script calls, in order; the first failed call raises."""
-    out: list[int] = []
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-        out += result
-    return out
+def _split(items: Sequence[_T], sizes: Sequence[int]) -> Iterator[Sequence[_T]]:
+    start = 0
+    for size in sizes:
+        yield items[start : start + size]
+        start += size
+
+
+def _refused_call(result: Any) -> bool:
+    """Redis answered this call with an error of its own (out of memory, a bad key outside a market's
+    reach...): the connection is fine and only this call's marks failed. A read-only replica is not
+    such an answer: it means we talk to a demoted primary, and reconnecting is the cure."""
+    return isinstance(result, ResponseError) and not isinstance(result, ReadOnlyError)
 
 
 def _describe(exc: BaseException) -> str:

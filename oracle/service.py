@@ -166,12 +166,15 @@ class Service:
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _tick_once(self) -> None:
-        self.leading = await self.lease.tick()
+        was_leading, self.leading = self.leading, await self.lease.tick()
         now = self.clock.now()
         out = self.pipeline.tick(now)
         self._marks = {m.market: m for m in out.marks}
         if self.leading:
-            written = await self.publisher.publish(out.publish, fence=self.lease.token)
+            # A new leader writes every validated mark at once, not only those due: the margin engine
+            # gets fresh marks at the takeover, and /readyz knows what Redis holds from the start.
+            due = out.publish if was_leading else [m for m in out.marks if not math.isnan(m.price)]
+            written = await self.publisher.publish(due, fence=self.lease.token)
             self._published.update({m.market: m for m in written})
         if out.events and self.leading:
             await self.disputes.record(out.events)
@@ -222,7 +225,16 @@ class Service:
         return (True, "ticking") if late <= allowed else (False, f"no tick for {late:.1f}s")
 
     async def readiness(self) -> list[str]:
+        """Why the margin engine could not use this oracle now (empty: ready). Every replica checks
+        Redis answers and its own marks are validated within `max_age_ms`. The leader also checks
+        what reached Redis: a write Redis refuses (OOM, a market's key of the wrong type) and a
+        market whose mark in Redis is older than `max_age_ms` though a fresh one was computed. A
+        standby writes nothing, so it answers for itself only: ready to take over."""
         reasons = [] if await self.publisher.ping(timeout_s=0.5) else ["redis: unreachable"]
+        refused = self.publisher.refused if self.leading else None
+        if refused:
+            reasons.append(f"redis: {refused}")
+        failing = self.publisher.market_errors if self.leading else {}
         now = self.clock.now()
         for market in self.settings.markets:
             mark = self._marks.get(market)
@@ -231,6 +243,14 @@ class Service:
                 reasons.append(f"{market}: no validated mark")
             elif now - mark.ts > max_age:
                 reasons.append(f"{market}: validated mark is {now - mark.ts:.1f}s old ({mark.status.value})")
+            elif market in failing:
+                reasons.append(f"{market}: not published: {failing[market]}")
+            elif self.leading:
+                stored = self._published.get(market)
+                if stored is None:
+                    reasons.append(f"{market}: no mark in Redis yet")
+                elif now - stored.ts > max_age:
+                    reasons.append(f"{market}: mark in Redis is {now - stored.ts:.1f}s old")
         return reasons
 
 

@@ -1,0 +1,133 @@
+"""/readyz says what the margin engine sees in Redis, not only what the daemon computed: the daemon's
+own tick path (Service._tick_once) against a real redis-server, asked through real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from oracle.clock import VirtualClock
+from oracle.http import build_app
+from oracle.models import Quote
+from oracle.schema import Keys
+from oracle.service import Service
+from oracle.settings import Settings
+from tests.servers import RedisServer
+
+MARKETS = ("BTC-USD", "ETH-USD", "SOL-USD")
+SOURCES = ("a", "b", "c")
+PREFIX = "ready"
+START = 1_700_000_000.0
+
+
+def settings(url: str) -> Settings:
+    return Settings.model_validate(
+        {
+            "service": {"tick_ms": 100},
+            "redis": {"url": url, "prefix": PREFIX},
+            "policy": {"max_age_ms": 500, "heartbeat_ms": 100, "min_sources": 3},
+            "sources": {s: {"kind": "coinbase"} for s in SOURCES},
+            "markets": {m: {"sources": [{"source": s, "pair": m} for s in SOURCES]} for m in MARKETS},
+        }
+    )
+
+
+class Replica:
+    """One replica's Service, ticked by hand on a VirtualClock, its HTTP app served on loopback."""
+
+    def __init__(self, url: str, clock: VirtualClock, name: str) -> None:
+        self.clock = clock
+        self.service = Service(settings(url), clock=clock, replica_id=name)
+        self.client = TestClient(TestServer(build_app(self.service)))
+
+    async def tick(self, price: float = 100.0) -> None:
+        for market in MARKETS:
+            for source in SOURCES:
+                self.service._on_quote(Quote(source, market, price, self.clock.now()))
+        await self.service._tick_once()
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        response = await self.client.get("/readyz")
+        return response.status, await response.json()
+
+    async def close(self) -> None:
+        await self.client.close()
+        for close in (self.service.lease.close, self.service.publisher.close, self.service.disputes.store.close):
+            await close()
+
+
+@pytest.fixture
+async def leader(redis_server: RedisServer) -> AsyncIterator[Replica]:
+    replica = Replica(redis_server.url, VirtualClock(START), "leader")
+    await replica.client.start_server()
+    await replica.tick()
+    assert replica.service.leading
+    yield replica
+    await replica.close()
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_ready_when_every_market_reached_redis(leader: Replica) -> None:
+    assert await leader.readyz() == (200, {"ready": True, "reasons": [], "leader": True})
+
+
+async def test_a_wrong_typed_key_is_its_markets_reason_and_the_others_publish(leader: Replica, raw: Redis) -> None:
+    keys = Keys(PREFIX)
+    await raw.set(keys.market("ETH-USD").mark, "a plain string")
+    seqs = {m: int(await raw.hget(keys.market(m).mark, "seq") or 0) for m in ("BTC-USD", "SOL-USD")}
+    for _ in range(3):
+        leader.clock.advance(0.1)
+        await leader.tick(100.0 + leader.clock.now() - START)
+    status, body = await leader.readyz()
+    assert status == 503
+    assert body["reasons"] == [f"ETH-USD: not published: key {PREFIX}:{{ETH-USD}}:mark holds the wrong type or a non-number"]
+    for market, seq in seqs.items():
+        assert int(await raw.hget(keys.market(market).mark, "seq") or 0) == seq + 3
+    sample = leader.service.metrics.registry.get_sample_value
+    assert sample("markd_publish_market_errors_total", {"market": "ETH-USD", "code": "wrong_type"}) == 3
+
+
+async def test_marks_that_do_not_reach_redis_make_the_leader_unready_and_not_the_standby(
+    own_server: RedisServer,
+) -> None:
+    """Redis full (maxmemory, noeviction): PING answers and the marks are computed fresh, yet none is
+    stored. The leader says so at once (Redis' refusal) and, past max_age_ms, market by market. A
+    standby, which writes nothing, answers for itself: ready to take over."""
+    clock = VirtualClock(START)
+    leader, standby = Replica(own_server.url, clock, "leader"), Replica(own_server.url, clock, "standby")
+    for replica in (leader, standby):
+        await replica.client.start_server()
+        await replica.tick()
+    assert leader.service.leading and not standby.service.leading
+    assert (await leader.readyz())[0] == 200
+
+    raw = Redis.from_url(own_server.url, decode_responses=True)
+    await raw.config_set("maxmemory-policy", "noeviction")
+    await raw.config_set("maxmemory", "1")
+    for _ in range(6):  # 0.6 s: past max_age_ms (0.5 s); fresh quotes, so every mark is fresh
+        clock.advance(0.1)
+        for replica in (leader, standby):
+            await replica.tick(100.0 + clock.now() - START)
+    status, body = await leader.readyz()
+    assert status == 503 and body["leader"] is True
+    assert body["reasons"][0].startswith("redis: Redis refused the write: OutOfMemoryError")
+    assert body["reasons"][1:] == [f"{m}: mark in Redis is 0.6s old" for m in MARKETS]
+    assert await standby.readyz() == (200, {"ready": True, "reasons": [], "leader": False})
+
+    await raw.config_set("maxmemory", "0")
+    clock.advance(0.1)
+    await leader.tick(200.0)
+    assert await leader.readyz() == (200, {"ready": True, "reasons": [], "leader": True})
+    await raw.aclose()
+    for replica in (leader, standby):
+        await replica.close()
