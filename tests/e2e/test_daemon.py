@@ -140,7 +140,8 @@ def test_readyz_is_503_with_reasons_while_redis_is_down_and_200_when_it_returns(
     redis.stop()
     try:
         _, body = wait_for("/readyz to answer 503", lambda: (r := get(f"{daemon.url}/readyz"))[0] == 503 and r, 10)
-        assert json.loads(body) == {"ready": False, "reasons": ["redis: unreachable"]}
+        answer = json.loads(body)
+        assert (answer["ready"], answer["reasons"]) == (False, ["redis: unreachable"])
     finally:
         redis.start()
     wait_for("/readyz to answer 200 again", lambda: get(f"{daemon.url}/readyz")[0] == 200, 15)

@@ -90,7 +90,8 @@ async def test_a_wrong_typed_key_is_its_markets_reason_and_the_others_publish(le
         await leader.tick(100.0 + leader.clock.now() - START)
     status, body = await leader.readyz()
     assert status == 503
-    assert body["reasons"] == [f"ETH-USD: not published: key {PREFIX}:{{ETH-USD}}:mark holds the wrong type or a non-number"]
+    why = f"key {PREFIX}:{{ETH-USD}}:mark holds the wrong type or a non-number"
+    assert body["reasons"] == [f"ETH-USD: not published: {why}"]
     for market, seq in seqs.items():
         assert int(await raw.hget(keys.market(market).mark, "seq") or 0) == seq + 3
     sample = leader.service.metrics.registry.get_sample_value
