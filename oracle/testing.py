@@ -338,7 +338,7 @@ class _SentinelProcess:
         self.client = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
     def start(self) -> None:
-        args = [_exe("redis-server"), str(self.config), "--sentinel"]
+        args = [find_binary("redis-server"), str(self.config), "--sentinel"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         SentinelTopology.wait(lambda: bool(self.client.ping()), f"sentinel on {self.port}", 10)
 
