@@ -1,23 +1,39 @@
 """The daemon's HTTP face: /metrics, /healthz, /readyz, /v1/marks, and the dispute API.
 
-Handlers only read the service's state; nothing here mutates the oracle except the authenticated
-dispute routes, which live in disputes/api.py.
+Handlers only read the daemon's state through the small `DaemonView` protocol (the Service is one;
+this module never imports it, so http and service have no import circle); nothing here mutates the
+oracle except the authenticated dispute routes, which live in disputes/api.py.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from oracle.metrics import Metrics
 from oracle.models import Mark
 
-if TYPE_CHECKING:
-    from oracle.service import Service
+
+class DaemonView(Protocol):
+    """What the HTTP face reads of the daemon (oracle.service.Service provides it)."""
+
+    metrics: Metrics
+
+    def refresh_gauges(self) -> None: ...
+
+    def liveness(self) -> tuple[bool, str]: ...
+
+    async def readiness(self) -> list[str]: ...
+
+    def current_marks(self) -> dict[str, tuple[Mark, bool]]:
+        """market -> (its latest mark, whether it was published)"""
+        ...
+
 
 MAX_BODY = 16 * 1024  # the dispute API refuses larger bodies with 413
-SERVICE_KEY = web.AppKey("service", object)
+SERVICE_KEY = web.AppKey("service", DaemonView)
 
 
 UNPUBLISHED = "unpublished"
@@ -40,8 +56,8 @@ def mark_json(mark: Mark, published: bool = True) -> dict[str, object]:
     }
 
 
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE_KEY]  # type: ignore[return-value]
+def _service(request: web.Request) -> DaemonView:
+    return request.app[SERVICE_KEY]
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -68,7 +84,7 @@ async def marks(request: web.Request) -> web.Response:
     return web.json_response({m: mark_json(mk, published) for m, (mk, published) in sorted(current.items())})
 
 
-def build_app(service: Service, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+def build_app(service: DaemonView, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICE_KEY] = service
     app.add_routes(

@@ -5,20 +5,31 @@ market     SimMarket (true prices on a clock) and VenueQuoter (one venue's ticke
 synth      `markd synth`: synth_ticks() and run_synth(argv)
 venues     SimVenues: one aiohttp server per venue at the real paths, with outages
 demo       demo_config(): the config `markd demo` runs over SimVenues
+
+The names below load their module on first use (PEP 562): `markd replay` uses only the pure price
+model (walk, synth) and must not load the venue servers or the demo with it
+(tests/oracle/test_boundaries.py).
 """
 
-from oracle.sim.demo import demo_config, to_toml
-from oracle.sim.market import SimMarket, VenueSpec
-from oracle.sim.synth import run_synth, synth_ticks
-from oracle.sim.venues import OutageKind, SimVenues
+from __future__ import annotations
 
-__all__ = [
-    "OutageKind",
-    "SimMarket",
-    "SimVenues",
-    "VenueSpec",
-    "demo_config",
-    "run_synth",
-    "synth_ticks",
-    "to_toml",
-]
+import importlib
+from typing import Any
+
+_HOME = {
+    "OutageKind": "venues",
+    "SimMarket": "market",
+    "SimVenues": "venues",
+    "VenueSpec": "market",
+    "demo_config": "demo",
+    "run_synth": "synth",
+    "synth_ticks": "synth",
+    "to_toml": "demo",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
