@@ -5,6 +5,7 @@ markd_source_errors_total{source,code}.
     ├── TransportError            raised by feeds.transport, the only place aiohttp errors are mapped
     │   ├── FeedTimeout           timeout: no answer in timeout_ms, or a WebSocket gone silent
     │   ├── ConnectError          connect: refused, reset, or a WebSocket closed under us
+    │   ├── TooLarge              too_large: a REST body or WebSocket message over max_body_bytes
     │   └── HttpError             http_4xx / http_5xx (also a venue's in-band refusal of a request)
     │       └── RateLimited       rate_limited, with the venue's Retry-After when it sent one
     └── ParseError                raised inside a pure parser, for one pair or for the whole frame
@@ -30,6 +31,7 @@ __all__ = [
     "RateLimited",
     "SchemaError",
     "StaleVenueTime",
+    "TooLarge",
     "TransportError",
     "UnknownPair",
     "VenueRejected",
@@ -50,6 +52,13 @@ class FeedTimeout(TransportError):
 
 class ConnectError(TransportError):
     code = "connect"
+
+
+class TooLarge(TransportError):
+    """A venue sent more than the source's `max_body_bytes` in one answer or one message: the
+    connection is dropped before the rest is read, and the source backs off like any failure."""
+
+    code = "too_large"
 
 
 class HttpError(TransportError):

@@ -6,7 +6,8 @@
 Each source serves the (pair, SourceRef) entries that the markets' tiers name for it. Its task
 loops: open the transport, parse every frame, hand each quote to `on_quote`; on a failure count
 its code, mark the source down, back off (honouring Retry-After) and start again. Nothing but
-cancellation leaves a source task.
+cancellation leaves a source task. Big frames are parsed in a worker process (feeds.parsing), so
+no venue can hold the event loop; only a connection that stays healthy resets its backoff.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import aiohttp
 
 from feeds.adapter import Adapter
 from feeds.errors import TransportError
+from feeds.parsing import FrameParser
 from feeds.registry import adapter_class
-from feeds.transport import Backoff, Frame, RestPoller, WsClient
+from feeds.transport import Frame, RestPoller, WsClient
+from oracle.backoff import Backoff
 from oracle.clock import Clock
 from oracle.metrics import Metrics
 from oracle.models import Quote
@@ -74,6 +77,7 @@ class SourceFeed:
         *,
         backoff: Backoff,
         silence_polls: float,
+        parser: FrameParser | None = None,
     ) -> None:
         self.adapter = adapter
         self.name = adapter.source
@@ -84,11 +88,19 @@ class SourceFeed:
         self.on_quote = on_quote
         self.backoff = backoff
         self.silence_polls = silence_polls
+        self.parser = parser or FrameParser()
 
     def transport(self) -> RestPoller | WsClient:
         a, poll_s, timeout_s = self.adapter, self.conf.poll_ms / 1000, self.conf.timeout_ms / 1000
         if a.transport == "rest":
-            return RestPoller(self.session, a.requests(), self.clock, poll_s=poll_s, timeout_s=timeout_s)
+            return RestPoller(
+                self.session,
+                a.requests(),
+                self.clock,
+                poll_s=poll_s,
+                timeout_s=timeout_s,
+                max_body_bytes=self.conf.max_body_bytes,
+            )
         return WsClient(
             self.session,
             a.ws_endpoint(),
@@ -100,6 +112,7 @@ class SourceFeed:
             ping_text=a.ws_ping,
             pong_text=a.ws_pong,
             ping_s=a.ws_ping_s,
+            max_body_bytes=self.conf.max_body_bytes,
         )
 
     async def run(self) -> None:
@@ -116,7 +129,7 @@ class SourceFeed:
         try:
             async with contextlib.aclosing(self.transport().frames()) as frames:
                 async for frame in frames:
-                    self._handle(frame)
+                    await self._handle(frame)
         except TransportError as exc:
             log.warning("source %s: %s (%s)", self.name, exc.code, exc)
             self._error(exc.code)
@@ -127,12 +140,12 @@ class SourceFeed:
         self.metrics.set_source_up(self.name, False)
         return self.backoff.next(retry_after)
 
-    def _handle(self, frame: Frame) -> None:
+    async def _handle(self, frame: Frame) -> None:
         if frame.error is not None:
             log.info("source %s: %s for %s", self.name, frame.error, ",".join(frame.pairs))
             self._error(frame.error.code)
             return
-        result = self.adapter.parse(frame.body, frame.received_ts, frame.pairs)
+        result = await self.parser.parse(self.adapter, frame)
         for error in result.errors:
             log.debug("source %s: %s %s: %s", self.name, error.code, error.pair or "frame", error.detail)
             self._error(error.code)
@@ -140,8 +153,9 @@ class SourceFeed:
             self.metrics.quote_received(self.name, len(result.quotes))
             for quote in result.quotes:
                 self._deliver(quote)
-            # Only quotes prove recovery: a venue that accepts and then drops us must keep backing off.
-            self.backoff.reset()
+            # Only quotes prove recovery, and only a steady flow of them: a venue that sends one good
+            # quote per connection and then drops us must keep backing off (see Backoff.healthy).
+            self.backoff.healthy(frame.received_ts)
             self.metrics.set_source_up(self.name, True)
         elif any(e.pair is None for e in result.errors):
             self.metrics.set_source_up(self.name, False)  # the whole frame was unusable
@@ -160,7 +174,8 @@ class SourceFeed:
 class FeedRunner:
     """Every configured source, each in its own supervised task.
 
-    `backoff_initial_s`/`backoff_max_s` bound the retry delays; `silence_polls` × poll_ms without a
+    `backoff_initial_s`/`backoff_max_s` bound the retry delays, and a source's failures are forgotten
+    after `backoff_healthy_s` of good quotes without one; `silence_polls` × poll_ms without a
     WebSocket frame counts as a dead connection. Raises ConfigError at construction for a source
     its adapter cannot serve (a WebSocket for a REST-only venue, http_json without base_url).
     """
@@ -175,10 +190,12 @@ class FeedRunner:
         *,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        backoff_healthy_s: float = 10.0,
         silence_polls: float = 20,
         rng: random.Random | None = None,
     ) -> None:
         rng = rng or random.Random()
+        self.parser = FrameParser()  # one worker process for every source's big frames
         self.feeds = [
             SourceFeed(
                 adapter,
@@ -187,13 +204,19 @@ class FeedRunner:
                 clock,
                 metrics,
                 on_quote,
-                backoff=Backoff(backoff_initial_s, backoff_max_s, random.Random(rng.random())),
+                backoff=Backoff(
+                    backoff_initial_s, backoff_max_s, random.Random(rng.random()), healthy_s=backoff_healthy_s
+                ),
                 silence_polls=silence_polls,
+                parser=self.parser,
             )
             for name, adapter in build_adapters(settings).items()
         ]
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            for feed in self.feeds:
-                group.create_task(feed.run(), name=f"feed:{feed.name}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for feed in self.feeds:
+                    group.create_task(feed.run(), name=f"feed:{feed.name}")
+        finally:
+            self.parser.close()

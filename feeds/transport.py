@@ -4,6 +4,9 @@ Adapters never open sockets; they hand their requests or subscriptions to one of
 process's one aiohttp ClientSession. This is the only module that knows aiohttp's exceptions: they
 are mapped here, once, to the TransportError tree of feeds.errors. Retrying is the caller's job
 (feeds.runner), helped by `Backoff`; these iterators raise and stop on the first venue failure.
+
+Both read at most `max_body_bytes` per REST answer or WebSocket message (TooLarge beyond it, before
+the rest arrives): a venue that answers 50 MB must cost us a few MB of memory, not the daemon.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import random
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 
 from feeds.adapter import Request
-from feeds.errors import ConnectError, FeedTimeout, HttpError, RateLimited, TransportError
+from feeds.errors import ConnectError, FeedTimeout, HttpError, RateLimited, TooLarge, TransportError
+from oracle.backoff import Backoff
 from oracle.clock import Clock
 
 __all__ = ["Backoff", "Frame", "RestPoller", "WsClient", "parse_retry_after"]
@@ -35,26 +38,6 @@ class Frame:
     received_ts: float
     pairs: tuple[str, ...] = ()
     error: HttpError | None = None
-
-
-class Backoff:
-    """Exponential backoff with 'equal jitter': half the step is fixed, half random."""
-
-    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self._rng = rng or random.Random()
-        self._failures = 0
-
-    def next(self, retry_after: float | None = None) -> float:
-        step = min(self.max_s, self.initial_s * 2**self._failures)
-        self._failures = min(self._failures + 1, 32)
-        delay = step / 2 + self._rng.uniform(0, step / 2)
-        # A venue's Retry-After is a floor: retrying sooner only extends a ban.
-        return max(delay, retry_after or 0.0)
-
-    def reset(self) -> None:
-        self._failures = 0
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -89,6 +72,29 @@ def _status_error(status: int, retry_after: str | None, now: float) -> HttpError
 
 _LOW_LEVEL = (aiohttp.ClientError, OSError, TimeoutError)
 
+DEFAULT_MAX_BODY = 4 * 1024 * 1024  # as SourceSettings.max_body_bytes
+_CHUNK = 64 * 1024
+
+
+def _too_large(what: str, limit: int) -> TooLarge:
+    return TooLarge(f"{what} is over max_body_bytes ({limit} bytes); dropped unread")
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The body, or TooLarge as soon as it passes `limit` (from Content-Length when the venue sends
+    one, else while reading: a chunked body has none). Counts decoded bytes, so gzip cannot hide
+    a bomb."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise _too_large(f"{what}: an answer of {resp.content_length} bytes", limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"{what}: the answer", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 class RestPoller:
     """Runs a venue's requests every `poll_s`, yielding each answer as a Frame.
@@ -106,12 +112,14 @@ class RestPoller:
         *,
         poll_s: float,
         timeout_s: float,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.session = session
         self.requests = list(requests)
         self.clock = clock
         self.poll_s = poll_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.max_body_bytes = max_body_bytes
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         while True:
@@ -126,7 +134,7 @@ class RestPoller:
             async with self.session.request(
                 method, request.url, params=list(request.params), json=request.json, timeout=self.timeout
             ) as resp:
-                body = await resp.read()
+                body = await _read_capped(resp, self.max_body_bytes, request.url)
         except _LOW_LEVEL as exc:
             raise _mapped(exc, request.url, self.clock.now()) from exc
         received = self.clock.now()
@@ -160,9 +168,11 @@ class WsClient:
         ping_text: str | None = None,
         pong_text: str | None = None,
         ping_s: float = 20.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.session = session
         self.url = url
+        self.max_body_bytes = max_body_bytes
         self.clock = clock
         self.subscriptions = list(subscriptions)
         self.timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout_s)
@@ -176,7 +186,9 @@ class WsClient:
     async def frames(self) -> AsyncGenerator[Frame, None]:
         try:
             async with asyncio.timeout(self.connect_timeout):
-                ws = await self.session.ws_connect(self.url, timeout=self.timeout, heartbeat=self.heartbeat_s)
+                ws = await self.session.ws_connect(
+                    self.url, timeout=self.timeout, heartbeat=self.heartbeat_s, max_msg_size=self.max_body_bytes
+                )
         except _LOW_LEVEL as exc:
             raise _mapped(exc, self.url, self.clock.now()) from exc
         pinger = asyncio.create_task(self._ping(ws)) if self.ping_text else None
@@ -207,8 +219,17 @@ class WsClient:
         if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
             return Frame(msg.data, self.clock.now())  # a stream names its pairs itself
         if msg.type is aiohttp.WSMsgType.ERROR:
-            raise ConnectError(f"{self.url}: {ws.exception()}")
+            raise self._failure(msg.data if isinstance(msg.data, BaseException) else ws.exception())
         raise ConnectError(f"{self.url}: closed by the venue ({ws.close_code})")
+
+    def _failure(self, exc: BaseException | None) -> TransportError:
+        """A receive error as ours: aiohttp reports an oversized message as a WebSocketError with
+        close code 1009 in the message itself (`ws.exception()` is then None)."""
+        if isinstance(exc, aiohttp.WebSocketError) and exc.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+            return _too_large(f"{self.url}: a message", self.max_body_bytes)
+        if exc is None:
+            return ConnectError(f"{self.url}: the connection failed without a reason")
+        return ConnectError(f"{self.url}: {type(exc).__name__}: {exc}")
 
     async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         assert self.ping_text is not None

@@ -18,6 +18,7 @@ from oracle.models import Mark, Status
 SOURCE_ERROR_CODES = (
     "timeout",
     "connect",
+    "too_large",  # a REST answer or WebSocket message over the source's max_body_bytes
     "http_4xx",
     "rate_limited",
     "http_5xx",

@@ -140,6 +140,8 @@ class SourceSettings(_Strict):
     poll_ms: PosInt = 500
     timeout_ms: PosInt = 2000
     weight: Annotated[float, Field(gt=0)] = 1.0
+    # The largest REST answer or WebSocket message read from this source; more is error `too_large`.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
 
 
 class SourceRef(_Strict):
