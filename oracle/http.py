@@ -20,6 +20,7 @@ class DaemonView(Protocol):
     """What the HTTP face reads of the daemon (oracle.service.Service provides it)."""
 
     metrics: Metrics
+    leading: bool  # this replica holds the lease and publishes (/readyz shows it)
 
     def refresh_gauges(self) -> None: ...
 
