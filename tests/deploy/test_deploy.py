@@ -345,14 +345,150 @@ def test_compose_runs_the_stack_with_every_mounted_path_present() -> None:
     assert "docker compose up" in compose_text().split("services:")[0], "the header says how to run it"
 
 
+def test_every_compose_image_is_an_exact_release() -> None:
+    images = re.findall(r"^\s*image:\s*(\S+)\s*$", compose_text(), re.M)
+    pulled = [i for i in images if i != "markd:local"]  # markd:local is built from ../Dockerfile
+    assert len(pulled) >= 4, images
+    for image in pulled:
+        name, _, tag = image.partition(":")
+        # x.y.z (optionally v-prefixed or suffixed), or a bare integer release of a one-number scheme
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+[\w.-]*|\d+", tag), f"{image}: not an exact release"
+        assert not re.fullmatch(r"\d+(\.\d+)?", tag) or name in PLAIN_NUMBER_RELEASES, f"{image}: floating tag"
+
+
+# Images whose releases are single numbers (31 is one release, not a moving "31.x").
+PLAIN_NUMBER_RELEASES = {"mendhak/http-https-echo"}
+
+
+def test_grafana_admin_password_is_required_from_the_environment() -> None:
+    text = compose_text()
+    assert "GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?" in text
+    assert ":-admin" not in text
+    example = (DEPLOY / "env.example").read_text()
+    assert re.search(r"^GRAFANA_ADMIN_PASSWORD=$", example, re.M), "env.example lists it, empty"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert ".env" in ignored, "a filled-in deploy/.env must never be committed"
+
+
+# --- Alertmanager ----------------------------------------------------------------------------------
+
+ALERTMANAGER = DEPLOY / "alertmanager"
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("amtool")
+    if exe is None:
+        pytest.fail(
+            "amtool is not on PATH: install the Debian package `prometheus-alertmanager` (.ci/run does this in CI)"
+        )
+    return subprocess.run([exe, *args], cwd=ALERTMANAGER, capture_output=True, text=True, timeout=30)
+
+
+def test_alertmanager_config_is_valid() -> None:
+    result = amtool("check-config", "alertmanager.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("severity", ["critical", "warning"])
+def test_alertmanager_routes_each_alert_by_its_severity_to_a_webhook(severity: str) -> None:
+    for alert in alert_names():
+        labels = [f"alertname={alert}", f"severity={severity}", "market=BTC-USD"]
+        result = amtool("config", "routes", "test", "--config.file=alertmanager.yml", *labels)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == severity, f"{alert} at {severity} went to {result.stdout.strip()}"
+    receivers = (ALERTMANAGER / "alertmanager.yml").read_text()
+    assert re.search(rf"- name: {severity}\n\s+webhook_configs:\n\s+- url: http://alert-webhook:8080/", receivers)
+
+
+def test_every_alert_has_a_routed_severity() -> None:
+    severities = re.findall(r"^\s*severity:\s*(\S+)", (PROMETHEUS / "alerts.yml").read_text(), re.M)
+    assert len(severities) == len(alert_names())
+    assert set(severities) <= {"critical", "warning"}
+
+
+def test_prometheus_sends_alerts_to_the_compose_alertmanager() -> None:
+    config = (PROMETHEUS / "prometheus.yml").read_text()
+    assert re.search(
+        r"^alerting:\n\s+alertmanagers:\n(?:.*\n){1,3}\s+- targets: \[\"alertmanager:9093\"\]", config, re.M
+    )
+    services = compose_services()
+    assert {"alertmanager", "alert-webhook"} <= set(services)
+    assert compose_mounts()["./alertmanager"] == "/etc/alertmanager"
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in compose_text()
+
+
+# --- the stale alert follows each market's max_age_ms ----------------------------------------------
+
+
+def test_every_market_exports_its_max_age_as_the_stale_alert_reads_it() -> None:
+    from oracle.service import Service
+    from oracle.settings import load_settings
+
+    settings = load_settings(ROOT / "config" / "markd.toml")
+    text = Service(settings).metrics.render().decode()
+    for market in settings.markets:
+        want = settings.policy_for(market).max_age_ms / 1000
+        line = re.search(rf'^markd_mark_max_age_seconds{{market="{re.escape(market)}"}} (\S+)$', text, re.M)
+        assert line and float(line.group(1)) == want, market
+    stale = (PROMETHEUS / "alerts.yml").read_text().split("- alert: MarkdMarkStale")[1].split("- alert:")[0]
+    assert "markd_mark_max_age_seconds" in stale and "> 10" not in stale
+
+
+# --- the lock file ---------------------------------------------------------------------------------
+
+
+def locked() -> dict[str, tuple[str, str, list[str]]]:
+    """requirements.lock: normalised name -> (version, marker, the `via` lines below it)."""
+    out: dict[str, tuple[str, str, list[str]]] = {}
+    text = (ROOT / "requirements.lock").read_text()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        m = re.match(r"([A-Za-z0-9._-]+)==(\S+)(?:\s*;\s*([^\\\n]+?))?\s*\\", block)
+        if m:
+            assert "--hash=sha256:" in block, f"{m.group(1)} has no hash"
+            comments = [ln.strip().removeprefix("#").strip() for ln in block.splitlines() if ln.strip().startswith("#")]
+            via = [c.removeprefix("via").strip() for c in comments if c.removeprefix("via").strip()]
+            out[_norm(m.group(1))] = (m.group(2), (m.group(3) or "").strip(), via)
+    return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_lock_pins_exactly_the_current_dependencies() -> None:
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [Requirement(r) for r in pyproject["project"]["dependencies"]]
+    lock = locked()
+    for req in wanted:
+        name = _norm(req.name)
+        assert name in lock, f"{req.name} is not in requirements.lock: run `make lock`"
+        version, marker, _ = lock[name]
+        assert req.specifier.contains(version, prereleases=True), f"{req.name}=={version} breaks {req}: make lock"
+        assert marker == (str(req.marker) if req.marker else ""), f"{req.name}: marker changed: make lock"
+    direct = {n for n, (_, _, via) in lock.items() if "markd (pyproject.toml)" in via}
+    assert direct == {_norm(r.name) for r in wanted}, "requirements.lock is older than pyproject.toml: make lock"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip-compile" in makefile and "requirements.lock" in makefile
+
+
+def test_the_image_installs_from_the_lock_with_hashes() -> None:
+    build = dockerfile_stages()[0]
+    runs = " ".join(only(build, "RUN"))
+    assert "--require-hashes" in runs and "-r requirements.lock" in runs
+    assert "pip wheel --no-deps" in runs, "markd itself must not resolve anything beyond the lock"
+    assert any("requirements.lock" in c for c in only(build, "COPY"))
+
+
 # --- Dockerfile ------------------------------------------------------------------------------------
 
 
 def test_dockerfile_builds_a_wheel_and_installs_only_it_on_a_slim_base() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "a builder stage and a runtime stage"
-    for stage in stages:
-        assert only(stage, "FROM")[0].split()[0] == "python:3.11-slim"
+    for stage in stages:  # an exact Python release, never the floating 3.11-slim
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", only(stage, "FROM")[0].split()[0])
     assert any("pip wheel" in run for run in only(stages[0], "RUN"))
     final = stages[-1]
     runs = " ".join(only(final, "RUN"))
@@ -386,9 +522,8 @@ def test_dockerfile_env_config_and_port() -> None:
     # The healthcheck talks to 127.0.0.1 and others to the published port: it must bind every address.
     assert config["service"]["http_host"] == "0.0.0.0"
     assert only(final, "EXPOSE") == [str(config["service"]["http_port"])]
-    argv = healthcheck_argv()
-    assert argv[0] == "python" and "/healthz" in " ".join(argv)
-    assert str(config["service"]["http_port"]) in argv[-1]  # the default when MARKD_HTTP_PORT is unset
+    # The port comes from the config (and MARKD_HTTP_PORT), as the daemon reads it: see the tests below.
+    assert healthcheck_argv() == ["python", "-m", "oracle.healthcheck"]
 
 
 def test_dockerfile_copies_every_package_and_dockerignore_lets_them_through() -> None:
@@ -421,17 +556,22 @@ def test_dockerfile_copies_every_package_and_dockerignore_lets_them_through() ->
 # --- the HEALTHCHECK command, run for real ---------------------------------------------------------
 
 
-async def run_healthcheck(port: int) -> int:
+async def run_healthcheck(port: int | None, config: Path = ROOT / "config" / "markd.toml") -> tuple[int, str]:
+    """The HEALTHCHECK's command as the image runs it: MARKD_CONFIG set, MARKD_HTTP_PORT when `port`."""
     argv = healthcheck_argv()
-    env = {**os.environ, "MARKD_HTTP_PORT": str(port)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKD_")} | {"MARKD_CONFIG": str(config)}
+    if port is not None:
+        env["MARKD_HTTP_PORT"] = str(port)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *argv[1:],
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
-    return await asyncio.wait_for(proc.wait(), 10)
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
 
 
 async def serve_healthz(status: int) -> tuple[web.AppRunner, int]:
@@ -451,14 +591,38 @@ async def serve_healthz(status: int) -> tuple[web.AppRunner, int]:
 async def test_healthcheck_command_follows_healthz(status: int, healthy: bool) -> None:
     runner, port = await serve_healthz(status)
     try:
-        code = await run_healthcheck(port)
+        code, err = await run_healthcheck(port)
     finally:
         await runner.cleanup()
     assert (code == 0) is healthy, f"/healthz {status} gave exit code {code}"
+    if not healthy:
+        assert err.strip() == f"healthcheck: http://127.0.0.1:{port}/healthz: HTTP {status}"
 
 
-async def test_healthcheck_command_fails_when_nothing_listens() -> None:
-    assert await run_healthcheck(free_port()) != 0
+async def test_healthcheck_command_fails_in_one_line_when_nothing_listens() -> None:
+    code, err = await run_healthcheck(free_port())
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+async def test_healthcheck_reads_the_port_from_the_config_file(tmp_path: Path) -> None:
+    # No MARKD_HTTP_PORT: an operator who moved http_port in the config moves the check with it.
+    runner, port = await serve_healthz(200)
+    config = tmp_path / "markd.toml"
+    base = (ROOT / "config" / "markd.toml").read_text()
+    config.write_text(re.sub(r"(?m)^http_port\s*=.*$", f"http_port = {port}", base))
+    try:
+        code, err = await run_healthcheck(None, config)
+    finally:
+        await runner.cleanup()
+    assert code == 0, err
+
+
+async def test_healthcheck_with_a_broken_config_fails_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "markd.toml"
+    config.write_text("[service]\nhttp_port = -1\n")
+    code, err = await run_healthcheck(None, config)
+    assert code == 1 and err.startswith("healthcheck: config: ") and len(err.strip().splitlines()) == 1, err
 
 
 async def test_the_images_command_serves_the_healthcheck_and_stops_on_its_stop_signal(
@@ -487,7 +651,7 @@ async def test_the_images_command_serves_the_healthcheck_and_stops_on_its_stop_s
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
-        while await run_healthcheck(port) != 0:
+        while (await run_healthcheck(port, config))[0] != 0:
             assert daemon.returncode is None, "markd run exited before it was healthy"
             assert loop.time() < deadline, "markd run never passed the HEALTHCHECK"
             await asyncio.sleep(0.2)
