@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from oracle.replay.attacks import apply_attacks
+from oracle.replay.attacks import Attack, apply_and_check, apply_attacks
 from oracle.replay.report import (
     build_report,
     write_disputes_csv,
@@ -25,7 +25,7 @@ from oracle.replay.report import (
 )
 from oracle.replay.run import RunResult, replay
 from oracle.replay.scenario import ImportOhlc, LoadedScenario, Synth, load_scenario
-from oracle.settings import ConfigError
+from oracle.settings import ConfigError, Settings
 from oracle.sim.synth import Model, SynthError, synth_columns
 from oracle.ticks import Ticks, TicksError, read_ticks
 
@@ -89,6 +89,47 @@ def import_ohlc(folder: Path, spec: ImportOhlc) -> Ticks:
     return Ticks(tuple(keys), feed, ts, price, nan, nan.copy(), nan.copy()).sorted()
 
 
+def read_keys(settings: Settings) -> set[tuple[str, str]]:
+    """The (source, pair) quotes some tier of some market reads."""
+    return {(r.source, r.pair) for m in settings.markets.values() for tier in m.tiers for r in tier}
+
+
+def check_matches(loaded: LoadedScenario, ticks: Ticks, missed_attacks: list[int]) -> None:
+    """ConfigError when the scenario would measure nothing: no tick is a quote the config reads, an
+    [[expect]]'s market gets no quote, or an attack hits no quote the config reads. Else such a
+    replay reports "availability 0.0 %" or no error at all, and `--check` may pass on nothing."""
+    where = loaded.path
+    settings = loaded.settings
+    present = {ticks.keys[f] for f in np.unique(ticks.feed).tolist()}
+    read = read_keys(settings)
+    if not present & read:
+        raise ConfigError(
+            [f"{where}: no tick is a quote that {loaded.scenario.config} reads: the ticks have {_few(present)}, "
+             f"the config reads {_few(read)}"]
+        )  # fmt: skip
+    problems = []
+    for i, e in enumerate(loaded.scenario.expect):
+        market = settings.markets[e.market]
+        if not {(r.source, r.pair) for tier in market.tiers for r in tier} & present:
+            problems.append(f"{where}: expect[{i}]: no tick is a quote of market {e.market}")
+    for i in missed_attacks:
+        problems.append(
+            f"{where}: attack[{i}]: {_describe(loaded.scenario.attack[i])} matches no quote the config reads"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def _few(keys: set[tuple[str, str]], n: int = 6) -> str:
+    names = [f"{s} {p}" for s, p in sorted(keys)]
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _describe(a: Attack) -> str:
+    window = f"{a.start_s:g}-{a.start_s + a.duration_s:g} s"
+    return f"{a.kind} of {','.join(a.sources)} {a.pair} at {window}"
+
+
 def run_scenario(
     path: str | Path, out_dir: str | Path, progress: Callable[[float], None] | None = None, html: bool = True
 ) -> ReplayOutcome:
@@ -100,7 +141,8 @@ def run_scenario(
     if not len(ticks):
         raise ConfigError([f"{path}: the ticks are empty"])
     attacks = loaded.scenario.attack
-    attacked = apply_attacks(ticks, attacks)
+    attacked, missed = apply_and_check(ticks, attacks, read_keys(loaded.settings))
+    check_matches(loaded, ticks, missed)
     genuine = [a for a in attacks if a.genuine]
     reference = replay(loaded.reference_settings, apply_attacks(ticks, genuine) if genuine else ticks)
     run = replay(loaded.settings, attacked, progress)

@@ -41,12 +41,32 @@ class Attack(BaseModel):
 
 def apply_attacks(ticks: Ticks, attacks: list[Attack]) -> Ticks:
     """All attacks, in order, each timed from the first tick of the unattacked file."""
+    return apply_and_check(ticks, attacks, None)[0]
+
+
+def apply_and_check(ticks: Ticks, attacks: list[Attack], read: set[tuple[str, str]] | None) -> tuple[Ticks, list[int]]:
+    """apply_attacks, and the indices of the attacks that hit nothing: no row of their sources and
+    pair in their window (among the `read` (source, pair) keys, when given), as the ticks stand when
+    each attack's turn comes (a `duplicate` may create the rows a later attack aims at)."""
     if not len(ticks):
-        return ticks
+        return ticks, list(range(len(attacks)))
     t0 = float(ticks.ts.min())
-    for attack in attacks:
+    missed = []
+    for i, attack in enumerate(attacks):
+        if not _hits(ticks, attack, t0, read):
+            missed.append(i)
         ticks = _KINDS[attack.kind](ticks, attack, t0)
-    return ticks.sorted()
+    return ticks.sorted(), missed
+
+
+def _hits(ticks: Ticks, attack: Attack, t0: float, read: set[tuple[str, str]] | None) -> bool:
+    if attack.kind == "duplicate":  # it copies sources[0]'s rows; its copies matter where they are read
+        read_any = read is None or any((s, attack.pair) in read for s in attack.sources)
+        return read_any and bool(_origin_rows(ticks, attack, t0).any())
+    rows = _targets(ticks, attack, t0)
+    if read is not None:
+        rows &= np.isin(ticks.feed, [k for k, key in enumerate(ticks.keys) if key in read])
+    return bool(rows.any())
 
 
 def _targets(ticks: Ticks, attack: Attack, t0: float) -> np.ndarray:
@@ -108,11 +128,15 @@ def skew(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
     return Ticks(ticks.keys, ticks.feed, ticks.ts, ticks.price, ticks.bid, ticks.ask, venue_ts)
 
 
+def _origin_rows(ticks: Ticks, attack: Attack, t0: float) -> np.ndarray:
+    start, end = attack.window(t0)
+    return ticks.rows_of({attack.sources[0]}, attack.pair) & (ticks.ts >= start) & (ticks.ts < end)
+
+
 def duplicate(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
     """`sources[0]`'s quotes also appear under `sources[1:]`, shifted by `magnitude`."""
-    origin, *aliases = attack.sources
-    start, end = attack.window(t0)
-    rows = ticks.rows_of({origin}, attack.pair) & (ticks.ts >= start) & (ticks.ts < end)
+    aliases = attack.sources[1:]
+    rows = _origin_rows(ticks, attack, t0)
     keys = list(ticks.keys)
     for alias in aliases:
         if (alias, attack.pair) not in keys:

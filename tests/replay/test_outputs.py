@@ -96,3 +96,51 @@ def test_report_html_is_self_contained_with_one_image_per_market(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert not re.search(r"(?:src|href)\s*=\s*['\"]?(?:https?:)?//", page)
     assert len(re.findall(r"<img [^>]*src='data:image/png;base64,", page)) == 3
+
+
+_TICKS = "ts,source,pair,price\n" + "".join(
+    f"{t}.0,{s},SUSD-USD,1.0\n" for t in range(1, 30) for s in ("kraken", "coinbase")
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "ticks", "says"),
+    [
+        (
+            'ticks = "t.csv"\nconfig = "c.toml"\n',
+            "ts,source,pair,price\n1.0,kraken,BTC-USD,30000\n2.0,kraken,BTC-USD,30001\n",
+            "no tick is a quote that c.toml reads: the ticks have kraken BTC-USD, the config reads",
+        ),
+        (
+            'ticks = "t.csv"\nconfig = "c.toml"\n[[attack]]\nkind = "spike"\nsources = ["kraken"]\n'
+            'pair = "SUSD-USDT"\nstart_s = 0\nduration_s = 10\nmagnitude = 1.0\n',
+            _TICKS,
+            "attack[0]: spike of kraken SUSD-USDT at 0-10 s matches no quote the config reads",
+        ),
+        (
+            'ticks = "t.csv"\nconfig = "c.toml"\n[[attack]]\nkind = "dropout"\nsources = ["kraken"]\n'
+            'pair = "SUSD-USD"\nstart_s = 100\nduration_s = 10\n',
+            _TICKS,
+            "attack[0]: dropout of kraken SUSD-USD at 100-110 s matches no quote",
+        ),
+    ],
+    ids=["ticks-of-no-configured-market", "attack-on-an-unread-pair", "attack-after-the-ticks-end"],
+)
+def test_a_replay_that_would_measure_nothing_exits_2_naming_what_matched_nothing(tmp_path, capsys, body, ticks, says):
+    (tmp_path / "t.csv").write_text(ticks)
+    code = main(["replay", str(_bad(tmp_path, body)), "--out", str(tmp_path / "out"), "--check"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert says in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_expectation_on_a_market_no_tick_feeds_exits_2(tmp_path, capsys):
+    config = Path(__file__).resolve().parents[2] / "config" / "markd.toml"
+    (tmp_path / "t.csv").write_text("ts,source,pair,price\n1.0,coinbase,BTC-USD,30000\n2.0,coinbase,BTC-USD,30001\n")
+    (tmp_path / "s.toml").write_text(
+        f'ticks = "t.csv"\nconfig = "{config}"\n'
+        '[[expect]]\nmarket = "ETH-USD"\nmetric = "availability"\nop = "<="\nvalue = 1\n'
+    )
+    assert main(["replay", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--check"]) == 2
+    assert "expect[0]: no tick is a quote of market ETH-USD" in capsys.readouterr().err
