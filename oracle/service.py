@@ -37,7 +37,7 @@ from oracle.client import MarkReader
 from oracle.clock import Clock, WallClock
 from oracle.connection import redact
 from oracle.http import build_app
-from oracle.leader import LeaderLease
+from oracle.leader import LeaderLease, LeaseKeeper
 from oracle.metrics import Metrics
 from oracle.models import Mark, Quote
 from oracle.pipeline import Pipeline
@@ -63,14 +63,13 @@ class Service:
         self.pipeline = Pipeline(settings, self.book, self.metrics, self.stage)
         tick_s = settings.service.tick_ms / 1000
         self.publisher = RedisPublisher(settings.redis, self.metrics, self.clock, timeout_s=tick_s, mark_gauges=False)
-        self.lease = LeaderLease(
-            settings.redis,
-            self.replica_id,
-            lease_ttl_ms(settings),
-            self.clock,
-            metrics=self.metrics,
-            timeout_s=min(tick_s, 0.5),
+        ttl_ms = lease_ttl_ms(settings)
+        lease = LeaderLease(
+            settings.redis, self.replica_id, ttl_ms, self.clock, metrics=self.metrics, timeout_s=min(tick_s, 0.5)
         )
+        # Renewed from its own thread every tick (at most a quarter of the TTL); given up when the
+        # tick loop has not ticked for 10 ticks (5 s at least): stuck, not merely busy.
+        self.lease = LeaseKeeper(lease, self.clock, every_s=min(tick_s, ttl_ms / 4000), stall_s=max(10 * tick_s, 5.0))
         self.notifier = Notifier(settings.notify)
         self.disputes = DisputeService(
             self.stage,
@@ -86,6 +85,9 @@ class Service:
         self._last_tick = 0.0  # time.monotonic() when the last tick completed
         self._last_sync = 0.0
         self._stopping = asyncio.Event()
+        self._events: list[Event] = []  # the leader's dispute-stage events, for _record_events
+        self._events_queued = asyncio.Event()
+        self._recording = True
         self._taking_quotes = True
         self._http: web.AppRunner | None = None
 
@@ -98,6 +100,7 @@ class Service:
             await self._restore()
             self.notifier.start(session)
             feed_task = asyncio.create_task(feeds.run(), name="markd-feeds")
+            recorder = asyncio.create_task(self._record_events(), name="markd-dispute-events")
             log.info(
                 "started",
                 extra={
@@ -109,16 +112,19 @@ class Service:
             try:
                 await self._tick_loop()
             finally:
-                await self._shutdown(feed_task)
+                await self._shutdown(feed_task, recorder)
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _shutdown(self, feed_task: asyncio.Task[Any]) -> None:
+    async def _shutdown(self, feed_task: asyncio.Task[Any], recorder: asyncio.Task[None]) -> None:
         self._taking_quotes = False  # the last mark is of the book as it stands now
         feed_task.cancel()
         await _bounded(lambda: _reap(feed_task), 1.0)
         await _bounded(self._tick_once, 1.0)
+        self._recording = False  # the recorder writes what is queued, then ends
+        self._events_queued.set()
+        await _bounded(lambda: _reap(recorder), 1.0)
         steps: list[Callable[[], Awaitable[Any]]] = [
             self.lease.close,
             self.notifier.close,
@@ -179,13 +185,28 @@ class Service:
             written = await self.publisher.publish(due, fence=self.lease.token)
             self._published.update({m.market: m for m in written})
         if out.events and self.leading:
-            await self.disputes.record(out.events)
+            self._events += out.events
+            self._events_queued.set()
         elif out.events:
             self._log_standby(out.events)
         if time.monotonic() - self._last_sync >= SYNC_EVERY_S:
             self._last_sync = time.monotonic()
             await self.disputes.sync()
         self._last_tick = time.monotonic()
+
+    async def _record_events(self) -> None:
+        """The leader's dispute-stage events reach Redis, the webhook and the logs from here, in tick
+        order, never from the tick itself: every market's first mark is a tier change, so at 5,000
+        markets the first tick has 5,000 events, and waiting for their writes held the tick (and so
+        the first marks, and the lease renewal) for many seconds."""
+        while True:
+            await self._events_queued.wait()
+            self._events_queued.clear()
+            while self._events:
+                batch, self._events = self._events, []
+                await self.disputes.record(batch)
+            if not self._recording:
+                return
 
     def _log_standby(self, events: list[Event]) -> None:
         # A standby computes the same events but leaves persisting and notifying to the leader.

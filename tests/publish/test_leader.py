@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 from redis.asyncio import Redis
 
 from oracle.clock import WallClock
-from oracle.leader import LeaderLease
+from oracle.leader import LeaderLease, LeaseKeeper
 from oracle.metrics import Metrics
 from oracle.schema import Keys
 from oracle.settings import RedisSettings
@@ -151,3 +152,63 @@ async def test_an_outage_is_one_warning_not_one_per_tick(own_server: RedisServer
     failures = [r.levelno for r in caplog.records if "failed" in r.getMessage()]
     assert failures == [logging.WARNING, *[logging.DEBUG] * 4, logging.WARNING]
     await standby.close()
+
+
+async def test_a_lapsed_lease_nobody_took_is_retaken_with_the_same_token(settings: RedisSettings, caplog) -> None:
+    a = lease(settings, "a")
+    assert await a.tick()
+    token = a.token
+    await asyncio.sleep(TTL_MS / 1000 * 1.5)  # a was slow: the lease lapsed, and no one took it
+    caplog.set_level(logging.INFO, logger="oracle.leader")
+    assert await a.tick() and a.token == token
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "lapsed" in line and "nobody took it" in line and "another replica" not in line
+    b = lease(settings, "b")
+    assert not await b.tick()  # retaken for real: b finds it held
+    await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_lapsed_lease_another_replica_took_is_not_retaken(settings: RedisSettings, caplog) -> None:
+    a, b = lease(settings, "a"), lease(settings, "b")
+    assert await a.tick()
+    await asyncio.sleep(TTL_MS / 1000 * 1.5)
+    assert await b.tick()
+    caplog.set_level(logging.INFO, logger="oracle.leader")
+    assert not await a.tick()
+    assert any("another replica holds the lease" in r.getMessage() for r in caplog.records)
+    await asyncio.gather(a.close(), b.close())
+
+
+def keeper(settings: RedisSettings, replica: str, stall_s: float = 5.0) -> LeaseKeeper:
+    clock = WallClock()
+    return LeaseKeeper(LeaderLease(settings, replica, TTL_MS, clock), clock, every_s=TTL_MS / 4000, stall_s=stall_s)
+
+
+async def test_the_keeper_renews_while_the_daemons_loop_is_blocked(settings: RedisSettings) -> None:
+    """What a 1-2 s /metrics render or a 50 MB JSON parse did to the lease: the loop holding the GIL
+    and never yielding for several TTLs. The keeper's thread renews meanwhile."""
+    a, b = keeper(settings, "a"), lease(settings, "b")
+    assert await a.tick()
+    token = a.token
+    time.sleep(TTL_MS / 1000 * 4)  # blocking the loop is the point
+    assert not await b.tick()
+    assert await a.tick() and a.token == token
+    await asyncio.gather(a.close(), b.close())
+
+
+async def test_the_keeper_gives_the_lease_up_when_the_loop_is_stuck_for_good(settings: RedisSettings) -> None:
+    a, b = keeper(settings, "a", stall_s=TTL_MS / 1000), lease(settings, "b")
+    assert await a.tick()
+    time.sleep(TTL_MS / 1000 * 4)  # no tick for longer than stall_s
+    assert await b.tick()  # released by a's keeper, so b needs no TTL to pass
+    assert not await a.tick() and a.token is None
+    await asyncio.gather(a.close(), b.close())
+
+
+async def test_closing_the_keeper_releases_the_lease_and_ends_its_thread(settings: RedisSettings) -> None:
+    a, b = keeper(settings, "a"), lease(settings, "b")
+    assert await a.tick()
+    await a.close()
+    assert await b.tick()
+    assert not any(t.name == "markd-lease" for t in threading.enumerate())
+    await b.close()

@@ -3,6 +3,7 @@ own tick path (Service._tick_once) against a real redis-server, asked through re
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,3 +133,28 @@ async def test_marks_that_do_not_reach_redis_make_the_leader_unready_and_not_the
     await raw.aclose()
     for replica in (leader, standby):
         await replica.close()
+
+
+async def test_the_tick_never_waits_for_the_dispute_events_writes(redis_server: RedisServer) -> None:
+    """Every market's first mark is a tier change: 5,000 events on the first tick at 5,000 markets.
+    Their writes (audit stream, webhook, logs) go through a recorder task, in tick order, so a slow
+    or hung audit never holds the tick, the first marks or the lease."""
+    replica = Replica(redis_server.url, VirtualClock(START), "leader")
+    service = replica.service
+    release = asyncio.Event()
+    recorded: list[str] = []
+
+    async def hung_record(events: Any) -> None:
+        await release.wait()
+        recorded.extend(f"{e.kind.value}:{e.market}" for e in events)
+
+    service.disputes.record = hung_record  # type: ignore[method-assign]
+    recorder = asyncio.create_task(service._record_events())
+    await asyncio.wait_for(replica.tick(), 5.0)  # with the audit hung, the tick still completes
+    assert service.leading and len(service._published) == len(MARKETS)
+    release.set()
+    service._recording = False
+    service._events_queued.set()
+    await asyncio.wait_for(recorder, 5.0)
+    assert recorded == [f"tier_changed:{m}" for m in MARKETS]
+    await replica.close()
