@@ -186,7 +186,7 @@ def test_public_surface() -> None:
     import oracle.publish
 
     assert sorted(oracle.publish.__all__) == ["MarkSink", "MemorySink", "RedisPublisher"]
-    assert oracle.leader.__all__ == ["LeaderLease"]
+    assert oracle.leader.__all__ == ["LeaderLease", "LeaseKeeper"]
     errors = [
         oracle.client.MarkMissing,
         oracle.client.MarkTooOld,
