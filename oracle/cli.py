@@ -97,9 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from oracle.demo import run_demo
+    from oracle.demo import Options, run_demo
 
-    return asyncio.run(run_demo(args.seconds, seed=args.seed))
+    return asyncio.run(run_demo(Options(seconds=args.seconds, seed=args.seed, calm=args.calm)))
 
 
 def cmd_marks(args: argparse.Namespace) -> int:
@@ -147,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="config file (default: $MARKD_CONFIG, else config/markd.toml)")
     c.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("demo", help="simulated venues, a private Redis and the daemon, with a live table")
+    c = sub.add_parser("demo", help="simulated venues, a private Redis and the daemon, with a live view")
     c.add_argument("--seconds", type=_positive, help="end after N seconds (default: until Ctrl-C)")
     c.add_argument("--seed", type=int, default=None, help="seed the simulation and its outages")
+    c.add_argument("--calm", action="store_true", help="no scripted incident and no venue outages")
     c.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("check-config", help="validate a config and print it resolved")

@@ -1,23 +1,34 @@
-"""`markd demo`: simulated venues on loopback, a private Redis, the daemon, and a live table.
+"""`markd demo`: simulated venues on loopback, a private Redis, the daemon, and a live view.
 
 The venues speak the real wire formats (oracle/sim/venues), so the daemon runs its real adapters,
-aggregation, dispute stage and Redis publisher against them, unchanged. The table is read back
-from Redis through MarkReader, exactly as the margin engine would see the marks. Every so often one
-venue suffers an outage, so the table shows a source dropping out and coming back.
+aggregation, dispute stage and Redis publisher against them, unchanged. The marks on screen are
+read back from Redis through MarkReader, exactly as the margin engine would see them; the venues'
+quotes, exclusions and disputes come from the daemon in this process. A scripted incident plays
+(oracle/demo_script.py), announced on screen, and now and then one venue suffers an outage;
+`--calm` turns both off. In a terminal the view (oracle/demo_view.py, rich) redraws in place; on a
+pipe the demo prints one plain table and the event log at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TextIO
 
+from rich.console import Console
+from rich.live import Live
+
 from oracle.client import MarkReader, render_marks
+from oracle.demo_script import SPIKE_VENUE, EventLog, IncidentPlayer, Timing, incident_script
+from oracle.demo_view import Frame, VenueCell, render
 from oracle.logs import configure as configure_logs
 from oracle.service import Service
 from oracle.settings import Settings, parse_settings
@@ -27,6 +38,7 @@ from oracle.testing import MissingBinary, RedisServer, is_embedded, redis_versio
 
 REFRESH_S = 0.5
 OUTAGE_EVERY_S = 15.0
+OUTAGE_S = 5.0
 OUTAGE_KINDS = ("refuse", "503", "silent")
 
 
@@ -35,24 +47,32 @@ OUTAGE_KINDS = ("refuse", "503", "silent")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def run_demo(
-    seconds: float | None, out: TextIO = sys.stdout, seed: int | None = None, err: TextIO = sys.stderr
-) -> int:
+@dataclass(frozen=True, slots=True)
+class Options:
+    seconds: float | None = None  # None: until a signal
+    seed: int | None = None
+    calm: bool = False  # no scripted incident, no outages
+    timing: Timing = field(default_factory=Timing)
+    log: EventLog | None = None  # pass one to read the events afterwards (tests)
+    on_frame: Callable[[Frame], None] | None = None  # sees every frame drawn (tests)
+
+
+async def run_demo(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run the demo; 0 when it ran, 1 when it could not start (one line on `err` says why)."""
-    configure_logs("WARNING")
+    configure_logs("ERROR")  # the view says what happens; a warning line would only tear it
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:  # before anything is started, so no signal can orphan a child
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await _run(seconds, out, seed, err, stop)
+        return await _run(options, out, err, stop)
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 
-async def _run(seconds: float | None, out: TextIO, seed: int | None, err: TextIO, stop: asyncio.Event) -> int:
-    rng = random.Random(seed)
+async def _run(options: Options, out: TextIO, err: TextIO, stop: asyncio.Event) -> int:
+    rng = random.Random(options.seed)
     given = os.environ.get("MARKD_REDIS_URL")
     try:
         redis = None if given else _private_redis(err)
@@ -64,7 +84,8 @@ async def _run(seconds: float | None, out: TextIO, seed: int | None, err: TextIO
     try:
         urls = await sim.start()
         settings = parse_settings(demo_config(urls, redis_url, http_port=0))
-        await _show(settings, sim, seconds, out, rng, stop)
+        log = options.log if options.log is not None else EventLog()
+        await _show(settings, sim, options, _Screen(out, log, options.on_frame), rng, stop)
     finally:
         await sim.stop()
         if redis is not None:
@@ -80,41 +101,109 @@ def _private_redis(err: TextIO) -> RedisServer:
     return server.start()
 
 
+class _Screen:
+    """Where frames go: a rich Live view on a terminal; on a pipe, the last frame as plain text."""
+
+    def __init__(self, out: TextIO, log: EventLog, on_frame: Callable[[Frame], None] | None = None) -> None:
+        self.out, self.log, self.on_frame = out, log, on_frame
+        self.tty = out.isatty()
+        self.live = Live(console=Console(file=out), auto_refresh=False, transient=False) if self.tty else None
+        self.last: Frame | None = None
+
+    def show(self, frame: Frame) -> None:
+        self.last = frame
+        if self.on_frame is not None:
+            self.on_frame(frame)
+        if self.live is not None:
+            self.live.update(render(frame, self.live.console.height), refresh=True)
+
+    def __enter__(self) -> _Screen:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+            return
+        if self.last is not None:  # a log or a pipe gets the final table once, not a stream of redraws
+            frame = self.last
+            text = render_marks(frame.marks, time.time())
+            text += "\nsimulated true prices: " + ", ".join(f"{m} {p:.6g}" for m, p in frame.truth.items())
+            text += "\n\nevents:\n" + "\n".join(e.line() for e in self.log.events)
+            self.out.write(text + "\n")
+            self.out.flush()
+
+
 async def _show(
-    settings: Settings, sim: SimVenues, seconds: float | None, out: TextIO, rng: random.Random, stop: asyncio.Event
+    settings: Settings, sim: SimVenues, options: Options, screen: _Screen, rng: random.Random, stop: asyncio.Event
 ) -> None:
     service = Service(settings, replica_id="demo")
     task = asyncio.create_task(service.run(), name="markd-daemon")
     reader = MarkReader(settings.redis, timeout_s=1.0)
-    tty = out.isatty()
+    player = IncidentPlayer([] if options.calm else incident_script(options.timing), options.timing.cycle)
     started = time.monotonic()
     next_outage = started + OUTAGE_EVERY_S
-    table = ""
+    banner = ""
     try:
-        while not stop.is_set() and (seconds is None or time.monotonic() - started < seconds):
-            if task.done():
-                break
-            if time.monotonic() >= next_outage:
-                next_outage += OUTAGE_EVERY_S
-                venue = rng.choice(sorted(settings.sources))
-                await sim.set_outage(venue, rng.choice(OUTAGE_KINDS), 5.0)
-            with contextlib.suppress(Exception):  # Redis still starting: show the last table
-                marks = await reader.read_many(list(settings.markets))
-                truth = {m: sim.market.price(m) for m in settings.markets}
-                table = render_marks(marks, time.time())
-                table += "\nsimulated true prices: " + ", ".join(f"{m} {p:.6g}" for m, p in truth.items())
-            header = f"markd demo: {len(settings.sources)} simulated venues, http://127.0.0.1:{service.http_port}"
-            if tty:  # redraw in place: cursor home, clear screen
-                out.write("\x1b[H\x1b[2J" + header + "\n\n" + table + "\n")
-                out.flush()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), REFRESH_S)
+        with screen:
+            while not stop.is_set() and (options.seconds is None or time.monotonic() - started < options.seconds):
+                if task.done():
+                    break
+                for step in player.due(time.monotonic() - started):
+                    for venue, coin, factor in step.shocks:
+                        sim.shock(venue, coin, factor)
+                    screen.log.add(time.time(), "incident", "", step.announce)
+                    banner = step.announce if step.announce.startswith("INCIDENT") else ""
+                if not options.calm and time.monotonic() >= next_outage:
+                    next_outage += OUTAGE_EVERY_S
+                    await _outage(sim, settings, rng, screen.log)
+                with contextlib.suppress(Exception):  # Redis still starting: keep the last frame
+                    screen.show(await _frame(settings, sim, service, reader, screen.log, banner))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REFRESH_S)
     finally:
         service.stop()
         await task
         await reader.close()
-    if not tty:  # a log or a pipe gets the final table once, not a stream of redraws
-        out.write(table + "\n")
-    else:
-        out.write("\n")
-    out.flush()
+
+
+async def _outage(sim: SimVenues, settings: Settings, rng: random.Random, log: EventLog) -> None:
+    # Never the incident's venue: its outage would hide the spike the script announces.
+    venue = rng.choice(sorted(set(settings.sources) - {SPIKE_VENUE}))
+    kind = rng.choice(OUTAGE_KINDS)
+    await sim.set_outage(venue, kind, OUTAGE_S)
+    log.add(time.time(), "outage", "", f"{venue}: outage ({kind}) for {OUTAGE_S:.0f} s")
+
+
+async def _frame(
+    settings: Settings, sim: SimVenues, service: Service, reader: MarkReader, log: EventLog, banner: str
+) -> Frame:
+    marks = await reader.read_many(list(settings.markets))
+    # The mark as this replica last wrote it (within heartbeat_ms), with the quotes it left out.
+    computed = {m: mark for m, (mark, _) in service.current_marks().items()}
+    now = time.time()
+    excluded = {m: mark.excluded for m, mark in computed.items()}
+    log.observe(now, marks, excluded, service.stage.disputes())
+    venues: dict[str, dict[str, VenueCell]] = {}
+    for market, ms in settings.markets.items():
+        mark = computed.get(market)
+        reasons = {(e.source, e.pair): e.reason.value for e in (mark.excluded if mark else ())}
+        cells = venues[market] = {}
+        for ref in (r for tier in ms.tiers for r in tier):
+            quote = service.book.latest(ref.source, ref.pair)
+            price = quote.price if quote is not None and math.isfinite(quote.price) else None
+            used = mark is not None and ref.source in mark.sources
+            cells[ref.source] = VenueCell(ref.pair, price, used, reasons.get((ref.source, ref.pair)))
+    header = f"markd demo: {len(settings.sources)} simulated venues, daemon http://127.0.0.1:{service.http_port}" + (
+        "" if banner else "   (Ctrl-C ends it)"
+    )
+    return Frame(
+        header=header,
+        marks=marks,
+        truth={m: sim.market.price(m) for m in settings.markets},
+        venues=venues,
+        sources=list(settings.sources),
+        events=list(log.recent),
+        banner=banner,
+    )

@@ -139,9 +139,11 @@ class Service:
 
     async def _start_http(self) -> None:
         svc = self.settings.service
-        self._http = web.AppRunner(build_app(self, dispute_routes(self.disputes)), access_log=None)
+        # shutdown_timeout on the runner: aiohttp deprecates it on the site (a DeprecationWarning).
+        app = build_app(self, dispute_routes(self.disputes))
+        self._http = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._http.setup()
-        site = web.TCPSite(self._http, svc.http_host, svc.http_port, shutdown_timeout=0.5)
+        site = web.TCPSite(self._http, svc.http_host, svc.http_port)
         await site.start()
         self.http_port = self._http.addresses[0][1] if self._http.addresses else svc.http_port
         log.info("http_listening", extra={"host": svc.http_host, "port": self.http_port})

@@ -130,6 +130,9 @@ class VenueQuoter:
         self.spec = spec
         self._rng = walk.rng_for(market.seed, "venue", name)
         self._state: dict[str, _PairState] = {}
+        # Scripted incidents (markd demo): base coin -> factor on this venue's price of its pairs only,
+        # a bad print or a pump the true market does not share. Empty: the venue quotes honestly.
+        self.shocks: dict[str, float] = {}
         # Venues number their updates from some large past value, never from zero.
         self._seq0 = int(self._rng.integers(10**8, 10**9))
 
@@ -140,7 +143,7 @@ class VenueQuoter:
         return st
 
     def quote(self, pair: str) -> Ticker:
-        true = self.market.pair_price(pair)
+        true = self.market.pair_price(pair) * self.shocks.get(pair.split("-")[0], 1.0)
         mid = float(walk.observe(np.array(true), self.spec.bias_bps, self.spec.noise_bps, self._rng))
         bid, ask = (float(x) for x in walk.book(np.array(mid), self.spec.spread_bps))
         st = self._state.get(pair) or self._open(pair, mid)

@@ -122,6 +122,14 @@ class SimVenues:
         """Take one venue down for `seconds` of the market's clock: `refuse`, `503` or `silent`."""
         await self.servers[venue].set_outage(kind, seconds)
 
+    def shock(self, venue: str, coin: str, factor: float) -> None:
+        """From now on `venue` quotes every pair of base `coin` at `factor` x its true price (1.0 ends it)."""
+        shocks = self.servers[venue].quoter.shocks
+        if factor == 1.0:
+            shocks.pop(coin, None)
+        else:
+            shocks[coin] = factor
+
     async def __aenter__(self) -> SimVenues:
         await self.start()
         return self

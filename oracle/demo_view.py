@@ -1,0 +1,137 @@
+"""The live terminal view of `markd demo`, drawn with rich: what the oracle did this instant.
+
+    one table, markets across:
+      mark rows   the mark as the margin engine reads it from Redis, at the market's precision;
+                  confidence in bps; status in colour and tier; the simulated true price
+      venue rows  each venue's latest quote, green when it counts, red with the reason when it
+                  was excluded, dim when unused or absent
+    events        tier changes, holds, exclusions, outages and disputes opened and closed, newest
+                  last, and the scripted incidents as they are announced
+
+`render(frame)` is pure: a Frame in, a rich renderable out. The demo gathers the Frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from oracle.demo_script import Event
+from oracle.models import Mark
+
+STATUS_STYLE = {"ok": "bold green", "degraded": "bold yellow", "held": "bold magenta", "stale": "bold red"}
+EVENT_STYLE = {
+    "incident": "bold cyan",
+    "held": "magenta",
+    "released": "green",
+    "dispute_opened": "bold magenta",
+    "dispute_closed": "green",
+    "excluded": "red",
+    "readmitted": "green",
+    "tier": "yellow",
+}
+
+
+def decimals(price: float) -> int:
+    """The market's display precision: about seven significant digits (30012.45, 60.12345, 1.000312)."""
+    if not math.isfinite(price) or price <= 0:
+        return 2
+    return max(2, 6 - math.floor(math.log10(price)))
+
+
+def price_text(price: float, places: int) -> str:
+    return f"{price:,.{places}f}" if math.isfinite(price) else "-"
+
+
+@dataclass(frozen=True, slots=True)
+class VenueCell:
+    pair: str
+    price: float | None  # the venue's latest quote, in the pair's own currency; None: nothing yet
+    used: bool  # in the mark
+    reason: str | None  # why it was excluded, if it was
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    header: str
+    marks: Mapping[str, Mark | None]  # as read back from Redis
+    truth: Mapping[str, float]  # the simulation's true prices
+    venues: Mapping[str, Mapping[str, VenueCell]]  # market -> source -> cell
+    sources: Sequence[str]  # the venue rows, in order
+    events: Sequence[Event]
+    banner: str  # the incident in progress, or ""
+
+
+def render(frame: Frame, height: int = 50) -> RenderableType:
+    """The whole view, fitted to `height` terminal rows: the event log gets what the table leaves."""
+    table = market_table(frame)
+    parts: list[RenderableType] = [Text(frame.header, style="bold")]
+    if frame.banner:
+        parts.append(Text(frame.banner, style="bold black on cyan"))
+    used = len(parts) + 2 * bool(frame.banner) + 6 + 5 + len(frame.sources) + 2
+    parts += [table, events_text(frame.events[-max(3, height - used) :])]
+    return Group(*parts)
+
+
+def market_table(frame: Frame) -> Table:
+    """Markets across; the mark rows (as the margin engine reads them), then one row per venue."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left")
+    table.add_column("")
+    markets = list(frame.marks)
+    for market in markets:
+        table.add_column(market, justify="right")
+    places = {m: decimals(frame.truth.get(m, math.nan)) for m in markets}
+    marks = [frame.marks[m] for m in markets]
+    table.add_row("mark", *(price_text(m.price, places[k]) if m else "-" for k, m in zip(markets, marks, strict=True)))
+    table.add_row("confidence", *(_conf_bps(m) for m in marks))
+    table.add_row("status", *(_status(m) for m in marks))
+    table.add_row(
+        Text("true price", style="dim"),
+        *(Text(price_text(frame.truth.get(m, math.nan), places[m]), style="dim") for m in markets),
+        end_section=True,
+    )
+    for source in frame.sources:
+        cells = [venue_text(frame.venues.get(m, {}).get(source), places[m]) for m in markets]
+        table.add_row(source, *cells)
+    table.caption = "venue rows: latest quote; green counts, red was excluded (and why), dim is unused"
+    return table
+
+
+def _conf_bps(mark: Mark | None) -> str:
+    if mark is None or not mark.price > 0:
+        return "-"
+    return f"±{mark.confidence / mark.price * 1e4:.1f} bps"
+
+
+def _status(mark: Mark | None) -> Text:
+    if mark is None:
+        return Text("missing", style="dim")
+    return Text(f"{mark.status.value} tier {mark.tier}", style=STATUS_STYLE.get(mark.status.value, ""))
+
+
+def venue_text(cell: VenueCell | None, places: int) -> Text:
+    if cell is None:
+        return Text("")
+    if cell.price is None:
+        return Text("no quote", style="dim")
+    shown = price_text(cell.price, places)
+    if cell.reason is not None:
+        return Text(f"{shown} {cell.reason}", style="bold red")
+    return Text(shown, style="green" if cell.used else "dim")
+
+
+def events_text(events: Sequence[Event]) -> Text:
+    body = Text("events\n", style="bold")
+    if not events:
+        body.append("nothing yet", style="dim")
+    for i, event in enumerate(events):
+        if i:
+            body.append("\n")
+        body.append(event.line(), style=EVENT_STYLE.get(event.kind, ""))
+    return body
