@@ -1,12 +1,12 @@
 """The dispute stage of markd: tier hysteresis, jump guard, detectors, and the dispute workflow.
 
 Pure core (no I/O, time passed in): `DisputeStage` and what it is made of (`TierMachine`,
-`JumpGuard`/`DisputeWindow`, `Anchor`, `FreezeDetector`). Shell: `DisputeStore` (Redis),
+`JumpGuard`/`DisputeWindow`, `Anchor`). Shell: `DisputeStore` (Redis),
 `DisputeService` (store + webhook + metrics around the stage), `dispute_routes` (HTTP), `Notifier`.
 """
 
 from disputes.api import dispute_app, dispute_routes
-from disputes.detectors import Anchor, FreezeDetector
+from disputes.detectors import Anchor
 from disputes.guard import DisputeWindow, JumpGuard
 from disputes.model import (
     Decision,
@@ -38,7 +38,6 @@ __all__ = [
     "DisputeWindow",
     "Event",
     "EventKind",
-    "FreezeDetector",
     "JumpGuard",
     "Notifier",
     "Outcome",

@@ -6,8 +6,8 @@ Market-level (pure functions of the tick and of the `Anchor`, used by the disput
   anchor behind. Another tier with quorum that agrees with the candidate makes the move genuine.
 - `divergence`: two tiers that both have quorum disagree.
 
-Source-level (vectorised, called by the aggregator): `FreezeDetector` flags a source whose price
-stopped moving while its peers did (Venus/LUNA: a feed clamped at a floor while markets fell 90 %).
+The source-level freeze rule (Venus/LUNA: a feed clamped at a floor while markets fell 90 %) is part
+of the aggregation itself: oracle/freeze.py.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
 
 from disputes.model import deviation_bps
 from oracle.models import TierResult
@@ -118,41 +115,3 @@ def divergent_tiers(tiers: Sequence[TierResult], max_deviation_bps: float) -> tu
             if deviation_bps(b.price, a.price) > max_deviation_bps:
                 return a.tier, b.tier
     return None
-
-
-class FreezeDetector:
-    """Cells (rows = markets or pairs, cols = sources) whose price is stuck while peers move.
-
-    A cell is frozen once its price has been unchanged for `freeze_ticks` consecutive ticks while at
-    least one peer in its row changed during that run; it stays frozen until its own price moves.
-    NaN cells are absent: never frozen, and their run starts over when they return.
-    `freeze_ticks = 0` turns detection off for that row. `freeze_ticks_per_row` is one number, one
-    per row, or one per cell (rows × cols) for sources that legitimately update rarely.
-    """
-
-    def __init__(self, n_rows: int, n_cols: int, freeze_ticks_per_row: npt.ArrayLike) -> None:
-        ticks = np.asarray(freeze_ticks_per_row, dtype=np.int64)
-        if ticks.ndim == 1:
-            ticks = ticks.reshape(-1, 1)  # one per row, applied across its columns
-        self._ticks = np.broadcast_to(ticks, (n_rows, n_cols)).copy()
-        self._on = self._ticks > 0
-        self._prev = np.full((n_rows, n_cols), np.nan)
-        self._run = np.zeros((n_rows, n_cols), dtype=np.int64)  # consecutive unchanged ticks
-        self._peer_moved = np.zeros((n_rows, n_cols), dtype=bool)  # some peer changed in the run
-        self._frozen = np.zeros((n_rows, n_cols), dtype=bool)
-        self.onset = np.zeros((n_rows, n_cols), dtype=bool)  # frozen this tick, not the last
-
-    def update(self, prices: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
-        if prices.shape != self._prev.shape:
-            raise ValueError(f"prices shape {prices.shape} != detector shape {self._prev.shape}")
-        both = ~(np.isnan(prices) | np.isnan(self._prev))
-        unchanged = prices == self._prev  # False wherever either side is NaN
-        changed = both & ~unchanged
-        peers_changed = changed.sum(axis=1, keepdims=True) - changed > 0
-        self._run = np.where(unchanged, self._run + 1, 0)
-        self._peer_moved = unchanged & (self._peer_moved | peers_changed)
-        frozen = self._on & (self._run >= self._ticks) & self._peer_moved
-        self.onset = frozen & ~self._frozen
-        self._frozen = frozen
-        self._prev = prices.astype(np.float64, copy=True)
-        return frozen.copy()

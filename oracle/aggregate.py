@@ -5,7 +5,7 @@ The config is compiled once into a `Plan`. Markets are grouped into dependency l
 the same tick). A level is cut into blocks; within a block every (market, tier) is one row of a
 (rows x sources) matrix, and each rule is one vectorised step over the whole matrix, in this order:
 
-    stale (receive time) > future (venue time ahead) > sanity (non-finite, <= 0) > frozen (detector)
+    stale (receive time) > future (venue time ahead) > sanity (non-finite, <= 0) > frozen (oracle.freeze)
     > conversion (x the convert market's fresh validated mark) > bounds (min_price/max_price)
     > deviation from the tier median > quorum > median | weighted_median | trimmed_mean > confidence
 
@@ -26,10 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
+from oracle.freeze import FreezeState, freeze_step
 from oracle.models import Candidate, Excluded, Exclusion, Mark, TierResult
 from oracle.quotebook import BookSnapshot, QuoteBook
 from oracle.settings import Settings
@@ -85,7 +85,8 @@ class Block:
     min_price: np.ndarray  # (rows,) exclusive lower bound, 0 = none
     max_price: np.ndarray  # (rows,) exclusive upper bound, inf = none
     trim: np.ndarray  # (rows,)
-    freeze_ticks: np.ndarray  # (rows,) for the freeze detector; 0 = off
+    freeze_ticks: np.ndarray  # (rows,) for the freeze rule; 0 = off
+    freeze_frac: np.ndarray  # (rows, cols) each source's freeze_bps / 1e4 (oracle.freeze)
     method_rows: tuple[np.ndarray, np.ndarray, np.ndarray]  # row indices per METHODS entry
     names: tuple[tuple[str, ...], ...]  # source names per row, by column
     pairs: tuple[tuple[str, ...], ...]  # pairs per row, by column
@@ -126,6 +127,7 @@ class Plan:
         slot = np.full((rows, cols), book.empty_slot, dtype=np.intp)
         convert = np.full((rows, cols), -1, dtype=np.intp)
         weight = np.zeros((rows, cols))
+        freeze_frac = np.full((rows, cols), np.inf)
         per_row: dict[str, list[float]] = {k: [] for k in ("age", "dev", "q", "lo", "hi", "trim", "freeze")}
         method_of: list[int] = []
         names, pairs = [], []
@@ -135,6 +137,7 @@ class Plan:
                 slot[r, c] = book.slot[(ref.source, ref.pair)]
                 convert[r, c] = self.index[ref.convert] if ref.convert else -1
                 weight[r, c] = s.sources[ref.source].weight
+                freeze_frac[r, c] = s.freeze_bps(ref.source) / 1e4
             names.append(tuple(ref.source for ref in tier))
             pairs.append(tuple(ref.pair for ref in tier))
             quorum = pol.min_sources if tier_no == 1 else min(pol.min_sources, len(tier))
@@ -170,6 +173,7 @@ class Plan:
             max_price=np.array(per_row["hi"]),
             trim=np.array(per_row["trim"]),
             freeze_ticks=np.array(per_row["freeze"], dtype=np.int64),
+            freeze_frac=freeze_frac,
             method_rows=tuple(np.flatnonzero(methods == i) for i in range(len(METHODS))),  # type: ignore[arg-type]
             names=tuple(names),
             pairs=tuple(pairs),
@@ -183,31 +187,38 @@ def run_block(
     rates: np.ndarray,
     rate_ts: np.ndarray,
     conv_max_age_s: np.ndarray,
-    detect_frozen: Callable[[np.ndarray], np.ndarray] | None = None,
+    freeze: FreezeState | None = None,
 ) -> BlockResult:
     """One vectorised pass over a block. `rates`/`rate_ts` hold each market's latest validated price
-    and its validation time (NaN when none); `detect_frozen` is given the block's raw prices and
-    flags the cells a freeze detector excludes."""
+    and its validation time (NaN when none); `freeze` is the block's freeze-rule state, advanced by
+    this pass (None: no freeze rule, as for a one-off pass)."""
     raw = book.price[block.slot]
     received = book.received_ts[block.slot]
     present = block.present_cols & ~np.isnan(received)
     max_age = block.max_age_s[:, None]
-    rules = [
-        (now - received > max_age, STALE),
-        (book.venue_ts[block.slot] - now > max_age, FUTURE),
-        (~(np.isfinite(raw) & (raw > 0)), SANITY),
-    ]
-    if detect_frozen is not None:
-        rules.append((detect_frozen(raw), FROZEN))
+    stale = now - received > max_age
+    future = book.venue_ts[block.slot] - now > max_age
+    insane = ~(np.isfinite(raw) & (raw > 0))
     if block.converts:
         rate = _conversion_rates(block.convert, rates, rate_ts, conv_max_age_s, now)
-        rules.append((np.isnan(rate), CONVERSION))
+        no_rate = np.isnan(rate)
         price = raw * rate
         own_width = book.half_width[block.slot] * rate
     else:  # x 1.0 changes no float: skip the conversion's arrays
+        no_rate = None
         price = raw
         own_width = book.half_width[block.slot]
-    rules.append(((price <= block.min_price[:, None]) | (price >= block.max_price[:, None]), SANITY))
+    out_of_bounds = (price <= block.min_price[:, None]) | (price >= block.max_price[:, None])
+    rules = [(stale, STALE), (future, FUTURE), (insane, SANITY)]
+    if freeze is not None and freeze.on:
+        live = present & ~(stale | future | insane | out_of_bounds)
+        if no_rate is not None:
+            live &= ~no_rate
+        quoted = np.where(present, raw, np.nan)
+        rules.append((freeze_step(freeze, quoted, price, live), FROZEN))
+    if no_rate is not None:
+        rules.append((no_rate, CONVERSION))
+    rules.append((out_of_bounds, SANITY))
     reason = np.zeros(raw.shape, dtype=np.int8)
     for failed, code in reversed(rules):  # the first rule a quote fails is its reason: written last
         np.putmask(reason, failed, code)
@@ -371,16 +382,16 @@ class Aggregator:
         self.plan = Plan(settings, book)
         self.rates = np.full(len(self.plan.markets), np.nan)
         self.rate_ts = np.full(len(self.plan.markets), np.nan)
-        self.frozen: Callable[[Block, np.ndarray], np.ndarray] | None = None
+        # The freeze rule's memory, one state per block of the plan (oracle.freeze).
+        self.freeze = [[FreezeState.start(b.freeze_ticks, b.freeze_frac) for b in level] for level in self.plan.levels]
 
     def run(self, book: BookSnapshot, now: float, validate: Callable[[list[Candidate]], Sequence[Mark]]) -> list[Mark]:
         marks: list[Mark] = []
         plan = self.plan
-        for level in plan.levels:
+        for level, states in zip(plan.levels, self.freeze, strict=True):
             cands: list[Candidate] = []
-            for block in level:
-                detect = partial(self.frozen, block) if self.frozen else None
-                result = run_block(block, book, now, self.rates, self.rate_ts, plan.conv_max_age_s, detect)
+            for block, state in zip(level, states, strict=True):
+                result = run_block(block, book, now, self.rates, self.rate_ts, plan.conv_max_age_s, state)
                 cands += candidates(result, plan.markets, now)
             level_marks = validate(cands)
             for mk in level_marks:

@@ -49,6 +49,8 @@ def resolved_config(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json", exclude={"dispute_token"})
     data["redis"]["url"] = redact(settings.redis.url)
     data["dispute_token"] = "set" if settings.dispute_token else "unset"
+    for name, source in data["sources"].items():
+        source["freeze_bps"] = settings.freeze_bps(name)  # None in the file: the kind's default
     for name, market in data["markets"].items():
         for key in list(market):
             if market[key] is None:

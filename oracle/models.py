@@ -28,7 +28,7 @@ class Exclusion(StrEnum):
     SANITY = "sanity"  # non-finite, <= 0, or outside min_price/max_price
     CONVERSION = "conversion"  # its convert market has no fresh validated mark
     DEVIATION = "deviation"  # beyond max_deviation_bps of the tier median
-    FROZEN = "frozen"  # unchanged for freeze_ticks while its peers moved (disputes/detectors)
+    FROZEN = "frozen"  # stuck while its peers moved beyond its freeze_bps (oracle/freeze.py)
     FUTURE = "future"  # venue timestamp ahead of the clock by more than max_age_ms
 
     def __str__(self) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from disputes.detectors import FreezeDetector
 from disputes.model import Event
 from disputes.stage import DisputeStage
 from oracle.aggregate import Aggregator
@@ -36,13 +35,6 @@ class Pipeline:
         self.stage = stage
         self.aggregator = Aggregator(settings, book)
         self._snapshot = book.snapshot()
-        # One freeze detector per block of the plan, fed the block's raw prices every tick.
-        detectors = {
-            id(b): FreezeDetector(b.slot.shape[0], b.slot.shape[1], b.freeze_ticks)
-            for level in self.aggregator.plan.levels
-            for b in level
-        }
-        self.aggregator.frozen = lambda block, prices: detectors[id(block)].update(prices)
 
     def tick(self, now: float) -> TickOutput:
         started = time.perf_counter()

@@ -133,6 +133,13 @@ class NotifySettings(_Strict):
     max_retries: NonNegInt = 5
 
 
+# The freeze rule's default threshold by kind (oracle/freeze.py): a Chainlink feed legitimately sits
+# still until the market is 0.5 % from its answer, so it is frozen only beyond twice that; a venue
+# or Pyth moves with every quote, so 25 bps of the peers' move without it is already a stuck feed.
+FREEZE_BPS_DEFAULT = 25.0
+FREEZE_BPS_BY_KIND: dict[str, float] = {"chainlink": 100.0}
+
+
 class SourceSettings(_Strict):
     kind: SourceKind
     base_url: str | None = None  # None: the venue's real endpoint for this transport
@@ -142,6 +149,14 @@ class SourceSettings(_Strict):
     weight: Annotated[float, Field(gt=0)] = 1.0
     # The largest REST answer or WebSocket message read from this source; more is error `too_large`.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    # Frozen once its price stays put while its peers' median moves this far; None: by kind.
+    freeze_bps: NonNegFloat | None = None
+
+    @property
+    def resolved_freeze_bps(self) -> float:
+        if self.freeze_bps is not None:
+            return self.freeze_bps
+        return FREEZE_BPS_BY_KIND.get(self.kind, FREEZE_BPS_DEFAULT)
 
 
 class SourceRef(_Strict):
@@ -202,6 +217,10 @@ class Settings(_Strict):
 
     def policy_for(self, market: str) -> Policy:
         return _resolved_policy(self.policy, self.markets[market])
+
+    def freeze_bps(self, source: str) -> float:
+        """The source's freeze threshold: its `freeze_bps`, else its kind's default."""
+        return self.sources[source].resolved_freeze_bps
 
     def market_order(self) -> list[str]:
         """Markets in dependency order: each after every market its `convert`s name."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
-from disputes.detectors import Anchor, FreezeDetector
+from disputes.detectors import Anchor
 from disputes.model import EventKind, Outcome, Reason
 from disputes.stage import DisputeStage
 from oracle.models import Excluded, Exclusion, Status
@@ -133,43 +131,6 @@ def test_detectors_stay_silent_on_clean_noisy_data():
     assert stage.disputes() == []
 
 
-# --- FreezeDetector: Venus / LUNA, a feed clamped at a floor while the market falls 90 % ---
-
-
-def test_a_source_frozen_while_its_peers_fall_is_excluded_until_it_moves():
-    det = FreezeDetector(1, 4, [5])
-    falling = 1.0
-    frozen_at = None
-    for tick in range(30):
-        falling *= 0.8
-        clamped = max(falling, 0.107) if tick < 25 else 0.05  # floored, then released at tick 25
-        row = np.array([[falling, falling * 1.001, falling * 0.999, clamped]])
-        out = det.update(row)
-        assert not out[0, :3].any()
-        if out[0, 3] and frozen_at is None:
-            frozen_at = tick
-            assert det.onset[0, 3]
-        if frozen_at is not None and tick < 25:
-            assert out[0, 3]
-    assert frozen_at is not None
-    assert not out[0, 3]  # it moved again
-
-
-def test_freeze_needs_a_moving_peer_skips_nan_and_honours_zero():
-    det = FreezeDetector(3, 3, [2, 2, 0])
-    for tick in range(10):
-        p = 1.0 + tick
-        rows = np.array(
-            [
-                [5.0, 5.0, 5.0],  # nothing moves (a closed market): nobody is frozen
-                [p, math.nan, 7.0],  # the NaN cell is absent; cell 2 is frozen
-                [p, p, 7.0],  # freeze_ticks = 0: off for this row
-            ]
-        )
-        out = det.update(rows)
-    assert out.tolist() == [[False, False, False], [False, False, True], [False, False, False]]
-
-
 def test_the_stage_reports_frozen_sources_without_holding():
     stage = DisputeStage(make_settings())
     run(stage, 100.0, None, 0.0)
@@ -192,23 +153,6 @@ def test_an_anchor_dispute_reverts_once_another_tier_confirms_the_move():
     assert d.mark.status is Status.HELD  # still a jump: it waits out the window opened at 600 s
     assert run(stage, 125.0, 125.1, 609.0).mark.status is Status.HELD
     assert run(stage, 125.0, 125.1, 610.0).mark.status is Status.OK
-
-
-def test_freeze_ticks_may_be_given_per_cell():
-    det = FreezeDetector(1, 3, [[2, 2, 0]])  # the third source updates rarely by design: never frozen
-    for tick in range(6):
-        out = det.update(np.array([[1.0 + tick, 5.0, 7.0]]))
-    assert out.tolist() == [[False, True, False]]
-
-
-def test_freeze_stays_silent_on_clean_venues_that_sometimes_repeat_a_price():
-    rng = np.random.default_rng(11)
-    det = FreezeDetector(2, 5, 20)
-    prices = np.full((2, 5), 100.0)
-    for _ in range(5000):
-        moves = rng.random((2, 5)) < 0.6  # a venue's mid often stays put for a tick or two
-        prices = np.where(moves, prices * (1 + rng.normal(0, 1e-4, (2, 5))), prices)
-        assert not det.update(prices).any()
 
 
 def test_the_anchor_window_slides_with_bounded_memory():

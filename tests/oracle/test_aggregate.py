@@ -450,17 +450,24 @@ def test_every_excluded_quote_is_listed_with_its_reason() -> None:
     assert (c.tier, c.price) == (1, 100.25)
 
 
-def test_frozen_cells_from_the_detector_are_excluded_as_frozen() -> None:
-    s = one_market("abcd")
+def test_a_frozen_quote_is_excluded_as_frozen_before_deviation() -> None:
+    # oracle/freeze.py: d sits at 100.75 while its peers' median climbs 2 %; after freeze_ticks it is
+    # reported as frozen, the first rule it fails, though it is beyond max_deviation_bps too.
+    s = one_market("abcd", freeze_ticks=2, max_deviation_bps=150)
     book = QuoteBook.for_settings(s)
-    for x in (q("a", 100.0), q("b", 100.25), q("c", 100.5), q("d", 100.75)):
-        book.update(x)
     agg = Aggregator(s, book)
-    agg.frozen = lambda block, prices: prices == 100.75
     seen: list[Candidate] = []
-    agg.run(book.snapshot(), NOW, lambda c: seen.extend(c) or accept(c))
-    assert [(e.source, e.reason) for e in seen[0].excluded] == [("d", Exclusion.FROZEN)]
-    assert seen[0].price == 100.25
+    for t, p in enumerate((100.0, 101.0, 102.0, 103.0)):
+        for x in (q("a", p, age=-t), q("b", p + 0.25, age=-t), q("c", p + 0.5, age=-t), q("d", 100.75, age=-t)):
+            book.update(x)
+        agg.run(book.snapshot(), NOW + t, lambda c: seen.extend(c) or accept(c))
+    assert [[(e.source, e.reason) for e in c.excluded] for c in seen] == [
+        [],
+        [],
+        [("d", Exclusion.FROZEN)],  # peers 1.2 % and 2.2 % away from 100.25 (above 25 bps) for two ticks
+        [("d", Exclusion.FROZEN)],
+    ]
+    assert seen[-1].price == 103.25
 
 
 # --- blocks and the raw pass ---------------------------------------------------------------------------

@@ -101,6 +101,12 @@ def test_check_config_of_production_config_exits_0_printing_json(capsys: pytest.
         "id": "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43",
     }
     assert data["dispute_token"] == "unset"
+    # Each source's freeze threshold, resolved (oracle/freeze.py): set for chainlink, by kind elsewhere.
+    assert {n: src["freeze_bps"] for n, src in data["sources"].items() if n in ("chainlink", "pyth", "okx")} == {
+        "chainlink": 100.0,
+        "pyth": 25.0,
+        "okx": 25.0,
+    }
 
 
 def test_check_config_as_a_real_subprocess_exits_0_printing_json() -> None:
