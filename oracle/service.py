@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import resource
 import signal
 import socket
 import time
@@ -43,6 +44,7 @@ from oracle.models import Mark, Quote
 from oracle.pipeline import Pipeline
 from oracle.publish import RedisPublisher
 from oracle.quotebook import QuoteBook
+from oracle.serving import HttpLimits, LimitedSite, limits_middleware, quiet_accept_errors
 from oracle.settings import Settings
 
 log = logging.getLogger("markd.service")
@@ -139,11 +141,20 @@ class Service:
 
     async def _start_http(self) -> None:
         svc = self.settings.service
-        # shutdown_timeout on the runner: aiohttp deprecates it on the site (a DeprecationWarning).
+        limits = HttpLimits(svc)  # no client may stop /healthz answering: see oracle.serving
+        soft_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limits.descriptors_needed() + 64 > soft_nofile:  # 64: Redis, venues, logs
+            log.warning(
+                "http_max_connections_over_descriptor_limit",
+                extra={"http_max_connections": limits.max_connections, "nofile": soft_nofile},
+            )
         app = build_app(self, dispute_routes(self.disputes))
-        self._http = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        app.middlewares.append(limits_middleware(limits))
+        quiet_accept_errors(asyncio.get_running_loop())
+        # shutdown_timeout on the runner: aiohttp deprecates it on the site (a DeprecationWarning).
+        self._http = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, **limits.handler_args())
         await self._http.setup()
-        site = web.TCPSite(self._http, svc.http_host, svc.http_port)
+        site = LimitedSite(self._http, svc.http_host, svc.http_port, limits)
         await site.start()
         self.http_port = self._http.addresses[0][1] if self._http.addresses else svc.http_port
         log.info("http_listening", extra={"host": svc.http_host, "port": self.http_port})

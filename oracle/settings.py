@@ -61,6 +61,13 @@ class ServiceSettings(_Strict):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 9108
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The HTTP server's defences against clients (see oracle.serving): open connections at most (the
+    # oldest idle one makes room for a new one), and how long a client may take to send its first
+    # request's headers, to stay idle between requests, and to have one request answered.
+    http_max_connections: PosInt = 256
+    http_header_timeout_ms: PosInt = 5000
+    http_idle_timeout_ms: PosInt = 30_000
+    http_request_timeout_ms: PosInt = 10_000
 
 
 class RedisSettings(_Strict):
