@@ -22,7 +22,9 @@ class DaemonView(Protocol):
     metrics: Metrics
     leading: bool  # this replica holds the lease and publishes (/readyz shows it)
 
-    def refresh_gauges(self) -> None: ...
+    async def render_metrics(self) -> bytes:
+        """The Prometheus text, rendered off the event loop."""
+        ...
 
     def liveness(self) -> tuple[bool, str]: ...
 
@@ -63,8 +65,7 @@ def _service(request: web.Request) -> DaemonView:
 
 async def metrics(request: web.Request) -> web.Response:
     service = _service(request)
-    service.refresh_gauges()
-    body = service.metrics.render()
+    body = await service.render_metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -4,6 +4,7 @@ own tick path (Service._tick_once) against a real redis-server, asked through re
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -158,3 +159,37 @@ async def test_the_tick_never_waits_for_the_dispute_events_writes(redis_server: 
     await asyncio.wait_for(recorder, 5.0)
     assert recorded == [f"tier_changed:{m}" for m in MARKETS]
     await replica.close()
+
+
+async def test_a_metrics_scrape_renders_off_the_loop_while_the_tick_goes_on(leader: Replica) -> None:
+    """At 5,000 markets the text takes seconds to render: it is made on a worker thread, so ticks go
+    on meanwhile, and scrapes that come during one render share it. Here the render is held until
+    the test has ticked: with the render on the loop, the tick could only run after it."""
+    order: list[str] = []
+    held = threading.Event()
+    render = leader.service.metrics.render
+    calls = 0
+
+    def slow_render() -> bytes:
+        nonlocal calls
+        calls += 1
+        held.wait(5.0)
+        order.append("rendered")
+        return render()
+
+    leader.service.metrics.render = slow_render  # type: ignore[method-assign]
+    scrapes = [asyncio.create_task(leader.client.get("/metrics")) for _ in range(2)]
+    await asyncio.sleep(0.05)  # both requests are in, the render has begun
+    leader.clock.advance(0.1)
+    await leader.tick(101.0)
+    order.append("ticked")
+    held.set()
+    responses = await asyncio.gather(*scrapes)
+    assert order == ["ticked", "rendered"] and calls == 1
+    texts = [await r.text() for r in responses]
+    assert texts[0] == texts[1]
+    assert 'markd_mark_price{market="BTC-USD"} 100.0' in texts[0]  # the marks as of the scrape's start
+    assert 'markd_quote_age_seconds{pair="ETH-USD",source="b"}' in texts[0]
+    leader.clock.advance(0.1)
+    text = await (await leader.client.get("/metrics")).text()  # a later scrape renders anew
+    assert 'markd_mark_price{market="BTC-USD"} 101.0' in text and calls == 2
