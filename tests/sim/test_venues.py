@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from oracle.clock import VirtualClock, WallClock
-from oracle.sim.market import VenueSpec
-from oracle.sim.venues import SimVenues
-from oracle.sim.venues.chainlink import FEEDS, LATEST_ROUND_DATA
+from oracle.sim.market import SimMarket, VenueSpec
+from oracle.sim.venues import DEFAULT_MARKETS, SimVenues
+from oracle.sim.venues.chainlink import FEEDS, LATEST_ROUND_DATA, WATCH_S
 from oracle.sim.venues.kraken import result_key
 from oracle.sim.venues.pyth import FEED_IDS
 
@@ -349,6 +349,56 @@ async def test_chainlink_latest_round_data(
     later = await _latest_round(http, url, eth)
     assert later["roundId"] == got["roundId"] + 1
     assert later["updatedAt"] == int(clock.now())
+
+
+async def test_chainlink_writes_rounds_like_the_aggregator_whoever_reads_it(http: aiohttp.ClientSession) -> None:
+    # A fast walk (vol 500 %) so that ETH crosses the 0.5 % threshold every minute or so.
+    clock = VirtualClock(1_700_000_000.0)
+    market = SimMarket(DEFAULT_MARKETS, clock=clock, seed=3, vols={"ETH-USD": 5.0})
+    async with SimVenues(market, venues=["chainlink"]) as sim:
+        feed, eth = sim["chainlink"], FEEDS["ETH-USD"]
+        url = sim.urls["chainlink"]["rest"]
+        first = await _latest_round(http, url, eth.address)
+        # The feed's nodes look at the market every second (what its own task does); nobody reads.
+        seen: list[int] = []
+        expected: list[tuple[int, int]] = []
+        last_answer, last_at = first["answer"], first["updatedAt"]
+        for _ in range(900):
+            clock.advance(1.0)
+            feed.write_rounds()
+            now, answer = int(clock.now()), feed.answer_now("ETH-USD")
+            seen.append(answer)
+            if abs(answer / last_answer - 1) >= eth.deviation or now - last_at >= eth.heartbeat_s:
+                last_answer, last_at = answer, now
+                expected.append((answer, now))
+        assert len(expected) >= 5  # it did write rounds, each only past 0.5 %
+        assert len(set(seen)) > 800  # while the market moved every second
+        clock.advance(2.0)  # a client reads a moment later (this seed stays within 0.5 % meanwhile)
+        assert abs(feed.answer_now("ETH-USD") / last_answer - 1) < eth.deviation
+        got = await _latest_round(http, url, eth.address)
+        assert (got["answer"], got["updatedAt"]) == expected[-1]  # the last round, at its own time
+        assert got["roundId"] == first["roundId"] + len(expected)
+
+
+async def test_chainlink_reads_never_write_a_round_and_its_own_task_writes_the_heartbeat(
+    http: aiohttp.ClientSession,
+) -> None:
+    clock = VirtualClock(1_700_000_000.0)
+    market = SimMarket(DEFAULT_MARKETS, clock=clock, seed=3, vols={"BTC-USD": 0.0})  # BTC stands still
+    async with SimVenues(market, venues=["chainlink"]) as sim:
+        url, btc = sim.urls["chainlink"]["rest"], FEEDS["BTC-USD"]
+        first = await _latest_round(http, url, btc.address)
+        for _ in range(5):
+            clock.advance(60)
+            assert await _latest_round(http, url, btc.address) == first  # reads change nothing
+        clock.set(first["updatedAt"] + btc.heartbeat_s)
+        heartbeat_at = int(clock.now())
+        await asyncio.sleep(WATCH_S * 6)  # its own task sees the heartbeat pass, with no reader
+        clock.advance(100)
+        beat = await _latest_round(http, url, btc.address)
+        assert beat["roundId"] == first["roundId"] + 1
+        assert beat["updatedAt"] == heartbeat_at  # the round's time, not the read's
+        assert beat["answer"] == first["answer"]  # a price that did not move keeps its answer
 
 
 async def test_chainlink_json_rpc_envelope(sim: SimVenues, http: aiohttp.ClientSession) -> None:

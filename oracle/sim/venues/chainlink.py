@@ -2,14 +2,22 @@
 
 A client calls an aggregator proxy's `latestRoundData()` (selector 0xfeaf968c) and gets five ABI
 words: roundId (phase << 64 | round), answer (8 decimals), startedAt, updatedAt, answeredInRound.
-`decimals()` (0x313ce567) answers 8. Like the real aggregators, a feed writes a new round only when
-the price has moved by its deviation threshold or its heartbeat has passed, so its answer lags the
-venues: that lag is what a fallback tier of this kind really looks like. Batches, `eth_chainId` and
-`eth_blockNumber` are answered too; an unknown method gets JSON-RPC error -32601.
+`decimals()` (0x313ce567) answers 8. Batches, `eth_chainId` and `eth_blockNumber` are answered too;
+an unknown method gets JSON-RPC error -32601.
+
+Like a real aggregator, each feed writes rounds on its own, whoever reads it: it watches the market
+(the median of its nodes: the true price with the venue's constant bias, no per-read noise) and
+writes a new round when that is its deviation threshold away from its last answer, or when its
+heartbeat has passed, with `updatedAt` the time of the round. Between rounds every read returns the
+same round, for minutes in a calm market: that silence, and the lag it means, is what a fallback
+tier of this kind really looks like. A read never writes a round (it only catches the feed up to
+now), and an outage of the RPC endpoint does not stop the feed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +31,7 @@ LATEST_ROUND_DATA = "0xfeaf968c"
 DECIMALS_SELECTOR = "0x313ce567"
 BLOCK0 = 18_600_000
 BLOCK_S = 12.0
+WATCH_S = 0.05  # real seconds between the feeds' looks at the market (finer than a block: updatedAt is exact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +64,35 @@ class Chainlink(VenueServer):
         super().__init__(*args, **kwargs)
         self._rounds: dict[str, Round] = {}
         self._t0 = self.clock.now()
+        self._writer: asyncio.Task[None] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/", self._rpc)]
+
+    async def start(self) -> dict[str, str]:
+        urls = await super().start()
+        self.write_rounds()  # every feed has a round before the first read
+        self._writer = asyncio.create_task(self._write_forever(), name="sim-chainlink-rounds")
+        return urls
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await super().stop()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_S)
+            self.write_rounds()
+
+    def write_rounds(self) -> None:
+        """Each feed looks at the market now and writes a round if one is due."""
+        for pair in self.pairs:
+            if pair in FEEDS:
+                self._round(pair)
 
     async def _rpc(self, request: web.Request) -> web.Response:
         body = parse_json(await request.text())
@@ -96,11 +131,16 @@ class Chainlink(VenueServer):
             return abi_words(r.round_id, r.answer, r.updated_at, r.updated_at, r.round_id)
         return "0x"
 
+    def answer_now(self, pair: str) -> int:
+        """What the feed's nodes report now: the true price with the venue's bias, in 8 decimals."""
+        true = self.quoter.market.pair_price(pair)
+        return round(true * (1.0 + self.spec.bias_bps * 1e-4) * 10**DECIMALS)
+
     def _round(self, pair: str) -> Round:
-        """The feed's latest round, writing a new one if the price moved enough or the heartbeat passed."""
+        """The feed's latest round, writing a new one first if the market moved past the feed's
+        deviation threshold from its last answer, or its heartbeat has passed."""
         feed, now = FEEDS[pair], int(self.clock.now())
-        t = self.ticker(pair)
-        answer = round((t.bid + t.ask) / 2 * 10**DECIMALS)
+        answer = self.answer_now(pair)
         last = self._rounds.get(pair)
         if last is None:
             last = Round((PHASE << 64) | 8000, answer, now)
