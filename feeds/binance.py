@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from feeds.adapter import Adapter, ParseResult, Request, about, get, obj, optional_price
-from oracle.models import Quote
+from feeds.adapter import Adapter, ParseResult, Request, Row, about, get, obj, optional_price
 
 
 class Binance(Adapter):
@@ -38,15 +37,15 @@ class Binance(Adapter):
         else:
             body = obj(doc, "frame")
             rows = [get(body, "data") if "stream" in body else body]  # a combined-stream wrapper, or one row
-        return self.resolve(rows, lambda row: self._row(row, received_ts))
+        return self.resolve(rows, lambda row: self._row(row))
 
-    def _row(self, row: Any, received_ts: float) -> Quote:
+    def _row(self, row: Any) -> Row:
         row = obj(row, "ticker")
         ws = "s" in row  # the stream abbreviates the REST field names
         pair = self.symbols.pair(get(row, "s" if ws else "symbol"))
         with about(pair):
             if not ws and "price" in row:  # /api/v3/ticker/price: a last price only
-                return self.book(pair, received_ts, last=optional_price(row, "price"))
+                return self.book(pair, last=optional_price(row, "price"))
             bid = optional_price(row, "b" if ws else "bidPrice")
             ask = optional_price(row, "a" if ws else "askPrice")
-            return self.book(pair, received_ts, bid=bid, ask=ask)
+            return self.book(pair, bid=bid, ask=ask)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from feeds.adapter import Adapter, ParseResult, Request, about, get, obj, optional_price, seconds
-from oracle.models import Quote
+from feeds.adapter import Adapter, ParseResult, Request, Row, about, get, obj, optional_price, seconds
 
 
 class Bitstamp(Adapter):
@@ -25,14 +24,13 @@ class Bitstamp(Adapter):
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         (pair,) = pairs
-        return self.resolve([doc], lambda row: self._row(pair, row, received_ts))
+        return self.resolve([doc], lambda row: self._row(pair, row))
 
-    def _row(self, pair: str, row: Any, received_ts: float) -> Quote:
+    def _row(self, pair: str, row: Any) -> Row:
         with about(pair):
             row = obj(row, "ticker")
             return self.book(
                 pair,
-                received_ts,
                 bid=optional_price(row, "bid"),
                 ask=optional_price(row, "ask"),
                 last=optional_price(row, "last"),

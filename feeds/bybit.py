@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from feeds.adapter import Adapter, ParseResult, Request, about, arr, get, obj, optional_price, seconds
+from feeds.adapter import Adapter, ParseResult, Request, Row, about, arr, get, obj, optional_price, seconds
 from feeds.errors import VenueRejected
-from oracle.models import Quote
 
 
 class Bybit(Adapter):
@@ -33,14 +32,13 @@ class Bybit(Adapter):
         rows = arr(get(obj(get(body, "result"), "result"), "list"), "list")
         # The answer lists every spot symbol: the ones this source does not serve are skipped.
         ours = [row for row in rows if isinstance(row, dict) and row.get("symbol") in self.symbols]
-        return self.resolve(ours, lambda row: self._row(row, received_ts, venue_ts))
+        return self.resolve(ours, lambda row: self._row(row, venue_ts))
 
-    def _row(self, row: Any, received_ts: float, venue_ts: float) -> Quote:
+    def _row(self, row: Any, venue_ts: float) -> Row:
         pair = self.symbols.pair(get(row, "symbol"))
         with about(pair):
             return self.book(
                 pair,
-                received_ts,
                 bid=optional_price(row, "bid1Price"),
                 ask=optional_price(row, "ask1Price"),
                 last=optional_price(row, "lastPrice"),

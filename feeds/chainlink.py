@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from feeds.adapter import Adapter, ParseResult, Request, about, obj, scaled, text
+from feeds.adapter import Adapter, ParseResult, Request, Row, about, obj, scaled, text
 from feeds.errors import BadPrice, SchemaError, StaleVenueTime, VenueRejected
-from oracle.models import Quote
 
 LATEST_ROUND_DATA = "0xfeaf968c"  # bytes4(keccak256("latestRoundData()"))
 _WORD = 64  # hex digits in a 32-byte ABI word
@@ -58,9 +57,9 @@ class Chainlink(Adapter):
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         (pair,) = pairs
-        return self.resolve([doc], lambda body: self._round(pair, body, received_ts))
+        return self.resolve([doc], lambda body: self._round(pair, body))
 
-    def _round(self, pair: str, body: Any, received_ts: float) -> Quote:
+    def _round(self, pair: str, body: Any) -> Row:
         with about(pair):
             body = obj(body, "answer")
             if "error" in body:
@@ -71,4 +70,4 @@ class Chainlink(Adapter):
             if answered_in < round_id:
                 raise StaleVenueTime(f"round {round_id} carries the answer of round {answered_in}")
             decimals = self.refs[pair].decimals or 0
-            return self.book(pair, received_ts, last=scaled(answer, -decimals), venue_ts=float(updated_at))
+            return self.book(pair, last=scaled(answer, -decimals), venue_ts=float(updated_at))

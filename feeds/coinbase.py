@@ -13,6 +13,7 @@ from feeds.adapter import (
     Adapter,
     ParseResult,
     Request,
+    Row,
     about,
     get,
     iso_seconds,
@@ -21,7 +22,6 @@ from feeds.adapter import (
     text,
 )
 from feeds.errors import VenueRejected
-from oracle.models import Quote
 
 
 class Coinbase(Adapter):
@@ -41,20 +41,19 @@ class Coinbase(Adapter):
         body = obj(doc, "frame")
         if self.transport == "rest":
             (pair,) = pairs
-            return self.resolve([body], lambda row: self._quote(pair, row, received_ts, "bid", "ask"))
+            return self.resolve([body], lambda row: self._quote(pair, row, "bid", "ask"))
         kind = text(body, "type")
         if kind == "error":
             raise VenueRejected(f"venue error: {body.get('message')!r} {body.get('reason')!r}")
         if kind != "ticker":  # subscriptions, heartbeat: nothing to quote
             return ParseResult()
         pair = self.symbols.pair(get(body, "product_id"))
-        return self.resolve([body], lambda row: self._quote(pair, row, received_ts, "best_bid", "best_ask"))
+        return self.resolve([body], lambda row: self._quote(pair, row, "best_bid", "best_ask"))
 
-    def _quote(self, pair: str, row: Any, received_ts: float, bid_key: str, ask_key: str) -> Quote:
+    def _quote(self, pair: str, row: Any, bid_key: str, ask_key: str) -> Row:
         with about(pair):
             return self.book(
                 pair,
-                received_ts,
                 bid=optional_price(row, bid_key),
                 ask=optional_price(row, ask_key),
                 last=optional_price(row, "price"),

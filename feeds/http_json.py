@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from feeds.adapter import Adapter, ParseResult, Request, about, get, number
-from oracle.models import Quote
+from feeds.adapter import Adapter, ParseResult, Request, Row, about, get, number
 
 
 def walk(doc: Any, segments: Sequence[str]) -> Any:
@@ -34,9 +33,9 @@ class HttpJson(Adapter):
         return [Request(self.base_url, pairs=tuple(self.refs))]
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
-        return self.resolve(self.refs, lambda pair: self._quote(pair, doc, received_ts))
+        return self.resolve(self.refs, lambda pair: self._quote(pair, doc))
 
-    def _quote(self, pair: str, doc: Any, received_ts: float) -> Quote:
+    def _quote(self, pair: str, doc: Any) -> Row:
         with about(pair):
             path, segments = self._paths[pair]
-            return self.book(pair, received_ts, last=number(walk(doc, segments), path))
+            return self.book(pair, last=number(walk(doc, segments), path))

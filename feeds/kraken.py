@@ -12,9 +12,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from feeds.adapter import Adapter, ParseResult, Request, about, arr, get, obj, price, split_pair
+from feeds.adapter import Adapter, ParseResult, Request, Row, about, arr, get, obj, price, split_pair
 from feeds.errors import UnknownPair, VenueRejected
-from oracle.models import Quote
 
 _ASSET = {"BTC": "XBT", "DOGE": "XDG"}
 # Assets whose legacy code carries an X (crypto) or Z (fiat) prefix in REST result keys.
@@ -58,7 +57,7 @@ class Kraken(Adapter):
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         if isinstance(doc, list):
-            return self._ws_ticker(doc, received_ts)
+            return self._ws_ticker(doc)
         body = obj(doc, "frame")
         if "event" in body:
             return self._ws_event(body)
@@ -67,12 +66,12 @@ class Kraken(Adapter):
             unknown = any("Unknown asset pair" in str(e) for e in errors)
             raise (UnknownPair(str(errors)) if unknown else VenueRejected(str(errors)))
         result = obj(get(body, "result"), "result")
-        return self.resolve(result.items(), lambda item: self._row(item, received_ts))
+        return self.resolve(result.items(), lambda item: self._row(item))
 
-    def _ws_ticker(self, msg: list[Any], received_ts: float) -> ParseResult:
+    def _ws_ticker(self, msg: list[Any]) -> ParseResult:
         if len(msg) != 4 or get(msg, 2) != "ticker":
             return ParseResult()  # another channel's message
-        return self.resolve([(get(msg, 3), get(msg, 1))], lambda item: self._row(item, received_ts))
+        return self.resolve([(get(msg, 3), get(msg, 1))], lambda item: self._row(item))
 
     def _ws_event(self, body: Any) -> ParseResult:
         # heartbeat, systemStatus and successful subscriptions need nothing; a refused pair does.
@@ -82,14 +81,13 @@ class Kraken(Adapter):
             raise UnknownPair(str(body.get("errorMessage")), pair)
         return ParseResult()
 
-    def _row(self, item: tuple[Any, Any], received_ts: float) -> Quote:
+    def _row(self, item: tuple[Any, Any]) -> Row:
         symbol, row = item
         pair = self.symbols.pair(symbol)
         with about(pair):
             row = obj(row, "ticker")
             return self.book(
                 pair,
-                received_ts,
                 bid=price(get(row, "b"), 0),
                 ask=price(get(row, "a"), 0),
                 last=price(get(row, "c"), 0),

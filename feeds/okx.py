@@ -14,6 +14,7 @@ from feeds.adapter import (
     Adapter,
     ParseResult,
     Request,
+    Row,
     about,
     arr,
     get,
@@ -22,7 +23,6 @@ from feeds.adapter import (
     seconds,
 )
 from feeds.errors import UnknownPair, VenueRejected
-from oracle.models import Quote
 
 # OKX codes for "no such instrument": REST 51001, WebSocket 60018.
 _UNKNOWN_INSTRUMENT = frozenset({"51001", "60018"})
@@ -58,20 +58,19 @@ class Okx(Adapter):
         if body.get("code", "0") != "0":  # REST: an HTTP 200 that refuses the request
             raise _refusal(body)
         rows = arr(get(body, "data"), "data")
-        return self.resolve(rows, lambda row: self._row(row, received_ts))
+        return self.resolve(rows, lambda row: self._row(row))
 
     def _event(self, body: Any) -> ParseResult:
         if body.get("event") == "error":
             raise _refusal(body)
         return ParseResult()  # subscribe acknowledgements
 
-    def _row(self, row: Any, received_ts: float) -> Quote:
+    def _row(self, row: Any) -> Row:
         row = obj(row, "ticker")
         pair = self.symbols.pair(get(row, "instId"))
         with about(pair):
             return self.book(
                 pair,
-                received_ts,
                 bid=optional_price(row, "bidPx"),
                 ask=optional_price(row, "askPx"),
                 last=optional_price(row, "last"),

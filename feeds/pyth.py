@@ -14,6 +14,7 @@ from feeds.adapter import (
     Adapter,
     ParseResult,
     Request,
+    Row,
     about,
     arr,
     get,
@@ -23,7 +24,6 @@ from feeds.adapter import (
     seconds,
     text,
 )
-from oracle.models import Quote
 
 
 def _feed_id(value: str) -> str:
@@ -45,16 +45,15 @@ class Pyth(Adapter):
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         feeds = doc if isinstance(doc, list) else get(obj(doc, "frame"), "parsed")
-        return self.resolve(arr(feeds, "parsed"), lambda feed: self._feed(feed, received_ts))
+        return self.resolve(arr(feeds, "parsed"), lambda feed: self._feed(feed))
 
-    def _feed(self, feed: Any, received_ts: float) -> Quote:
+    def _feed(self, feed: Any) -> Row:
         pair = self.symbols.pair(_feed_id(text(obj(feed, "feed"), "id")))
         with about(pair):
             block = obj(get(feed, "price"), "price")
             expo = integer(get(block, "expo"), "expo")
             return self.book(
                 pair,
-                received_ts,
                 last=scaled(integer(get(block, "price"), "price"), expo),
                 confidence=scaled(integer(get(block, "conf"), "conf"), expo),
                 venue_ts=seconds(get(block, "publish_time"), "publish_time"),

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from feeds.adapter import QuoteBatch
 from feeds.runner import FeedRunner
 from oracle.clock import Clock, WallClock
 from oracle.metrics import Metrics
@@ -40,7 +41,12 @@ async def record(
     clock = clock or WallClock()
     async with aiohttp.ClientSession() as session:
         with TicksWriter(out_path, clock) as writer:
-            runner = FeedRunner(settings, session, clock, metrics or Metrics(), writer.write, **runner_options)
+
+            def write(batch: QuoteBatch) -> None:
+                for quote in batch.quotes():  # a person reads the ticks file: Quote objects here
+                    writer.write(quote)
+
+            runner = FeedRunner(settings, session, clock, metrics or Metrics(), write, **runner_options)
             task = asyncio.create_task(runner.run(), name="record")
             try:
                 if seconds is None:

@@ -1,13 +1,14 @@
 """The feed runner: one supervised task per configured source, feeding quotes to a callback.
 
-    runner = FeedRunner(settings, session, clock, metrics, on_quote)
+    runner = FeedRunner(settings, session, clock, metrics, on_batch)
     await runner.run()          # until cancelled; cancellation closes every connection
 
 Each source serves the (pair, SourceRef) entries that the markets' tiers name for it. Its task
-loops: open the transport, parse every frame, hand each quote to `on_quote`; on a failure count
-its code, mark the source down, back off (honouring Retry-After) and start again. Nothing but
-cancellation leaves a source task. Big frames are parsed in a worker process (feeds.parsing), so
-no venue can hold the event loop; only a connection that stays healthy resets its backoff.
+loops: open the transport, parse every frame, hand each frame's quotes (one QuoteBatch of columns)
+to `on_batch`; on a failure count its code, mark the source down, back off (honouring Retry-After)
+and start again. Nothing but cancellation leaves a source task. Big frames are parsed in a worker
+process (feeds.parsing), so no venue can hold the event loop; only a connection that stays healthy
+resets its backoff.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from feeds.adapter import Adapter
+from feeds.adapter import Adapter, QuoteBatch
 from feeds.errors import TransportError
 from feeds.parsing import FrameParser
 from feeds.registry import adapter_class
@@ -28,14 +29,13 @@ from feeds.transport import Frame, RestPoller, WsClient
 from oracle.backoff import Backoff
 from oracle.clock import Clock
 from oracle.metrics import Metrics
-from oracle.models import Quote
 from oracle.settings import ConfigError, Settings, SourceRef, SourceSettings
 
 __all__ = ["FeedRunner", "SourceFeed", "build_adapters", "refs_by_source"]
 
 log = logging.getLogger(__name__)
 
-OnQuote = Callable[[Quote], None]
+OnBatch = Callable[[QuoteBatch], None]  # a frame's quotes as columns (feeds.adapter.QuoteBatch)
 
 
 def refs_by_source(settings: Settings) -> dict[str, list[SourceRef]]:
@@ -73,7 +73,7 @@ class SourceFeed:
         session: aiohttp.ClientSession,
         clock: Clock,
         metrics: Metrics,
-        on_quote: OnQuote,
+        on_batch: OnBatch,
         *,
         backoff: Backoff,
         silence_polls: float,
@@ -85,7 +85,7 @@ class SourceFeed:
         self.session = session
         self.clock = clock
         self.metrics = metrics
-        self.on_quote = on_quote
+        self.on_batch = on_batch
         self.backoff = backoff
         self.silence_polls = silence_polls
         self.parser = parser or FrameParser()
@@ -149,10 +149,9 @@ class SourceFeed:
         for error in result.errors:
             log.debug("source %s: %s %s: %s", self.name, error.code, error.pair or "frame", error.detail)
             self._error(error.code)
-        if result.quotes:
-            self.metrics.quote_received(self.name, len(result.quotes))
-            for quote in result.quotes:
-                self._deliver(quote)
+        if result.batch is not None:
+            self.metrics.quote_received(self.name, len(result.batch))
+            self._deliver(result.batch)
             # Only quotes prove recovery, and only a steady flow of them: a venue that sends one good
             # quote per connection and then drops us must keep backing off (see Backoff.healthy).
             self.backoff.healthy(frame.received_ts)
@@ -160,11 +159,11 @@ class SourceFeed:
         elif any(e.pair is None for e in result.errors):
             self.metrics.set_source_up(self.name, False)  # the whole frame was unusable
 
-    def _deliver(self, quote: Quote) -> None:
+    def _deliver(self, batch: QuoteBatch) -> None:
         try:
-            self.on_quote(quote)
+            self.on_batch(batch)
         except Exception:  # the consumer's bug must not take the feed down
-            log.exception("source %s: on_quote failed for %s", self.name, quote.pair)
+            log.exception("source %s: on_batch failed for %s", self.name, ",".join(batch.pair[:5]))
             self._error("internal")
 
     def _error(self, code: str) -> None:
@@ -186,7 +185,7 @@ class FeedRunner:
         session: aiohttp.ClientSession,
         clock: Clock,
         metrics: Metrics,
-        on_quote: OnQuote,
+        on_batch: OnBatch,
         *,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -203,7 +202,7 @@ class FeedRunner:
                 session,
                 clock,
                 metrics,
-                on_quote,
+                on_batch,
                 backoff=Backoff(
                     backoff_initial_s, backoff_max_s, random.Random(rng.random()), healthy_s=backoff_healthy_s
                 ),

@@ -1,8 +1,9 @@
 """The QuoteBook: the latest quote per (source, pair), kept in flat numpy arrays.
 
-Adapters write quotes in as they arrive; each tick the aggregator copies the arrays into a
-preallocated `BookSnapshot` (no allocation per tick) and works on that consistent view. Slots are
-fixed at construction from the config, so a quote for a pair nobody configured is refused, not stored.
+Quotes come in as columns, a whole venue frame in one vectorised `write` (the daemon's feeds and the
+replay harness take this one path); each tick the aggregator copies the arrays into a preallocated
+`BookSnapshot` (no allocation per tick) and works on that consistent view. Slots are fixed at
+construction from the config, so a quote for a pair nobody configured is refused, not stored.
 Every array has one extra slot at the end that stays empty: the aggregator's padding points there.
 """
 
@@ -37,11 +38,34 @@ class BookSnapshot:
         return cls(*(np.full(n_slots + 1, np.nan) for _ in _FIELDS))
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class QuoteColumns:
+    """Quotes as columns, NaN = absent; `slot` is each row's QuoteBook slot (-1: not configured)."""
+
+    slot: np.ndarray
+    price: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    venue_ts: np.ndarray
+    received_ts: np.ndarray
+    confidence: np.ndarray
+
+    def take(self, idx: np.ndarray) -> QuoteColumns:
+        return QuoteColumns(*(getattr(self, f)[idx] for f in self.__slots__))
+
+
+_SLOT_MEMO = 256  # pair lists remembered per source: a poller asks for the same list every time
+
+
 class QuoteBook:
     def __init__(self, keys: Iterable[tuple[str, str]]) -> None:
         self.keys: list[tuple[str, str]] = list(dict.fromkeys(keys))
         self.slot: dict[tuple[str, str], int] = {k: i for i, k in enumerate(self.keys)}
         self._live = BookSnapshot.empty(len(self.keys))
+        self._by_source: dict[str, dict[str, int]] = {}
+        for (source, pair), i in self.slot.items():
+            self._by_source.setdefault(source, {})[pair] = i
+        self._memo: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
 
     @classmethod
     def for_settings(cls, settings: Settings) -> QuoteBook:
@@ -51,48 +75,67 @@ class QuoteBook:
     def empty_slot(self) -> int:
         return len(self.keys)
 
-    def update(self, quote: Quote) -> bool:
-        """Store the quote as its source's latest for the pair; False if nobody configured that pair.
+    def slots(self, source: str, pairs: tuple[str, ...]) -> np.ndarray:
+        """Each pair's slot for `source` (-1: not configured), remembered per pair list."""
+        key = (source, pairs)
+        found = self._memo.get(key)
+        if found is None:
+            own = self._by_source.get(source, {})
+            found = np.array([own.get(p, -1) for p in pairs], dtype=np.intp)
+            if len(self._memo) >= _SLOT_MEMO * max(1, len(self._by_source)):
+                self._memo.clear()  # a WebSocket's one-pair frames come in few shapes; never grow without end
+            self._memo[key] = found
+        return found
 
-        A quote received before the stored one (a late REST answer overtaken by a WS push) is dropped,
-        so the book never goes back in time.
-        """
-        i = self.slot.get((quote.source, quote.pair))
-        if i is None:
-            return False
+    def write(self, q: QuoteColumns) -> int:
+        """Store a batch of quotes, each as its source's latest for its pair, exactly as one by one in
+        row order; returns how many were stored. A row for a pair nobody configured is refused, and so
+        is one received before the stored quote of its slot (a late REST answer overtaken by a WS
+        push): the book never goes back in time. Of several rows of one slot, the latest received
+        wins (the last of them on a tie), as it would row by row."""
+        known = q.slot >= 0
+        if not known.all():
+            q = q.take(known)
+        if len(q.slot) > 1 and len(np.unique(q.slot)) < len(q.slot):
+            order = np.lexsort((np.arange(len(q.slot)), q.received_ts, q.slot))  # by slot, time, row
+            last_of_slot = np.append(q.slot[order[1:]] != q.slot[order[:-1]], True)
+            q = q.take(order[last_of_slot])
         live = self._live
-        if live.received_ts[i] > quote.received_ts:
-            return False
-        live.price[i] = quote.price
-        live.bid[i] = _num(quote.bid)
-        live.ask[i] = _num(quote.ask)
-        live.venue_ts[i] = _num(quote.venue_ts)
-        live.received_ts[i] = quote.received_ts
-        live.confidence[i] = _num(quote.confidence)
-        live.half_width[i] = _half_width(quote)
-        return True
+        fresh = ~(live.received_ts[q.slot] > q.received_ts)  # NaN (empty slot) takes anything
+        if not fresh.all():
+            q = q.take(fresh)
+        slot = q.slot
+        live.price[slot] = q.price
+        live.bid[slot] = q.bid
+        live.ask[slot] = q.ask
+        live.venue_ts[slot] = q.venue_ts
+        live.received_ts[slot] = q.received_ts
+        live.confidence[slot] = q.confidence
+        live.half_width[slot] = half_width(q.bid, q.ask, q.confidence)
+        return len(slot)
 
-    def update_rows(
+    def write_frame(
         self,
-        slot: np.ndarray,
+        source: str,
+        pairs: tuple[str, ...],
+        received_ts: float,
         price: np.ndarray,
         bid: np.ndarray,
         ask: np.ndarray,
         venue_ts: np.ndarray,
-        received_ts: np.ndarray,
-    ) -> None:
-        """Store a batch of quotes (columns, NaN = absent, no confidence) exactly as `update` would
-        one by one, for a batch that names each slot at most once and holds nothing older than the
-        book: what a replay feeds between two ticks, read in time order. The replay's bulk path."""
-        live = self._live
-        live.price[slot] = price
-        live.bid[slot] = bid
-        live.ask[slot] = ask
-        live.venue_ts[slot] = venue_ts
-        live.received_ts[slot] = received_ts
-        live.confidence[slot] = np.nan
-        spread = (ask - bid) / 2.0
-        live.half_width[slot] = np.where(np.isnan(spread), 0.0, spread)
+        confidence: np.ndarray,
+    ) -> int:
+        """One venue frame's quotes (one source, one receive time), as `write` stores them."""
+        slot = self.slots(source, pairs)
+        received = np.full(len(pairs), received_ts)
+        return self.write(QuoteColumns(slot, price, bid, ask, venue_ts, received, confidence))
+
+    def update(self, quote: Quote) -> bool:
+        """One Quote object through `write`; False if it was refused (for tests and one-off quotes)."""
+        cols = [np.array([_num(x)]) for x in (quote.price, quote.bid, quote.ask, quote.venue_ts, quote.confidence)]
+        slot = np.array([self.slot.get((quote.source, quote.pair), -1)], dtype=np.intp)
+        price, bid, ask, venue_ts, confidence = cols
+        return self.write(QuoteColumns(slot, price, bid, ask, venue_ts, np.array([quote.received_ts]), confidence)) == 1
 
     def snapshot(self, out: BookSnapshot | None = None) -> BookSnapshot:
         """Copy the live arrays into `out` (reused across ticks) and return it."""
@@ -124,12 +167,10 @@ class QuoteBook:
         )
 
 
-def _half_width(q: Quote) -> float:
-    if q.confidence is not None:
-        return q.confidence
-    if q.bid is not None and q.ask is not None:
-        return (q.ask - q.bid) / 2.0
-    return 0.0
+def half_width(bid: np.ndarray, ask: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """A quote's own uncertainty: its confidence, else half its bid/ask spread, else 0."""
+    spread = (ask - bid) / 2.0
+    return np.where(np.isnan(confidence), np.where(np.isnan(spread), 0.0, spread), confidence)
 
 
 def _num(x: float | None) -> float:

@@ -34,6 +34,7 @@ from disputes.notify import Notifier
 from disputes.service import DisputeService
 from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
+from feeds.adapter import QuoteBatch
 from feeds.runner import FeedRunner
 from oracle.client import MarkReader
 from oracle.clock import Clock, WallClock
@@ -41,7 +42,7 @@ from oracle.connection import redact
 from oracle.http import build_app
 from oracle.leader import LeaderLease, LeaseKeeper
 from oracle.metrics import Metrics
-from oracle.models import Mark, Quote
+from oracle.models import Mark
 from oracle.pipeline import Pipeline
 from oracle.publish import RedisPublisher
 from oracle.quotebook import QuoteBook
@@ -100,7 +101,7 @@ class Service:
     async def run(self) -> None:
         """Run until stop(); always cleans up."""
         async with aiohttp.ClientSession() as session:
-            feeds = FeedRunner(self.settings, session, self.clock, self.metrics, self._on_quote)
+            feeds = FeedRunner(self.settings, session, self.clock, self.metrics, self._on_batch)
             await self._start_http()
             await self._restore()
             self.notifier.start(session)
@@ -259,9 +260,11 @@ class Service:
                 self.metrics.set_quote_age(source, pair, max(0.0, now - ts))
         return self.metrics.render()
 
-    def _on_quote(self, quote: Quote) -> None:
+    def _on_batch(self, batch: QuoteBatch) -> None:
+        """A venue frame's quotes, into the book in one write."""
         if self._taking_quotes:
-            self.book.update(quote)
+            b = batch
+            self.book.write_frame(b.source, b.pair, b.received_ts, b.price, b.bid, b.ask, b.venue_ts, b.confidence)
 
     # --- what HTTP reads ---
     def current_marks(self) -> dict[str, tuple[Mark, bool]]:

@@ -2,8 +2,10 @@
 
 Ticks fall on the absolute grid of `tick_ms` (multiples of it in Unix time, as in the daemon), so a
 replay of a recorded session ticks at the same instants the daemon did. Before each tick, every quote
-received up to that instant enters the QuoteBook; then `Pipeline.tick` runs exactly as live, and the
-marks due go to an in-memory sink with the publisher's seq rules. Nothing sleeps: time jumps.
+received up to that instant enters the QuoteBook through the daemon's own `QuoteBook.write`, after
+the live parser's checks on whole rows (`feeds.adapter.row_problems`: a crossed book or a venue time
+older than the source's `heartbeat_s` never reaches the book); then `Pipeline.tick` runs exactly as
+live, and the marks due go to an in-memory sink with the publisher's seq rules. Nothing sleeps.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import numpy as np
 
 from disputes.model import Dispute
 from disputes.stage import DisputeStage
+from feeds.adapter import CROSSED, STALE_VENUE_TIME, row_problems
 from oracle.metrics import Metrics
 from oracle.models import Mark, Status
 from oracle.pipeline import Pipeline
 from oracle.publish import MemorySink
-from oracle.quotebook import QuoteBook
+from oracle.quotebook import QuoteBook, QuoteColumns
 from oracle.settings import Settings
 from oracle.ticks import Ticks
 
@@ -85,6 +88,7 @@ async def _replay(
     markets = pipeline.aggregator.plan.markets
     series = {m: _empty_series(len(grid)) for m in markets}
     result = RunResult(grid, [], [], series, [], {m: [] for m in markets})
+    ticks = checked(ticks, settings)
     feed = _Feeder(ticks, book, grid)
     started = time.perf_counter()
     for k, t in enumerate(grid.tolist()):
@@ -108,18 +112,39 @@ async def _replay(
     return result
 
 
-class _Feeder:
-    """Hands the QuoteBook, before tick k, every quote received up to grid[k], as columns.
+def checked(ticks: Ticks, settings: Settings) -> Ticks:
+    """The rows the live parser would let through: no crossed book, no venue time older than the
+    source's `heartbeat_s`; a one-sided book loses its side, as live (the price stays the row's)."""
+    heartbeat: dict[tuple[str, str], float] = {}
+    for market in settings.markets.values():
+        for tier in market.tiers:
+            for ref in tier:  # the adapter keeps a (source, pair)'s first ref, and so does this
+                heartbeat.setdefault((ref.source, ref.pair), math.nan if ref.heartbeat_s is None else ref.heartbeat_s)
+    limit = np.array([heartbeat.get(k, math.nan) for k in ticks.keys])[ticks.feed]
+    problem = row_problems(ticks.bid, ticks.ask, ticks.price, ticks.venue_ts, ticks.ts, limit)
+    keep = (problem != CROSSED) & (problem != STALE_VENUE_TIME)
+    if not keep.all():
+        ticks = ticks.take(keep)
+    one_sided = np.isnan(ticks.bid) != np.isnan(ticks.ask)
+    if one_sided.any():
+        bid, ask = np.where(one_sided, np.nan, ticks.bid), np.where(one_sided, np.nan, ticks.ask)
+        ticks = Ticks(ticks.keys, ticks.feed, ticks.ts, ticks.price, bid, ask, ticks.venue_ts)
+    return ticks
 
-    The daemon calls `QuoteBook.update` once per quote as it arrives; here the rows between two ticks
-    go in as one `update_rows` batch. The two are the same because the rows are in time order (the
-    book never sees an older quote) and, of several rows of one slot between two ticks, only the last
-    is kept: the earlier ones would have been overwritten before the tick looked at the book.
+
+class _Feeder:
+    """Hands the QuoteBook, before tick k, every quote received up to grid[k], as one `write`.
+
+    The daemon writes each venue frame as it arrives; here the rows between two ticks go in as one
+    batch. The two are the same because the rows are in time order (the book never sees an older
+    quote) and, of several rows of one slot between two ticks, only the last counts: the earlier ones
+    would have been overwritten before the tick looked at the book (dropped here up front, so that
+    each write names a slot once).
     """
 
     def __init__(self, ticks: Ticks, book: QuoteBook, grid: np.ndarray) -> None:
         self.book = book
-        slot_of_key = np.array([book.slot.get(k, book.empty_slot) for k in ticks.keys], dtype=np.intp)
+        slot_of_key = np.array([book.slot.get(k, -1) for k in ticks.keys], dtype=np.intp)
         slot = slot_of_key[ticks.feed] if len(ticks) else np.zeros(0, dtype=np.intp)
         batch = np.searchsorted(grid, ticks.ts, side="left")  # tick k takes the rows with ts <= grid[k]
         order = np.lexsort((np.arange(len(slot)), slot))  # by slot, then time
@@ -137,7 +162,8 @@ class _Feeder:
         a, b = self.start[k], self.end[k]
         if a < b:
             price, bid, ask, venue_ts, ts = self.cols
-            self.book.update_rows(self.slot[a:b], price[a:b], bid[a:b], ask[a:b], venue_ts[a:b], ts[a:b])
+            conf = np.full(b - a, np.nan)  # the ticks file has no confidence column yet
+            self.book.write(QuoteColumns(self.slot[a:b], price[a:b], bid[a:b], ask[a:b], venue_ts[a:b], ts[a:b], conf))
 
 
 def _empty_series(n: int) -> Series:

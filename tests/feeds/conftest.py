@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from feeds.adapter import QuoteBatch
 from feeds.runner import FeedRunner
 from oracle.metrics import Metrics
 from oracle.models import Quote
@@ -53,12 +54,15 @@ class Feed:
         self.metrics = Metrics()
         self.clock = FastClock()
         self.quotes: list[Quote] = []
+        self.batches: list[QuoteBatch] = []  # one per frame, as the runner hands them on
+
+    def _take(self, batch: QuoteBatch) -> None:
+        self.batches.append(batch)
+        self.quotes.extend(batch.quotes())
 
     async def __aenter__(self) -> Feed:
         self.session = aiohttp.ClientSession()
-        self.runner = FeedRunner(
-            self.settings, self.session, self.clock, self.metrics, self.quotes.append, **RUNNER_OPTIONS
-        )
+        self.runner = FeedRunner(self.settings, self.session, self.clock, self.metrics, self._take, **RUNNER_OPTIONS)
         self.task = asyncio.create_task(self.runner.run())
         return self
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from feeds.adapter import Adapter, ParseResult, integer, iso_seconds, number, scaled
+from feeds.adapter import Adapter, ParseResult, decode, integer, iso_seconds, number, scaled
 from feeds.chainlink import decode_round, encode_round
-from feeds.errors import BadPrice, SchemaError
+from feeds.errors import BadPrice, DecodeError, SchemaError
 from feeds.kraken import Kraken
 from feeds.registry import ADAPTERS, adapter_class
 from oracle.models import Quote
@@ -391,3 +392,20 @@ def test_integer_refuses_floats_and_digits_past_the_int_limit():
     for value in (1.5, True, "9" * 5000):
         with pytest.raises(SchemaError):
             integer(value)
+
+
+def test_the_fast_decoder_reads_every_fixture_exactly_as_the_standard_library(shared_dir: Path):
+    bodies = [p.read_bytes() for p in sorted((shared_dir / "fixtures" / "payloads").rglob("*.json"))]
+    assert len(bodies) > 10
+    for body in bodies:
+        assert decode(body) == json.loads(body)
+
+
+def test_what_the_fast_decoder_refuses_or_rounds_decodes_as_json_does():
+    # A NaN literal (refused later as a bad price, not as undecodable), an integer past 64 bits (a
+    # Chainlink uint256: orjson would round it to a float), a lone surrogate.
+    assert math.isnan(decode(b'{"p": NaN}')["p"])
+    assert decode(b'{"answer": 123456789012345678901234567890}')["answer"] == 123456789012345678901234567890
+    assert decode('"\\ud800"') == "\ud800"
+    with pytest.raises(DecodeError):
+        decode(b"{not json")

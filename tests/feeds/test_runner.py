@@ -8,9 +8,9 @@ import logging
 import aiohttp
 import pytest
 
+from feeds.adapter import QuoteBatch
 from feeds.runner import FeedRunner, build_adapters, refs_by_source
 from oracle.metrics import Metrics
-from oracle.models import Quote
 from oracle.settings import ConfigError, Settings
 from tests.feeds.conftest import POLL_MS, RUNNER_OPTIONS, TIMEOUT_MS, Feed, settings_for, until
 from tests.feeds.fakes import BTC_FEED, FastClock
@@ -89,19 +89,19 @@ async def test_sources_run_side_by_side_and_a_dead_one_does_not_stop_the_others(
         assert feed.metrics.registry.get_sample_value("markd_quotes_total", {"source": "okx"}) >= 1
 
 
-async def test_a_failing_on_quote_is_logged_and_counted_and_the_feed_goes_on(venues, rest_case, caplog):
+async def test_a_failing_on_batch_is_logged_and_counted_and_the_feed_goes_on(venues, rest_case, caplog):
     case = rest_case("bitstamp")
     venue = await venues(case)
-    calls: list[Quote] = []
+    calls: list[QuoteBatch] = []
 
-    def on_quote(q: Quote) -> None:
-        calls.append(q)
+    def on_batch(b: QuoteBatch) -> None:
+        calls.append(b)
         if len(calls) == 1:
             raise RuntimeError("consumer bug")
 
     metrics = Metrics()
     async with aiohttp.ClientSession() as session:
-        runner = FeedRunner(settings_for(case, venue.url), session, FastClock(), metrics, on_quote, **RUNNER_OPTIONS)
+        runner = FeedRunner(settings_for(case, venue.url), session, FastClock(), metrics, on_batch, **RUNNER_OPTIONS)
         task = asyncio.create_task(runner.run())
         await until(lambda: len(calls) >= 3)
         assert not task.done()
@@ -110,7 +110,7 @@ async def test_a_failing_on_quote_is_logged_and_counted_and_the_feed_goes_on(ven
             await task
     labels = {"source": "bitstamp", "code": "internal"}
     assert metrics.registry.get_sample_value("markd_source_errors_total", labels) == 1
-    assert any(r.levelno == logging.ERROR and "on_quote failed" in r.getMessage() for r in caplog.records)
+    assert any(r.levelno == logging.ERROR and "on_batch failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_cancellation_closes_every_connection_and_marks_the_source_down(venues, ws_case):

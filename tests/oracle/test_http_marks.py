@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from feeds.adapter import QuoteBatch
 from oracle.clock import VirtualClock
 from oracle.http import build_app
 from oracle.models import Quote
@@ -39,8 +40,9 @@ class _Leader:
 
 
 async def _ticked(service: Service, clock: VirtualClock) -> dict[str, Any]:
-    for i, source in enumerate(SOURCES):
-        service._on_quote(Quote(source, "BTC-USD", 30_000.0 + i, clock.now() - 0.1, None, None))
+    quotes = [Quote(source, "BTC-USD", 30_000.0 + i, clock.now() - 0.1) for i, source in enumerate(SOURCES)]
+    for batch in QuoteBatch.of(quotes):
+        service._on_batch(batch)
     await service._tick_once()
     client = TestClient(TestServer(build_app(service)))
     await client.start_server()

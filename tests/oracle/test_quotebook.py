@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from oracle.models import Quote
-from oracle.quotebook import QuoteBook
+from oracle.quotebook import QuoteBook, QuoteColumns
 
 from .helpers import NOW, config, refs
 
@@ -98,3 +98,48 @@ def test_snapshot_is_a_copy_not_a_view() -> None:
     book.update(Quote("a", "BTC-USD", 200.0, NOW + 1))
     assert snap.price[0] == 100.0
     assert book.snapshot().price[0] == 200.0
+
+
+def _row_by_row(book: QuoteBook, cols: QuoteColumns) -> dict[int, tuple[float, float]]:
+    """The book's rule applied one row at a time, independently of `write`: slot -> (price, received)."""
+    stored: dict[int, tuple[float, float]] = {}
+    for slot, price, ts in zip(cols.slot.tolist(), cols.price.tolist(), cols.received_ts.tolist(), strict=True):
+        if slot >= 0 and not (slot in stored and stored[slot][1] > ts):
+            stored[slot] = (price, ts)
+    return stored
+
+
+def test_one_write_of_a_batch_stores_what_row_by_row_updates_would() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        book = _book()
+        n = int(rng.integers(1, 30))
+        slot = rng.integers(-1, 5, n)  # -1: a pair nobody configured; repeats of one slot; out of order
+        received = NOW + rng.integers(0, 4, n).astype(float)
+        nan = np.full(n, np.nan)
+        cols = QuoteColumns(slot, np.arange(n, dtype=float) + 1.0, nan, nan, nan, received, nan)
+        want = _row_by_row(book, cols)
+        assert book.write(cols) == len(want)
+        snap = book.snapshot()
+        got = {i: (snap.price[i], snap.received_ts[i]) for i in range(5) if not math.isnan(snap.received_ts[i])}
+        assert got == want
+
+
+def test_a_write_never_takes_a_row_older_than_the_book() -> None:
+    book = _book()
+    book.update(Quote("a", "BTC-USD", 101.0, NOW))
+    one = np.array([np.nan])
+    older = QuoteColumns(np.array([0]), np.array([99.0]), one, one, one, np.array([NOW - 1]), one)
+    assert book.write(older) == 0
+    assert book.latest("a", "BTC-USD") == Quote("a", "BTC-USD", 101.0, NOW)
+
+
+def test_a_frame_goes_in_by_source_and_pair_names_and_keeps_its_confidence() -> None:
+    book = _book()
+    nan = np.full(3, np.nan)
+    pairs = ("BTC-USD", "XRP-USD", "ETH-USD")  # XRP-USD: not configured for source b
+    stored = book.write_frame("b", pairs, NOW, np.array([100.0, 1.0, 10.0]), nan, nan, nan, np.array([0.5, 1, 2]))
+    assert stored == 2
+    assert book.latest("b", "BTC-USD") == Quote("b", "BTC-USD", 100.0, NOW, confidence=0.5)
+    assert book.latest("b", "ETH-USD") == Quote("b", "ETH-USD", 10.0, NOW, confidence=2.0)
+    assert book.snapshot().half_width[book.slot[("b", "ETH-USD")]] == 2.0

@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from feeds.adapter import QuoteBatch
 from oracle.clock import VirtualClock
 from oracle.http import build_app
 from oracle.models import Quote
@@ -47,9 +48,9 @@ class Replica:
         self.client = TestClient(TestServer(build_app(self.service)))
 
     async def tick(self, price: float = 100.0) -> None:
-        for market in MARKETS:
-            for source in SOURCES:
-                self.service._on_quote(Quote(source, market, price, self.clock.now()))
+        quotes = [Quote(source, market, price, self.clock.now()) for market in MARKETS for source in SOURCES]
+        for batch in QuoteBatch.of(quotes):
+            self.service._on_batch(batch)
         await self.service._tick_once()
 
     async def readyz(self) -> tuple[int, dict[str, Any]]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from oracle.models import Quote
 from oracle.quotebook import QuoteBook
-from oracle.replay.run import _Feeder, tick_grid
+from oracle.replay.run import _Feeder, checked, replay, tick_grid
 from oracle.ticks import Ticks
 
 FIELDS = ("price", "bid", "ask", "venue_ts", "received_ts", "confidence", "half_width")
@@ -59,3 +59,46 @@ def test_bulk_feeding_equals_one_update_per_quote():
             a, b = one.snapshot(), bulk.snapshot()
             for name in FIELDS:
                 np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"{name} at tick {k}")
+
+
+def _settings_with_heartbeat():
+    from oracle.settings import parse_settings
+
+    sources = {"a": {"kind": "coinbase"}, "b": {"kind": "coinbase"}, "c": {"kind": "coinbase"}}
+    sources["link"] = {"kind": "chainlink", "base_url": "http://127.0.0.1:1/rpc"}
+    link = {"source": "link", "pair": "X-USD", "address": "0x" + "1" * 40, "decimals": 8, "heartbeat_s": 60}
+    tier = [{"source": s, "pair": "X-USD"} for s in "abc"]
+    return parse_settings(
+        {"policy": {"min_sources": 2}, "sources": sources, "markets": {"X-USD": {"sources": tier, "fallback": [link]}}}
+    )
+
+
+def test_replay_drops_the_rows_the_live_parser_refuses_crossed_books_and_stale_venue_times():
+    keys = (("a", "X-USD"), ("b", "X-USD"), ("link", "X-USD"))
+    nan = np.nan
+    ticks = Ticks(
+        keys,
+        np.array([0, 0, 1, 2, 2]),
+        np.array([100.0, 101.0, 102.0, 103.0, 104.0]),
+        np.array([10.0, 10.0, 10.0, 10.0, 10.0]),
+        np.array([9.9, 10.2, 9.9, nan, nan]),  # row 1: bid above ask
+        np.array([10.1, 9.8, nan, nan, nan]),  # row 2: a one-sided book
+        np.array([nan, nan, nan, 103.0 - 61, 104.0 - 59]),  # row 3: older than link's heartbeat_s = 60
+    )
+    out = checked(ticks, _settings_with_heartbeat())
+    assert out.ts.tolist() == [100.0, 102.0, 104.0]
+    assert np.isnan(out.bid[1]) and np.isnan(out.ask[1])  # no side of a one-sided book is kept
+    assert out.price.tolist() == [10.0, 10.0, 10.0]
+
+
+def test_a_crossed_quote_never_reaches_the_book_of_a_replay():
+    keys = (("a", "X-USD"), ("b", "X-USD"), ("c", "X-USD"))
+    n = 30
+    ts = 100.0 + np.arange(n) * 0.5
+    feed = np.arange(n) % 3
+    price = np.where(feed == 0, 1000.0, 10.0)  # source a: a wild price on a crossed book
+    bid = np.where(feed == 0, 1001.0, np.nan)
+    ask = np.where(feed == 0, 999.0, np.nan)
+    result = replay(_settings_with_heartbeat(), Ticks(keys, feed, ts, price, bid, ask, np.full(n, np.nan)))
+    assert result.published and all(m.sources == ("b", "c") for m in result.published)
+    assert all(price != 1000.0 for _, _, price in result.excluded["X-USD"])  # not even as an outlier

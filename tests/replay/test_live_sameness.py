@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from feeds.adapter import QuoteBatch
 from oracle.clock import VirtualClock
 from oracle.models import Mark, Quote
 from oracle.publish import MemorySink
@@ -91,7 +92,8 @@ async def _live_session(settings: Settings, path: Path) -> list[Mark]:
                 clock.set(ts)
                 quote = Quote(source, pair, price, ts, bid, ask)
                 recorder.write(quote)
-                service._on_quote(quote)
+                (batch,) = QuoteBatch.of([quote])  # one frame of one quote, as a WebSocket push
+                service._on_batch(batch)
                 i += 1
             if i == len(quotes):
                 break  # the replay's grid ends at the last quote
