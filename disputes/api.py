@@ -2,17 +2,24 @@
 
     POST /v1/disputes               {market, reason, note?}  -> 201 {id, market, reason, status, opened_ts, note?}
     POST /v1/disputes/{id}/resolve  {action: uphold|reject}  -> 200 the closed dispute
-    GET  /v1/disputes[?status=open|closed]                   -> 200 {"disputes": [...]}
+    GET  /v1/disputes[?status=open|closed][&market=M][&limit=N][&cursor=C]
+                                                             -> 200 {"disputes": [...], "next_cursor": C|null}
     GET  /v1/disputes/{id}                                   -> 200 the dispute
 
 Writes need `Authorization: Bearer $MARKD_DISPUTE_TOKEN`, compared in constant time; with no token
 configured every write is refused. `reason` is a code (manual, jump, anchor, divergence), so it can
 label a metric; an operator's words go in `note`, which is stored but never becomes a label.
 Bodies over 16 KiB are refused from Content-Length, or while reading, before the whole body is in.
+
+The listing is paged, oldest first: `limit` records at most (default `disputes.list_limit`, 100;
+at most MAX_LIMIT), and `next_cursor`, when more follow, to pass back as `cursor` for the next page.
+A market with `disputes.max_open_per_market` open disputes refuses another with 429.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -21,7 +28,18 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from disputes.model import Action, Dispute, DisputeClosed, Reason, UnknownDispute, UnknownMarket
+from disputes.model import (
+    Action,
+    Cursor,
+    Dispute,
+    DisputeClosed,
+    Reason,
+    TooManyOpen,
+    UnknownDispute,
+    UnknownMarket,
+    listing_key,
+    page_of,
+)
 from disputes.service import DisputeService
 
 log = logging.getLogger(__name__)
@@ -29,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024
 MAX_NOTE = 2000
 ACTIONS: tuple[Action, ...] = ("uphold", "reject")
+MAX_LIMIT = 1000
 
 
 def dispute_routes(service: DisputeService) -> list[web.RouteDef]:
@@ -67,12 +86,19 @@ class _DisputeApi:
         self._token = token.get_secret_value().encode() if token and token.get_secret_value() else None
 
     async def list_disputes(self, request: web.Request) -> web.Response:
-        wanted = request.query.get("status")
-        if wanted not in (None, "open", "closed"):
+        status = request.query.get("status")
+        if status not in (None, "open", "closed"):
             raise _error(web.HTTPBadRequest, "status must be open or closed")
-        disputes = await self._stored()
-        records = [d.to_dict() for d in disputes if wanted is None or d.status == wanted]
-        return web.json_response({"disputes": records})
+        market = request.query.get("market")
+        limit = _limit(request.query.get("limit"), self.service.stage.settings.disputes.list_limit)
+        after = _decode_cursor(request.query.get("cursor"))
+        try:
+            disputes, more = await self.service.store.page(status=status, market=market, limit=limit, after=after)
+        except RedisError as exc:  # Redis has every replica's disputes; without it, this replica's memory
+            log.warning("dispute_store_unavailable", extra={"error": type(exc).__name__})
+            disputes, more = page_of(self.service.stage.disputes(), status, market, limit, after)
+        next_cursor = _encode_cursor(listing_key(disputes[-1])) if more and disputes else None
+        return web.json_response({"disputes": [d.to_dict() for d in disputes], "next_cursor": next_cursor})
 
     async def get(self, request: web.Request) -> web.Response:
         dispute_id = request.match_info["id"]
@@ -105,6 +131,8 @@ class _DisputeApi:
             d = await self.service.open(market if isinstance(market, str) else "", reason, note)
         except UnknownMarket:
             raise _error(web.HTTPBadRequest, "unknown market") from None
+        except TooManyOpen as exc:
+            raise _error(web.HTTPTooManyRequests, str(exc)) from None
         full = d.to_dict()
         # What is stored, as a GET would show it: free text comes back as `manual` and in `note`.
         record = {k: full[k] for k in ("id", "market", "reason", "status", "opened_ts")}
@@ -126,14 +154,6 @@ class _DisputeApi:
         except RedisError as exc:
             raise _unavailable(exc) from None
         return web.json_response(d.to_dict())
-
-    async def _stored(self) -> list[Dispute]:
-        """Redis has every replica's disputes; without it, this replica's memory is the next best."""
-        try:
-            return await self.service.store.load()
-        except RedisError as exc:
-            log.warning("dispute_store_unavailable", extra={"error": type(exc).__name__})
-            return self.service.stage.disputes()
 
     async def _authorised_body(self, request: web.Request) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -166,6 +186,31 @@ async def _read_bounded(request: web.Request) -> bytes:
         if size > MAX_BODY:
             raise _too_large(size)
     return b"".join(chunks)
+
+
+def _limit(given: str | None, default: int) -> int:
+    if given is None:
+        return default
+    if not given.isdigit() or not 1 <= int(given) <= MAX_LIMIT:
+        raise _error(web.HTTPBadRequest, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(given)
+
+
+def _encode_cursor(key: Cursor) -> str:
+    """Opaque to clients: where the next page starts (after this opened_ts and id)."""
+    return base64.urlsafe_b64encode(json.dumps([key[0], key[1]]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(given: str | None) -> Cursor | None:
+    if given is None:
+        return None
+    try:
+        ts, dispute_id = json.loads(base64.urlsafe_b64decode(given + "=" * (-len(given) % 4)))
+        if isinstance(ts, int | float) and not isinstance(ts, bool) and isinstance(dispute_id, str):
+            return float(ts), dispute_id
+    except (ValueError, TypeError, binascii.Error):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        pass
+    raise _error(web.HTTPBadRequest, "cursor is not one this API gave out")
 
 
 def _reason(value: object) -> Reason:

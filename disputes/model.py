@@ -5,14 +5,15 @@ Errors (all subclass DisputeError, which the API maps to HTTP statuses):
     DisputeError
     ├── UnknownMarket     the market is not in the config            (400)
     ├── UnknownDispute    no dispute has this id                     (404)
-    └── DisputeClosed     the dispute was already resolved/reverted  (409)
+    ├── DisputeClosed     the dispute was already resolved/reverted  (409)
+    └── TooManyOpen       the market has disputes.max_open_per_market open already (429)
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -82,6 +83,38 @@ class UnknownDispute(DisputeError):
 
 class DisputeClosed(DisputeError):
     pass
+
+
+class TooManyOpen(DisputeError):
+    def __init__(self, market: str, limit: int) -> None:
+        super().__init__(f"{market} has {limit} open disputes (disputes.max_open_per_market): resolve one first")
+        self.market = market
+        self.limit = limit
+
+
+# Where a listing resumes: after the dispute with this (opened_ts, id), the listing's order.
+Cursor = tuple[float, str]
+
+
+def listing_key(d: Dispute) -> Cursor:
+    return (d.opened_ts, d.id)
+
+
+def wanted(d: Dispute, status: str | None, market: str | None, after: Cursor | None) -> bool:
+    """Whether a listing filtered by `status` and `market` shows `d` on a page after `after`."""
+    return (
+        (status is None or d.status == status)
+        and (market is None or d.market == market)
+        and (after is None or listing_key(d) > after)
+    )
+
+
+def page_of(
+    disputes: Iterable[Dispute], status: str | None, market: str | None, limit: int, after: Cursor | None
+) -> tuple[list[Dispute], bool]:
+    """One page of a listing from disputes in memory, oldest first; True when more follow."""
+    matching = sorted((d for d in disputes if wanted(d, status, market, after)), key=listing_key)
+    return matching[:limit], len(matching) > limit
 
 
 @dataclass(frozen=True, slots=True)

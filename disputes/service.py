@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
-from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason
+from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason, TooManyOpen
 from disputes.notify import Notifier
 from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
@@ -21,6 +21,8 @@ from oracle.metrics import Metrics
 from oracle.models import Mark
 
 log = logging.getLogger(__name__)
+
+TRIM_EVERY_S = 60.0  # how often closed records past disputes.keep_closed_days are looked for
 
 
 class DisputeService:
@@ -39,6 +41,7 @@ class DisputeService:
         self.notifier = notifier
         self.metrics = metrics
         self._sync_failing = False  # sync() failed last time: log the outage once, not every call
+        self._last_trim = -float("inf")
 
     async def restore(self, marks: Iterable[Mark] = ()) -> list[Dispute]:
         """Load the open disputes from Redis into the stage (once at start, before the first tick).
@@ -74,9 +77,31 @@ class DisputeService:
         for d in stored:
             self.stage.adopt(d)
         self._count_open({d.market for d in stored})
+        await self._trim_when_due()
+
+    async def _trim_when_due(self) -> None:
+        """Closed records older than `disputes.keep_closed_days` leave Redis (the audit stream keeps
+        their events); checked at the first sync and then every TRIM_EVERY_S, by any replica."""
+        now = self.clock.now()
+        if now - self._last_trim < TRIM_EVERY_S:
+            return
+        self._last_trim = now
+        keep_s = self.stage.settings.disputes.keep_closed_days * 86_400
+        try:
+            removed = await self.store.trim_closed(now - keep_s)
+        except RedisError as exc:
+            log.warning("disputes_not_trimmed", extra={"error": type(exc).__name__})
+            return
+        if removed:
+            log.info("disputes_trimmed", extra={"removed": removed, "keep_closed_days": keep_s / 86_400})
 
     async def open(self, market: str, reason: Reason | str, note: str = "") -> Dispute:
-        """Raises UnknownMarket, or ValueError for a reason outside the code set."""
+        """Raises UnknownMarket, TooManyOpen when the market has `disputes.max_open_per_market`
+        open already (as this replica knows them: others' are adopted within a sync), or ValueError
+        for a reason outside the code set."""
+        limit = self.stage.settings.disputes.max_open_per_market
+        if self.stage.open_counts().get(market, 0) >= limit:
+            raise TooManyOpen(market, limit)
         d = self.stage.open_dispute(market, reason, self.clock.now(), note=note)
         await self.record([dispute_event(d)])
         return d

@@ -1,7 +1,8 @@
 """`markd dispute open|list|resolve`: a small client of the daemon's dispute API.
 
 The token comes from MARKD_DISPUTE_TOKEN (never a command-line argument, which `ps` would show).
-Exit codes: 0 done, 2 refused as bad input (400/401/404/409/413), 1 unreachable or a server error.
+Exit codes: 0 done, 2 refused as bad input (400/401/404/409/413/429), 1 unreachable or a server error.
+`list` prints one page as the API answers it; pass its `next_cursor` back with --cursor for the next.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -29,6 +31,9 @@ def add_dispute_commands(parser: argparse.ArgumentParser, parser_class: type[arg
     o.add_argument("--note", default="")
     ls = sub.add_parser("list", help="list disputes")
     ls.add_argument("--status", choices=("open", "closed"))
+    ls.add_argument("--market", help="only this market's disputes")
+    ls.add_argument("--limit", type=int, help="records per page (the daemon's default: 100)")
+    ls.add_argument("--cursor", help="the next_cursor of the previous page")
     r = sub.add_parser("resolve", help="uphold (the candidate was bad) or reject (it was fine)")
     r.add_argument("id")
     r.add_argument("--action", dest="verdict", required=True, choices=("uphold", "reject"))
@@ -46,8 +51,9 @@ def run_dispute_command(args: argparse.Namespace) -> int:
     elif args.action == "resolve":
         call = ("POST", f"{url}/v1/disputes/{args.id}/resolve", {"action": args.verdict})
     else:
-        query = f"?status={args.status}" if args.status else ""
-        call = ("GET", f"{url}/v1/disputes{query}", None)
+        wanted = {k: getattr(args, k) for k in ("status", "market", "limit", "cursor")}
+        query = urllib.parse.urlencode({k: v for k, v in wanted.items() if v is not None})
+        call = ("GET", f"{url}/v1/disputes{'?' + query if query else ''}", None)
     return asyncio.run(_request(*call))
 
 

@@ -14,11 +14,12 @@ and for the leader lease (one slot, so acquiring is one atomic script even in a 
     P:{leader}         string  "<replica_id>:<token>" with a TTL
     P:{leader}:epoch   integer the last token handed out
 
-and for disputes (see disputes.store; the hash tag puts all three in the stream's slot):
+and for disputes (see disputes.store; the hash tag puts them all in the stream's slot):
 
     P:disputes               stream  the audit log of dispute events (the contract's name)
     {P:disputes}:records     hash    dispute id -> the dispute as JSON
     {P:disputes}:open        set     the ids of the open disputes
+    {P:disputes}:index       zset    every stored id, scored by its opened_ts (listing, trimming)
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class Keys:
     @property
     def open_disputes(self) -> str:
         return f"{{{self.disputes}}}:open"
+
+    @property
+    def dispute_index(self) -> str:
+        return f"{{{self.disputes}}}:index"
 
     def market_of(self, mark_key: str) -> str:
         return mark_key[len(self.prefix) + 2 : -len("}:mark")]

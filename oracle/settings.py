@@ -147,6 +147,14 @@ FREEZE_BPS_DEFAULT = 25.0
 FREEZE_BPS_BY_KIND: dict[str, float] = {"chainlink": 100.0}
 
 
+class DisputeSettings(_Strict):
+    """Bounds on what the dispute API keeps and hands out (disputes.api, disputes.store)."""
+
+    max_open_per_market: PosInt = 16  # one more manual dispute on a market with this many open: 429
+    keep_closed_days: Annotated[float, Field(gt=0)] = 30.0  # closed records older are trimmed (not the audit stream)
+    list_limit: Annotated[int, Field(ge=1, le=1000)] = 100  # GET /v1/disputes page size without ?limit=
+
+
 class SourceSettings(_Strict):
     kind: SourceKind
     base_url: str | None = None  # None: the venue's real endpoint for this transport
@@ -217,6 +225,7 @@ class Settings(_Strict):
     redis: RedisSettings = RedisSettings()
     policy: Policy = Policy()
     notify: NotifySettings = NotifySettings()
+    disputes: DisputeSettings = DisputeSettings()
     sources: dict[str, SourceSettings] = {}
     markets: Annotated[dict[str, MarketSettings], Field(min_length=1)]
     # Never from the file: only MARKD_DISPUTE_TOKEN sets it (see load_settings).
