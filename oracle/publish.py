@@ -57,9 +57,10 @@ _Call: TypeAlias = tuple[list[str], list[str | int]]  # one script call: keys, a
 
 __all__ = ["MarkSink", "MemorySink", "RedisPublisher"]
 
-# A publish's time budget grows with its size: at 5,000 markets one tick's marks take Redis and the
-# client well over a 250 ms tick to write, and a fixed one-tick timeout failed every such publish.
-PER_MARK_S = 0.0001
+# A publish's time budget grows with its size: at 5,000 markets one tick's marks took 0.45-0.75 s to
+# write on a loaded 2-core machine (0.1 ms a mark), and a fixed one-tick timeout failed every such
+# publish while Redis was healthy, then the reconnect's catch-up (2 s for everything) as well.
+PER_MARK_S = 0.0002
 
 # What PUBLISH_LUA's and CLAIM_LUA's negative codes below -1 name: the market's key at fault.
 _BAD_KEY = {-2: "mark", -3: "history", -4: "provisional", -5: "fence"}
@@ -438,7 +439,7 @@ class RedisPublisher:
             try:
                 # A longer budget than a tick's: this blocks no caller (publish() only queues while
                 # we reconnect), and catching up on every market must be able to finish.
-                async with asyncio.timeout(max(self._timeout_s, 2.0)), self._lock:
+                async with asyncio.timeout(max(self.budget_s(len(self._pending)), 2.0)), self._lock:
                     await self._flush()
                     self._reconnect = None  # under the lock: no publish can slip into _pending now
             except Exception as exc:
