@@ -177,8 +177,8 @@ class Adapter:
         base_url: str | None = None,
         transport: Transport = "rest",
     ) -> None:
-        if transport == "ws" and self.ws_url is None:
-            raise ValueError(f"{self.kind} has no WebSocket transport")
+        for _, problem in self.settings_problems(transport, base_url):
+            raise ValueError(problem)
         self.source = source
         self.refs: dict[str, SourceRef] = {}
         for ref in refs:
@@ -186,10 +186,18 @@ class Adapter:
         self.transport = transport
         default = self.ws_url if transport == "ws" else self.rest_url
         self.base_url = (base_url or default or "").rstrip("/")
-        if not self.base_url:
-            raise ValueError(f"{self.kind} has no default endpoint: set base_url")
         self.symbols = SymbolMap(self.refs, self.venue_symbol, self.venue_aliases)
         self._heartbeat: dict[str, float] | None = None  # pair -> heartbeat_s (NaN: none), built once
+
+    @classmethod
+    def settings_problems(cls, transport: Transport, base_url: str | None) -> list[tuple[str, str]]:
+        """(key, problem) for a source's settings this venue cannot serve; the config loader asks
+        too, so that these come in the same run as every other config error."""
+        if transport == "ws" and cls.ws_url is None:
+            return [("transport", f"{cls.kind} has no WebSocket transport (markd reads it over REST)")]
+        if not (base_url or (cls.ws_url if transport == "ws" else cls.rest_url)):
+            return [("base_url", f"{cls.kind} has no default endpoint: set base_url")]
+        return []
 
     # --- what a venue declares ---
     def venue_symbol(self, pair: str) -> str:

@@ -15,7 +15,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -44,16 +45,46 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+class EnvText(str):
+    """A value from an environment variable: text that may stand for a number or a boolean, so it
+    is parsed as one. The same text written in quotes in a TOML file is a string, and refused."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+    def _types_as_written(cls, value: Any, info: ValidationInfo) -> Any:
         # Pydantic would read `min_sources = true` as 1 and turn a guard off: only a bool field takes one.
-        if isinstance(value, bool) and cls.model_fields[str(info.field_name)].annotation is not bool:
+        annotation = cls.model_fields[str(info.field_name)].annotation
+        if isinstance(value, bool) and annotation is not bool:
             raise ValueError("true/false is not a valid value here")
-        return value
+        # Nor `http_port = "9108"` as 9108: a quoted value in TOML is a string (strict, as for unknown keys).
+        kinds = _scalar_kinds(annotation)
+        if type(value) is str and kinds and str not in kinds and _reads_as(value, kinds):
+            wanted = "true/false" if bool in kinds else "a number"
+            raise ValueError(f"expected {wanted}, got the string {value!r} (drop the quotes)")
+        return value  # other text fails pydantic's own check, with its own message
+
+
+def _reads_as(text: str, kinds: set[type]) -> bool:
+    """Whether pydantic's lax mode would turn `text` into one of `kinds` (what strictness refuses)."""
+    if bool in kinds and text.strip().lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return bool(kinds & {int, float})
+
+
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """The scalar types of a field (`int | None` -> {int}); empty for anything else (lists, models)."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    args = tuple(get_args(a)[0] if get_origin(a) is Annotated else a for a in args)
+    kinds = {a for a in args if a in (int, float, bool, str)}
+    return kinds if all(a in (int, float, bool, str, type(None)) for a in args) else set()
 
 
 class ServiceSettings(_Strict):
@@ -303,6 +334,9 @@ class _Parts:
 
 def _cross_problems(s: _Parts) -> list[str]:
     problems: list[str] = []
+    for name, source in s.sources.items():
+        if source is not None:  # an invalid source was reported already
+            problems += _source_problems(name, source)
     for name, market in s.markets.items():
         try:
             policy = _resolved_policy(s.policy, market)
@@ -329,6 +363,20 @@ def _cross_problems(s: _Parts) -> list[str]:
     except ConfigError as exc:
         problems += exc.problems
     return problems
+
+
+def _source_problems(name: str, source: SourceSettings) -> list[str]:
+    """What the source's venue adapter cannot serve (a `ws` transport on a REST-only venue, no
+    endpoint): asked here so it comes in the same run as the schema's errors."""
+    from feeds.registry import ADAPTERS  # imported here: feeds imports this module
+
+    adapter = ADAPTERS.get(source.kind)
+    if adapter is None:
+        return []
+    return [
+        f"sources.{name}.{key}: {problem}"
+        for key, problem in adapter.settings_problems(source.transport, source.base_url)
+    ]
 
 
 def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
@@ -437,25 +485,31 @@ def validation_problems(exc: ValidationError) -> list[str]:
 _NAMED_SECTIONS = ("markets", "sources")  # their first key is a name, kept as written
 
 
-def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
-    """Apply MARKD_REDIS_URL, MARKD_HTTP_PORT and MARKD_<SECTION>__<KEY>[__<KEY>...] over the file."""
+def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> tuple[dict[str, Any], dict[str, str]]:
+    """Apply MARKD_REDIS_URL, MARKD_HTTP_PORT and MARKD_<SECTION>__<KEY>[__<KEY>...] over the file.
+    Returns the data and, per key path an override set, the variable that set it."""
     out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     overrides: list[tuple[str, list[str], Any]] = []
     if env.redis_url:
         overrides.append(("MARKD_REDIS_URL", ["redis", "url"], env.redis_url))
     if env.http_port:
         overrides.append(("MARKD_HTTP_PORT", ["service", "http_port"], env.http_port))
+    problems: list[str] = []
     for name, value in sorted(os.environ.items()):
         if not name.startswith("MARKD_") or "__" not in name:
             continue
         section, *keys = name[len("MARKD_") :].split("__")
         section = section.lower()
         if section in _NAMED_SECTIONS and len(keys) > 1:
-            keys = [keys[0], *(k.lower() for k in keys[1:])]
+            found = _named(out.get(section), keys[0])
+            if found is None:
+                problems.append(f"{name}: no {section[:-1]} '{keys[0]}' in the config file")
+                continue
+            keys = [found, *(k.lower() for k in keys[1:])]
         else:
             keys = [k.lower() for k in keys]
         overrides.append((name, [section, *keys], value))
-    problems: list[str] = []
+    origins: dict[str, str] = {}
     for name, keys, value in overrides:
         node: dict[str, Any] = out
         path: list[str] = []
@@ -468,9 +522,32 @@ def _overlay_env(raw: dict[str, Any], env: _EnvSettings) -> dict[str, Any]:
             node[key] = dict(child)
             node = node[key]
         else:
-            node[keys[-1]] = value
+            node[keys[-1]] = EnvText(value)
+            origins[".".join(keys)] = name
     if problems:
         raise ConfigError(problems)
+    return out, origins
+
+
+def _named(table: Any, written: str) -> str | None:
+    """The market or source an environment variable names: as written in the file, else the one
+    name that matches ignoring case with `_` for `-` (a shell variable's name cannot hold a hyphen,
+    so MARKD_MARKETS__BTC_USD__MIN_SOURCES reaches BTC-USD)."""
+    names = list(table) if isinstance(table, dict) else []
+    if written in names:
+        return written
+    spelt = written.lower().replace("_", "-")
+    matches = [n for n in names if n.lower().replace("_", "-") == spelt]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _with_origins(problems: list[str], origins: Mapping[str, str]) -> list[str]:
+    """Each problem at (or below) a key an environment variable set names that variable."""
+    out = []
+    for problem in problems:
+        path = problem.split(": ", 1)[0]
+        var = next((v for p, v in origins.items() if path == p or path.startswith((f"{p}.", f"{p}["))), None)
+        out.append(f"{problem} (from {var})" if var else problem)
     return out
 
 
@@ -479,15 +556,15 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     if "dispute_token" in raw:
         raise ConfigError(["dispute_token: set it with the MARKD_DISPUTE_TOKEN environment variable"])
     env = _EnvSettings()
-    data = _overlay_env(dict(raw), env)
+    data, origins = _overlay_env(dict(raw), env)
     try:
         settings = Settings.model_validate({**data, "dispute_token": env.dispute_token})
     except ValidationError as exc:
         problems = validation_problems(exc) + _cross_problems(_Parts.salvage(data))
-        raise ConfigError(list(dict.fromkeys(problems))) from exc
+        raise ConfigError(_with_origins(list(dict.fromkeys(problems)), origins)) from exc
     problems = _cross_problems(_Parts(settings.policy, settings.sources, settings.markets))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_with_origins(problems, origins))
     return settings
 
 

@@ -77,7 +77,7 @@ def test_run_record_exits_2_on_a_bad_config(tmp_path, capsys):
         '[markets.BTC-USDT]\nsources = [{source = "x", pair = "BTC-USDT"}]\nmin_sources = 1\n'
     )
     assert run_record(str(config), str(tmp_path / "t.csv"), 1) == 2
-    assert "sources.x: bybit has no WebSocket transport" in capsys.readouterr().err
+    assert "sources.x.transport: bybit has no WebSocket transport" in capsys.readouterr().err
 
 
 async def test_run_record_records_from_a_config_file(venues, rest_case, tmp_path):

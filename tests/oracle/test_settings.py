@@ -437,7 +437,9 @@ def test_env_bad_http_port_is_an_error(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("MARKD_HTTP_PORT", "70000")
     with pytest.raises(ConfigError) as err:
         _base_settings(tmp_path)
-    assert err.value.problems == ["service.http_port: Input should be less than or equal to 65535"]
+    assert err.value.problems == [
+        "service.http_port: Input should be less than or equal to 65535 (from MARKD_HTTP_PORT)"
+    ]
 
 
 def test_env_policy_key_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -462,6 +464,7 @@ def test_env_market_override_is_cross_checked(tmp_path: Path, monkeypatch: pytes
         _base_settings(tmp_path)
     assert err.value.problems == [
         "markets.BTC-USD.min_sources: 4 exceeds the 3 sources of tier 1, so it could never reach quorum"
+        " (from MARKD_MARKETS__BTC-USD__MIN_SOURCES)"
     ]
 
 
@@ -469,7 +472,7 @@ def test_env_typo_key_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("MARKD_POLICY__MAX_AGE", "1000")
     with pytest.raises(ConfigError) as err:
         _base_settings(tmp_path)
-    assert err.value.problems == ["policy.max_age: unknown key (typo?)"]
+    assert err.value.problems == ["policy.max_age: unknown key (typo?) (from MARKD_POLICY__MAX_AGE)"]
 
 
 def test_env_typo_section_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -534,7 +537,7 @@ def test_env_override_of_an_undefined_market_is_an_error(tmp_path: Path, monkeyp
     monkeypatch.setenv("MARKD_MARKETS__ETH-USD__MIN_SOURCES", "2")  # no such market in the file
     with pytest.raises(ConfigError) as err:
         _base_settings(tmp_path)
-    assert err.value.problems == ["markets.ETH-USD.sources: Field required"]
+    assert err.value.problems == ["MARKD_MARKETS__ETH-USD__MIN_SOURCES: no market 'ETH-USD' in the config file"]
 
 
 def test_bad_redis_url_is_refused_without_echoing_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -554,7 +557,9 @@ def test_a_cycle_is_reported_with_field_errors_in_one_run(tmp_path: Path, capsys
 
 def test_missing_http_json_path_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
-        config({"X-USD": {"sources": refs(["j"])}}, {"j": {"kind": "http_json"}}, min_sources=1)
+        config(
+            {"X-USD": {"sources": refs(["j"])}}, {"j": {"kind": "http_json", "base_url": "http://h/p"}}, min_sources=1
+        )
     assert err.value.problems == ["markets.X-USD.sources[0].path: required for a http_json source"]
 
 
@@ -679,3 +684,90 @@ def test_env_redis_url_over_a_scalar_redis_exits_2_without_traceback(
         "redis: not a table, so MARKD_REDIS_URL cannot set a key in it",
         "service: not a table, so MARKD_HTTP_PORT cannot set a key in it",
     ]
+
+
+def test_schema_and_venue_problems_come_in_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A `ws` transport on a REST-only venue and an http_json source without base_url used to show
+    only once the schema's errors were fixed: a second round of check-config."""
+    text = BASE.replace("[policy]", "[policy]\nmax_agee_ms = 1").replace(
+        '[sources.pyth]\nkind = "pyth"',
+        '[sources.pyth]\nkind = "pyth"\ntransport = "ws"\n\n[sources.j]\nkind = "http_json"',
+    )
+    assert sorted(refused(tmp_path, capsys, text)) == [
+        "policy.max_agee_ms: unknown key (typo?)",
+        "sources.j.base_url: http_json has no default endpoint: set base_url",
+        "sources.pyth.transport: pyth has no WebSocket transport (markd reads it over REST)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            ("[policy]", '[service]\nhttp_port = "9108"\n\n[policy]'),
+            "service.http_port: expected a number, got the string '9108'",
+        ),
+        (("max_age_ms = 4000", 'max_age_ms = "4000"'), "policy.max_age_ms: expected a number, got the string '4000'"),
+        (
+            ("max_deviation_bps = 100", 'max_deviation_bps = "1e2"'),
+            "markets.BTC-USD.max_deviation_bps: expected a number",
+        ),
+        (("decimals = 8", 'decimals = "8"'), "markets.BTC-USD.fallback[1].decimals: expected a number"),
+        (('kind = "binance"', 'kind = "binance"\nweight = "2"'), "sources.binance.weight: expected a number"),
+        (("[policy]", '[redis]\ncluster = "false"\n\n[policy]'), "redis.cluster: expected true/false, got the string"),
+    ],
+    ids=["http_port", "policy", "market-override", "source-ref", "source", "bool"],
+)
+def test_a_quoted_number_in_the_file_is_a_string_not_a_number(
+    edit: tuple[str, str], problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (problems,) = refused(tmp_path, capsys, BASE.replace(*edit))
+    assert problems.startswith(problem) and problems.endswith("(drop the quotes)")
+
+
+def test_env_values_are_text_that_reads_as_numbers_and_booleans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKD_POLICY__MAX_DEVIATION_BPS", "1e2")
+    monkeypatch.setenv("MARKD_REDIS__CLUSTER", "true")
+    monkeypatch.setenv("MARKD_SERVICE__HTTP_HOST", "0.0.0.0")
+    s = _base_settings(tmp_path)
+    assert (s.policy.max_deviation_bps, s.redis.cluster, s.service.http_host) == (100.0, True, "0.0.0.0")
+
+
+@pytest.mark.parametrize("name", ["MARKD_MARKETS__BTC_USD__MIN_SOURCES", "MARKD_MARKETS__btc_usd__MIN_SOURCES"])
+def test_env_can_name_a_hyphenated_market_with_underscores(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`MARKD_MARKETS__BTC-USD__...` cannot be typed in a shell (`export` refuses the hyphen)."""
+    monkeypatch.setenv(name, "3")
+    s = _base_settings(tmp_path)
+    assert s.policy_for("BTC-USD").min_sources == 3
+    assert s.policy_for("USDT-USD").min_sources == 2
+
+
+def test_env_names_a_source_in_any_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARKD_SOURCES__COINBASE__POLL_MS", "250")
+    assert _base_settings(tmp_path).sources["coinbase"].poll_ms == 250
+
+
+def test_a_misspelt_market_in_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKD_MARKETS__BTC_UDS__MIN_SOURCES", "3")
+    with pytest.raises(ConfigError) as err:
+        _base_settings(tmp_path)
+    assert err.value.problems == ["MARKD_MARKETS__BTC_UDS__MIN_SOURCES: no market 'BTC_UDS' in the config file"]
+
+
+def test_the_readme_env_example_runs_in_a_shell(tmp_path: Path) -> None:
+    """The README's `env 'MARKD_MARKETS__BTC-USD__MIN_SOURCES=4' markd ...` and the underscore spelling."""
+    (tmp_path / "markd.toml").write_text(BASE)
+    markd = f"{sys.executable} -m oracle check-config {tmp_path / 'markd.toml'}"
+    for line in (
+        f"env 'MARKD_MARKETS__BTC-USD__MIN_SOURCES=3' {markd}",
+        f"MARKD_MARKETS__BTC_USD__MIN_SOURCES=3 {markd}",
+    ):
+        done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["markets"]["BTC-USD"]["policy"]["min_sources"] == 3
