@@ -42,7 +42,7 @@ def build(markets: int, sources: int, seed: int) -> tuple[QuoteBook, Plan, list[
             "max_deviation_bps": MAX_DEV * 1e4,
             "min_sources": MIN_SOURCES,
         },
-        "sources": {n: {"kind": "http_json"} for n in names},
+        "sources": {n: {"kind": "http_json", "base_url": "http://127.0.0.1/prices"} for n in names},  # never fetched
         "markets": {
             f"M{i}-USD": {"sources": [{"source": n, "pair": f"M{i}-USD", "path": "p"} for n in names]}
             for i in range(markets)
