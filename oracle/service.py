@@ -187,9 +187,15 @@ class Service:
             except Exception:  # a bug must not kill the oracle; it is logged and counted by the gap
                 log.exception("tick_failed")
             now = self.clock.now()
-            delay = (math.floor(now / period) + 1) * period - now  # the next instant of the grid
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await self._sleep_unless_stopped((math.floor(now / period) + 1) * period - now)  # to the grid
+
+    async def _sleep_unless_stopped(self, delay: float) -> None:
+        """Sleep `delay` seconds of the injected clock (a ScaledClock's are shorter), or until stop()."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        _, pending = await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
 
     async def _tick_once(self) -> None:
         was_leading, self.leading = self.leading, await self.lease.tick()
