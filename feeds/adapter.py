@@ -35,6 +35,7 @@ from oracle.settings import SourceRef
 __all__ = [
     "Adapter",
     "PairError",
+    "ParseError",
     "ParseResult",
     "QuoteBatch",
     "Request",
@@ -319,8 +320,8 @@ def check_rows(
     source: str, received_ts: float, rows: Sequence[Row], heartbeat: np.ndarray | None = None
 ) -> tuple[QuoteBatch, tuple[PairError, ...]]:
     """A frame's rows as a QuoteBatch of the good ones, and one PairError per bad one."""
-    values = np.array([row[1:] for row in rows], dtype=float).reshape(len(rows), 5)  # None -> NaN
-    bid, ask, last, venue_ts, confidence = values.T
+    columns = list(zip(*rows, strict=True))  # one tuple per field: far cheaper than rows -> 2-D array
+    bid, ask, last, venue_ts, confidence = (np.array(c, dtype=float) for c in columns[1:])  # None -> NaN
     problem = row_problems(bid, ask, last, venue_ts, received_ts, math.nan if heartbeat is None else heartbeat)
     errors: tuple[PairError, ...] = ()
     pairs = tuple(row[0] for row in rows)

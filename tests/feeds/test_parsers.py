@@ -409,3 +409,22 @@ def test_what_the_fast_decoder_refuses_or_rounds_decodes_as_json_does():
     assert decode('"\\ud800"') == "\ud800"
     with pytest.raises(DecodeError):
         decode(b"{not json")
+
+
+def test_http_json_takes_a_shared_parent_once_and_answers_exactly_as_pair_by_pair():
+    doc = {
+        "px": {"A-USD": 1.5, "B-USD": "2.25", "C-USD": 3, "D-USD": -1.0, "E-USD": None, "F-USD": True},
+        "nested": {"rows": [{"last": 7.5}, {"last": "x"}]},
+        "G-USD": 0.0,
+    }
+    paths = {f"{c}-USD": f"px.{c}-USD" for c in "ABCDEF"} | {"G-USD": "G-USD", "H-USD": "px.H-USD"}
+    paths |= {"I-USD": "nested.rows.0.last", "J-USD": "nested.rows.1.last", "K-USD": "missing.K-USD"}
+    a = adapter("http_json", *({"pair": p, "path": path} for p, path in paths.items()), base_url="http://x.test/d")
+    fast = a.parse_doc(doc, 1.0, tuple(paths))
+    one_by_one = a.resolve(a.refs, lambda pair: a._quote(pair, doc))  # type: ignore[attr-defined]
+    assert fast == one_by_one  # the same rows and the same errors, in the same order
+    assert [r[0] for r in fast.rows] == ["A-USD", "B-USD", "C-USD", "I-USD"]
+    assert {e.pair: e.code for e in fast.errors} == {
+        "D-USD": "bad_price", "E-USD": "schema", "F-USD": "schema", "G-USD": "bad_price",
+        "H-USD": "schema", "J-USD": "schema", "K-USD": "schema",
+    }  # fmt: skip
