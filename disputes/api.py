@@ -41,10 +41,10 @@ from disputes.model import (
     page_of,
 )
 from disputes.service import DisputeService
+from oracle.http import MAX_BODY  # the one limit: this app and the daemon's share it
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 16 * 1024
 MAX_NOTE = 2000
 ACTIONS: tuple[Action, ...] = ("uphold", "reject")
 MAX_LIMIT = 1000

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -50,7 +51,10 @@ class EnvText(str):
     is parsed as one. The same text written in quotes in a TOML file is a string, and refused."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """The base of every model read from a file markd is given (config, scenario): unknown keys and
+    booleans or quoted numbers where a number belongs are errors, and a validated value never changes."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
@@ -87,7 +91,7 @@ def _scalar_kinds(annotation: Any) -> set[type]:
     return kinds if all(a in (int, float, bool, str, type(None)) for a in args) else set()
 
 
-class ServiceSettings(_Strict):
+class ServiceSettings(Strict):
     tick_ms: PosInt = 250
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 9108
@@ -101,7 +105,7 @@ class ServiceSettings(_Strict):
     http_request_timeout_ms: PosInt = 10_000
 
 
-class RedisSettings(_Strict):
+class RedisSettings(Strict):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}\s]+$")] = "markd"
     history_maxlen: PosInt = 100_000
@@ -137,7 +141,7 @@ class RedisSettings(_Strict):
         return [(host, int(port)) for host, _, port in (s.rpartition(":") for s in self.sentinels)]
 
 
-class Policy(_Strict):
+class Policy(Strict):
     """The rules a market is aggregated and guarded by; any market may override any key."""
 
     method: Method = "median"
@@ -165,7 +169,7 @@ class Policy(_Strict):
 POLICY_KEYS = frozenset(Policy.model_fields)
 
 
-class NotifySettings(_Strict):
+class NotifySettings(Strict):
     url: str = ""
     timeout_ms: PosInt = 2000
     max_retries: NonNegInt = 5
@@ -178,7 +182,7 @@ FREEZE_BPS_DEFAULT = 25.0
 FREEZE_BPS_BY_KIND: dict[str, float] = {"chainlink": 100.0}
 
 
-class DisputeSettings(_Strict):
+class DisputeSettings(Strict):
     """Bounds on what the dispute API keeps and hands out (disputes.api, disputes.store)."""
 
     max_open_per_market: PosInt = 16  # one more manual dispute on a market with this many open: 429
@@ -186,7 +190,7 @@ class DisputeSettings(_Strict):
     list_limit: Annotated[int, Field(ge=1, le=1000)] = 100  # GET /v1/disputes page size without ?limit=
 
 
-class SourceSettings(_Strict):
+class SourceSettings(Strict):
     kind: SourceKind
     base_url: str | None = None  # None: the venue's real endpoint for this transport
     transport: Literal["rest", "ws"] = "rest"
@@ -205,7 +209,7 @@ class SourceSettings(_Strict):
         return FREEZE_BPS_BY_KIND.get(self.kind, FREEZE_BPS_DEFAULT)
 
 
-class SourceRef(_Strict):
+class SourceRef(Strict):
     """One entry of a market's tier: a source's pair, optionally converted through another market."""
 
     source: str
@@ -218,24 +222,30 @@ class SourceRef(_Strict):
     path: str | None = None  # http_json: dotted path to the price
 
 
-class MarketSettings(_Strict):
+def _overridable(policy: type[Policy]) -> dict[str, Any]:
+    """Every field of `policy` as an optional override: same type and bounds, None = inherit."""
+    fields: dict[str, Any] = {}
+    for name, info in policy.model_fields.items():
+        constrained: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        fields[name] = (constrained | None, None)
+    return fields
+
+
+class _MarketTiers(Strict):
     sources: Annotated[list[SourceRef], Field(min_length=1)]
-    fallback: list[SourceRef] | list[list[SourceRef]] = []
-    # Per-market overrides of [policy]; None = inherit.
-    method: Method | None = None
-    trim: Annotated[float, Field(ge=0.0, lt=0.5)] | None = None
-    max_age_ms: NonNegInt | None = None
-    max_deviation_bps: NonNegFloat | None = None
-    min_sources: PosInt | None = None
-    max_jump_bps: NonNegFloat | None = None
-    dispute_window_ms: NonNegInt | None = None
-    heartbeat_ms: NonNegInt | None = None
-    min_price: NonNegFloat | None = None
-    max_price: NonNegFloat | None = None
-    recover_ticks: NonNegInt | None = None
-    anchor_window_s: NonNegFloat | None = None
-    anchor_deviation_bps: NonNegFloat | None = None
-    freeze_ticks: NonNegInt | None = None
+    fallback: list[SourceRef] | list[list[SourceRef]] = Field(default_factory=list)
+
+
+# A market may override any key of [policy]. Derived from Policy, so a new policy key is overridable
+# per market, with the same bounds, the moment it exists. After the tiers, so problems are reported
+# in the order a market's table usually lists them.
+_MarketFields = create_model("MarketFields", __base__=_MarketTiers, **_overridable(Policy))
+
+
+class MarketSettings(_MarketFields):  # type: ignore[misc, valid-type]  # a model built at import
+    if TYPE_CHECKING:  # what mypy cannot see through create_model (pydantic reads the real fields)
+        sources: list[SourceRef]
+        fallback: list[SourceRef] | list[list[SourceRef]]
 
     @property
     def tiers(self) -> list[list[SourceRef]]:
@@ -251,7 +261,7 @@ class MarketSettings(_Strict):
         return {k: v for k in POLICY_KEYS if (v := getattr(self, k)) is not None}
 
 
-class Settings(_Strict):
+class Settings(Strict):
     service: ServiceSettings = ServiceSettings()
     redis: RedisSettings = RedisSettings()
     policy: Policy = Policy()

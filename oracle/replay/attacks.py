@@ -13,16 +13,15 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from oracle.settings import Strict
 from oracle.ticks import Ticks
 
 Kind = Literal["spike", "ramp", "freeze", "dropout", "delay", "skew", "duplicate"]
 
 
-class Attack(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Attack(Strict):
     kind: Kind
     sources: list[str] = Field(min_length=1)
     pair: str

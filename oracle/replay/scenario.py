@@ -21,10 +21,10 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from oracle.replay.attacks import Attack
-from oracle.settings import ConfigError, Settings, load_settings, read_toml, validation_problems
+from oracle.settings import ConfigError, Settings, Strict, load_settings, read_toml, validation_problems
 
 Metric = Literal[
     "max_error_bps",
@@ -37,11 +37,7 @@ Metric = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Synth(_Strict):
+class Synth(Strict):
     """Simulated venues: a seeded random walk per market with cross-venue noise."""
 
     markets: dict[str, Annotated[float, Field(gt=0)]]  # market -> start price
@@ -54,14 +50,14 @@ class Synth(_Strict):
     noise_bps: Annotated[float, Field(ge=0)] | None = None
 
 
-class ImportOhlc(_Strict):
+class ImportOhlc(Strict):
     """1-minute OHLC files (open_time_ms, ..., close) turned into one quote per minute at its close."""
 
     dir: str  # relative to the scenario file
     files: dict[str, str]  # "source:PAIR" -> file name in dir
 
 
-class Window(_Strict):
+class Window(Strict):
     start: AwareDatetime | None = None  # e.g. 2023-03-10T00:00:00Z
     end: AwareDatetime | None = None
 
@@ -72,7 +68,7 @@ class Window(_Strict):
         )
 
 
-class Expect(_Strict):
+class Expect(Strict):
     market: str
     metric: Metric
     op: Literal["<=", ">=", "==", "<", ">"]
@@ -80,14 +76,14 @@ class Expect(_Strict):
     why: str = ""
 
 
-class Scenario(_Strict):
+class Scenario(Strict):
     ticks: str | None = None
     config: str
     description: str = ""
     synth: Synth | None = None
     import_ohlc: ImportOhlc | None = None
-    attack: list[Attack] = []
-    expect: list[Expect] = []
+    attack: list[Attack] = Field(default_factory=list)
+    expect: list[Expect] = Field(default_factory=list)
     reference_config: str | None = None
     window: Window | None = None
 

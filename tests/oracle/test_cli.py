@@ -119,3 +119,18 @@ def test_an_unexpected_error_is_one_line_and_markd_debug_shows_the_traceback(
     monkeypatch.setenv("MARKD_DEBUG", "1")
     assert main(["check-config", "x.toml"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_markd_alone_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: markd") and "COMMAND" in err
+    listed = [line.split()[0] for line in err.splitlines() if line.startswith("    ") and line.split()]
+    assert {"run", "demo", "check-config", "replay", "record", "synth", "marks", "dispute"} <= set(listed), listed
+
+
+def test_markd_version_prints_the_version_and_exits_0() -> None:
+    from oracle import __version__
+
+    done = subprocess.run([sys.executable, "-m", "oracle", "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == f"markd {__version__}"
