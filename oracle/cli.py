@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:  # a newcomer typing `markd` gets the commands, not just "COMMAND is required"
         build_parser().print_help(sys.stderr)
-        return EXIT_USAGE
+        raise SystemExit(EXIT_USAGE)  # as argparse does for every other usage error
     if argv[:1] == ["synth"]:  # synth parses its own options (argparse's REMAINDER drops leading --flags)
         return _synth(argv[1:])
     args = build_parser().parse_args(argv)

@@ -122,7 +122,9 @@ def test_an_unexpected_error_is_one_line_and_markd_debug_shows_the_traceback(
 
 
 def test_markd_alone_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: markd") and "COMMAND" in err
     listed = [line.split()[0] for line in err.splitlines() if line.startswith("    ") and line.split()]
