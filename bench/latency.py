@@ -20,7 +20,9 @@ the HTTP hop, parsing, the wait for the next tick, aggregation, the dispute stag
 
 The daemon runs as `markd run` (a subprocess); its CPU share (utime+stime over the measured window,
 from /proc/PID/stat) and RSS (VmRSS, and the peak VmHWM, from /proc/PID/status) are read from /proc.
-Prints a final JSON line: {"p50_ms", "p99_ms", "cpu_pct", "rss_mb", ...}.
+`tick_cpu_ms_p50`/`_p99`: the CPU time of one tick of the pipeline (aggregation and validation, not
+parsing or publishing), from the daemon's `markd_tick_cpu_seconds` histogram over the same window.
+Prints a final JSON line: {"p50_ms", "p99_ms", "cpu_pct", "rss_mb", "tick_cpu_ms_p50", ...}.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -39,8 +42,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,11 +199,14 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         ]
         await asyncio.sleep(1.0)  # subscribed, and the first steps taken
         pids = {"daemon": daemon.pid, "bench": os.getpid(), "redis": redis_server.proc.pid}  # type: ignore[union-attr]
+        metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+        cpu_hist0 = await tick_cpu_histogram(metrics_url)
         quotes0, t0 = feed.quotes, time.monotonic()
         ticks0 = {k: cpu_ticks(pid) for k, pid in pids.items()}
         del lags[:]
         await asyncio.sleep(args.seconds)
         ticks1, t1 = {k: cpu_ticks(pid) for k, pid in pids.items()}, time.monotonic()
+        cpu_hist1 = await tick_cpu_histogram(metrics_url)
         lag_ms = np.array(lags) * 1000.0
         rss_kb, hwm_kb = status_kb(daemon.pid, "VmRSS"), status_kb(daemon.pid, "VmHWM")
         quotes_per_s = (feed.quotes - quotes0) / (t1 - t0)
@@ -240,6 +248,8 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     cpu = {k: round(100.0 * (ticks1[k] - ticks0[k]) / hz / (t1 - t0), 1) for k in ticks0}
     return {
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "tick_cpu_ms_p50": round(histogram_quantile(0.5, cpu_hist0, cpu_hist1) * 1000, 2),
+        "tick_cpu_ms_p99": round(histogram_quantile(0.99, cpu_hist0, cpu_hist1) * 1000, 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "max_ms": round(float(ms.max()), 1),
         "cpu_pct": cpu["daemon"],
@@ -257,6 +267,32 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         "tick_ms": args.tick_ms,
         "seconds": args.seconds,
     }
+
+
+async def tick_cpu_histogram(url: str) -> dict[float, float]:
+    """The daemon's markd_tick_cpu_seconds buckets: upper bound -> cumulative count."""
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "markd_tick_cpu_seconds":
+            return {float(s.labels["le"]): s.value for s in family.samples if s.name.endswith("_bucket")}
+    raise SystemExit("the daemon exposes no markd_tick_cpu_seconds")
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """The q-quantile of the observations between two scrapes, interpolated within its bucket."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return math.nan
+    rank, lower, below = q * counts[-1], 0.0, 0.0
+    for bound, cum in zip(bounds, counts, strict=True):
+        if cum >= rank:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(cum - below, 1e-12)
+        lower, below = bound, cum
+    return bounds[-1]
 
 
 async def warm_up(redis: Redis, markets: list[str], daemon: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -36,6 +36,8 @@ SOURCE_ERROR_CODES = (
 # Why one market's mark was not stored (label `code` of markd_publish_market_errors_total).
 PUBLISH_ERROR_CODES = ("wrong_type", "redis_error")
 
+# Fine below 10 ms: what a tick of the pipeline costs at a thousand markets (bench/latency.py).
+_TICK_CPU_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -79,6 +81,12 @@ class Metrics:
         self.mark_seq = per_market.family("markd_mark_seq", "Sequence number of the latest mark", ("market",))
         self.aggregation_seconds = Histogram(
             "markd_aggregation_seconds", "Time to aggregate one tick", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.tick_cpu_seconds = Histogram(
+            "markd_tick_cpu_seconds",
+            "CPU time of one tick of the pipeline (aggregation and validation), this thread only",
+            buckets=_TICK_CPU_BUCKETS,
+            registry=r,
         )
         self.publish_seconds = Histogram(
             "markd_publish_seconds", "Time to publish one tick", buckets=_LATENCY_BUCKETS, registry=r
