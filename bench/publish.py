@@ -1,11 +1,14 @@
 """Publish throughput: 100,000 marks over 1,000 markets through RedisPublisher (one pipeline per tick
-of 1,000 marks, as the daemon does) to a private redis-server, against the ceiling of the same
-server measured in the same run by `redis-benchmark -t set -P 16 -q`.
+of 1,000 marks, as the daemon does) to a private redis-server, unsigned and signed (HMAC-SHA256,
+Ed25519) in the same run, against the ceiling of the same server measured by
+`redis-benchmark -t set -P 16 -q`.
 
     .venv/bin/python bench/publish.py [--markets 1000] [--marks 100000] [--rounds 3]
 
-Each figure is the best of `rounds` runs (the machine may be shared; the best run is the one least
-disturbed). Prints a final JSON line: {"marks_per_s", "ceiling_ops_per_s", "ratio", ...}.
+Each round runs every mode once, in turn, so a busy spell of the shared machine hits them alike; each
+figure is the best of `rounds` (the least disturbed run). Prints a final JSON line:
+{"marks_per_s" (unsigned), "hmac_marks_per_s", "ed25519_marks_per_s", "hmac_cost_pct",
+"ed25519_cost_pct", "ceiling_ops_per_s", "ratio", ...}; a cost is the throughput lost to signing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -27,6 +31,7 @@ from oracle.metrics import Metrics
 from oracle.models import Mark, Status
 from oracle.publish import RedisPublisher
 from oracle.settings import RedisSettings
+from oracle.signing import Signer
 from oracle.testing import RedisServer
 
 
@@ -37,10 +42,15 @@ def tick_marks(markets: list[str], tick: int, now: float) -> list[Mark]:
     ]
 
 
-async def publish_rate(url: str, n_markets: int, n_marks: int) -> float:
+MODES = ("unsigned", "hmac-sha256", "ed25519")
+
+
+async def publish_rate(url: str, n_markets: int, n_marks: int, mode: str = "unsigned") -> float:
     markets = [f"M{i}-USD" for i in range(n_markets)]
     clock = WallClock()
-    publisher = RedisPublisher(RedisSettings(url=url, prefix="bench"), Metrics(), clock, timeout_s=10.0)
+    signer = None if mode == "unsigned" else Signer(mode, secrets.token_bytes(32))
+    settings = RedisSettings(url=url, prefix="bench")
+    publisher = RedisPublisher(settings, Metrics(), clock, timeout_s=10.0, signer=signer)
     try:
         await publisher.publish(tick_marks(markets, 0, clock.now()))  # loads the script, reads seqs back
         ticks = [tick_marks(markets, t, clock.now()) for t in range(1, n_marks // n_markets + 1)]
@@ -76,21 +86,29 @@ def main() -> None:
     args = parser.parse_args()
     server = RedisServer().start()
     try:
-        rates, tops = [], []
+        rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+        tops = []
         for _ in range(args.rounds):
-            server.flush()
-            rates.append(asyncio.run(publish_rate(server.url, args.markets, args.marks)))
+            for mode in MODES:
+                server.flush()
+                rates[mode].append(asyncio.run(publish_rate(server.url, args.markets, args.marks, mode)))
             tops.append(ceiling(server.port))
-        rate, top = max(rates), max(tops)
+        best = {mode: max(r) for mode, r in rates.items()}
+        top = max(tops)
     finally:
         server.stop()
+    rate = best["unsigned"]
     result = {
         "marks_per_s": round(rate),
+        "hmac_marks_per_s": round(best["hmac-sha256"]),
+        "ed25519_marks_per_s": round(best["ed25519"]),
+        "hmac_cost_pct": round(100 * (1 - best["hmac-sha256"] / rate), 1),
+        "ed25519_cost_pct": round(100 * (1 - best["ed25519"] / rate), 1),
         "ceiling_ops_per_s": round(top),
         "ratio": round(rate / top, 4),
         "markets": args.markets,
         "marks": args.marks,
-        "rounds_marks_per_s": [round(r) for r in rates],
+        "rounds_marks_per_s": {mode: [round(x) for x in r] for mode, r in rates.items()},
     }
     print(json.dumps(result))
 

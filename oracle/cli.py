@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from pydantic import ValidationError
 
@@ -25,12 +25,14 @@ from oracle.settings import (
     ConfigError,
     RedisSettings,
     Settings,
+    SigningAlgorithm,
     default_config_path,
     error_message,
     load_settings,
 )
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+ALGORITHMS = get_args(SigningAlgorithm)
 
 
 class UsageError(Exception):
@@ -45,12 +47,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def resolved_config(settings: Settings) -> dict[str, Any]:
-    """The config as markd will use it: defaults filled in, each market's policy resolved."""
-    data = settings.model_dump(mode="json", exclude={"dispute_token"})
+    """The config as markd will use it: defaults filled in, each market's policy resolved. Secrets
+    show as set or unset; the signing key by its kid only."""
+    from oracle.signing import signer_from_settings
+
+    data = settings.model_dump(mode="json", exclude={"dispute_token", "signing_key"})
     data["redis"]["url"] = redact(settings.redis.url)
     data["dispute_token"] = "set" if settings.dispute_token else "unset"
     for name, source in data["sources"].items():
         source["freeze_bps"] = settings.freeze_bps(name)  # None in the file: the kind's default
+    signer = signer_from_settings(settings)
+    data["signing"]["key"] = "unset" if signer is None else "MARKD_SIGNING_KEY" if settings.signing_key else "key_file"
+    data["signing"]["kid"] = signer.kid if signer is not None else None
     for name, market in data["markets"].items():
         for key in list(market):
             if market[key] is None:
@@ -66,8 +74,10 @@ def resolved_config(settings: Settings) -> dict[str, Any]:
 def _load(path: str) -> Settings:
     settings = load_settings(path)
     from feeds.runner import build_adapters  # every source must be servable by its venue adapter
+    from oracle.signing import signer_from_settings  # the signing key must be readable and usable
 
     build_adapters(settings)
+    signer_from_settings(settings)
     return settings
 
 
@@ -114,11 +124,50 @@ def cmd_marks(args: argparse.Namespace) -> int:
         option = {"url": "--redis", "prefix": "--prefix"}
         problems = [f"{option[str(e['loc'][0])]} {e['input']!r}: {error_message(e)}" for e in exc.errors()]
         raise UsageError("; ".join(problems)) from None
+    keys = _verify_keys(args.verify_key or [])
     try:
-        print(asyncio.run(print_marks(url, args.prefix, args.market or None, cluster=args.cluster)))
+        table = print_marks(
+            url,
+            args.prefix,
+            args.market or None,
+            cluster=args.cluster,
+            verify_key=keys or None,
+            algorithm=args.algorithm,
+        )
+        print(asyncio.run(table))
     except MarkError as exc:
         print(f"markd marks: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    return EXIT_OK
+
+
+def _verify_keys(paths: list[str]) -> list[bytes]:
+    from oracle.signing import SigningKeyError, read_key
+
+    try:
+        return [read_key(p) for p in paths]
+    except SigningKeyError as exc:
+        raise UsageError(f"--verify-key {exc}") from None
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """A new signing key in a new file (mode 0600). stdout gets the verifying key only for Ed25519
+    (the public key, as hex: save it as the verifiers' --verify-key file); an HMAC key is its own
+    verifying key, a secret that is never printed."""
+    from oracle.signing import generate_key, write_key
+
+    signer = generate_key(args.algorithm)
+    try:
+        write_key(signer, args.out)
+    except FileExistsError:
+        raise UsageError(f"--out {args.out}: exists; a key is never overwritten (remove it first)") from None
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: {exc.strerror}") from None
+    if args.algorithm == "ed25519":
+        print(signer.verifying_key.hex())
+        print(f"wrote the private seed to {args.out} (kid {signer.kid}); stdout is the public key", file=sys.stderr)
+    else:
+        print(f"wrote the HMAC key to {args.out} (kid {signer.kid}); verifiers need this same file", file=sys.stderr)
     return EXIT_OK
 
 
@@ -180,7 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prefix", default="markd")
     c.add_argument("--cluster", action="store_true", help="the URL names a node of a Redis Cluster")
     c.add_argument("--market", action="append", help="only this market (repeatable)")
+    c.add_argument(
+        "--verify-key",
+        action="append",
+        metavar="FILE",
+        help="hex of the HMAC key or Ed25519 public key; a mark that fails verification shows as FORGED "
+        "(repeatable, for a key rotation)",
+    )
+    c.add_argument("--algorithm", choices=ALGORITHMS, default="hmac-sha256", help="the algorithm markd signs with")
     c.set_defaults(func=cmd_marks)
+
+    c = sub.add_parser("keygen", help="write a new signing key (mode 0600) and print its verifying half")
+    c.add_argument("--algorithm", choices=ALGORITHMS, default="hmac-sha256")
+    c.add_argument("--out", required=True, help="the key file to create (never overwritten)")
+    c.set_defaults(func=cmd_keygen)
 
     c = sub.add_parser("dispute", help="open, list or resolve disputes through the daemon's API")
     from oracle.dispute_cli import add_dispute_commands

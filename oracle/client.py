@@ -5,11 +5,18 @@
      ├── MarkMissing       no mark for the market, or one that does not parse
      ├── MarkHeld          status `held`: a dispute or the jump guard holds the market
      ├── MarkStale         status `stale`: no tier has quorum
-     └── MarkTooOld        `ok`/`degraded`, but validated longer ago than the caller's max_age_ms
+     ├── MarkTooOld        `ok`/`degraded`, but validated longer ago than the caller's max_age_ms
+     └── MarkForged        with `verify_key`: no signature, a wrong one, an unknown key, or a validly
+                           signed mark older (lower seq) than one already returned (a replay)
 
 `MarkReader.get` returns a usable Mark or raises one of these. `MarkReader.subscribe` streams marks
 from pub/sub and, after every (re)connect, re-reads the hashes, so a message missed while the
 connection was down is never silently lost; it yields each market's seqs in rising order only.
+
+With `verify_key` (and the `algorithm` markd signs with; never taken from the mark) every read is
+checked against the signature (see oracle.signing); a subscription drops forged updates with a
+warning, counted in `Subscription.forged`, and goes on. Several keys may be given while one is being
+rotated: each mark's `kid` picks its key.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -31,11 +38,13 @@ from oracle.connection import RedisClient, connect, connect_node, primary_moved,
 from oracle.models import Mark, Status
 from oracle.schema import Keys, decode_mark
 from oracle.settings import RedisSettings
+from oracle.signing import Verifier, mark_payload, parse_key
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "MarkError",
+    "MarkForged",
     "MarkHeld",
     "MarkMissing",
     "MarkReader",
@@ -77,19 +86,55 @@ class MarkTooOld(MarkError):
     pass
 
 
+class MarkForged(MarkError):
+    pass
+
+
+VerifyKey: TypeAlias = bytes | str  # the raw key, or its hex
+
+
+def _verifiers(keys: VerifyKey | Sequence[VerifyKey] | None, algorithm: str) -> dict[str, Verifier]:
+    if keys is None:
+        return {}
+    many = [keys] if isinstance(keys, bytes | str) else list(keys)
+    verifiers = [Verifier(algorithm, parse_key(k) if isinstance(k, str) else k) for k in many]
+    return {v.kid: v for v in verifiers}
+
+
 class MarkReader:
-    def __init__(self, settings: RedisSettings, clock: Clock | None = None, *, timeout_s: float = 1.0) -> None:
+    """`verify_key`: the HMAC key or Ed25519 public key (bytes, or hex), or several during a key
+    rotation; `algorithm` is the one markd signs with (`hmac-sha256` or `ed25519`)."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        clock: Clock | None = None,
+        *,
+        timeout_s: float = 1.0,
+        verify_key: VerifyKey | Sequence[VerifyKey] | None = None,
+        algorithm: str = "hmac-sha256",
+    ) -> None:
         self._settings = settings
         self._clock = clock or WallClock()
         self._timeout_s = timeout_s
         self._keys = Keys(settings.prefix)
+        self._verifiers = _verifiers(verify_key, algorithm)
+        self._returned: dict[str, int] = {}  # the highest seq returned per market (replay check)
         self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = "markd", *, cluster: bool = False, clock: Clock | None = None
+        cls,
+        url: str,
+        prefix: str = "markd",
+        *,
+        cluster: bool = False,
+        clock: Clock | None = None,
+        verify_key: VerifyKey | Sequence[VerifyKey] | None = None,
+        algorithm: str = "hmac-sha256",
     ) -> MarkReader:
-        return cls(RedisSettings(url=url, prefix=prefix, cluster=cluster), clock)
+        settings = RedisSettings(url=url, prefix=prefix, cluster=cluster)
+        return cls(settings, clock, verify_key=verify_key, algorithm=algorithm)
 
     def __repr__(self) -> str:
         return f"MarkReader({redact(self._settings.url)}, prefix={self._settings.prefix!r})"
@@ -118,10 +163,38 @@ class MarkReader:
         return mark
 
     async def read_many(self, markets: Sequence[str]) -> dict[str, Mark | None]:
-        """The stored marks as they are (no status or age check), in one round trip.
-        Raises MarkUnavailable, or MarkMissing for a hash that does not parse."""
+        """The stored marks as they are (no status or age check), in one round trip. Raises
+        MarkUnavailable, MarkMissing for a hash that does not parse, or MarkForged."""
+        out: dict[str, Mark | None] = {}
+        for market, mark in (await self.read_each(markets)).items():
+            if isinstance(mark, MarkError):
+                raise mark
+            out[market] = mark
+        return out
+
+    async def read_each(self, markets: Sequence[str]) -> dict[str, Mark | MarkError | None]:
+        """As read_many, but a market whose mark cannot be used gets its MarkMissing or MarkForged
+        as its value instead of raising: one bad market does not hide the others."""
         rows = await self._read_rows(markets)
-        return {m: _parse(m, row) for m, row in zip(markets, rows, strict=True)}
+        out: dict[str, Mark | MarkError | None] = {}
+        for market, row in zip(markets, rows, strict=True):
+            try:
+                out[market] = self._checked(market, row)
+            except (MarkMissing, MarkForged) as exc:
+                out[market] = exc
+        return out
+
+    def _checked(self, market: str, row: Mapping[str, Any]) -> Mark | None:
+        """The parsed mark; with verify keys also its signature, and no replay of an older one."""
+        mark = _parse(market, row)
+        if mark is None or not self._verifiers:
+            return mark
+        _verify(self._verifiers, market, row, mark)
+        seen = self._returned.get(market, 0)
+        if mark.seq < seen:
+            raise MarkForged(market, f"replayed: seq {mark.seq} is below seq {seen}, already read", mark)
+        self._returned[market] = mark.seq
+        return mark
 
     async def _read_rows(self, markets: Sequence[str]) -> list[dict[str, str]]:
         try:
@@ -147,7 +220,18 @@ class MarkReader:
         return Subscription(self, list(markets), backoff_s)
 
 
-def _parse(market: str, row: Mapping[str, str]) -> Mark | None:
+def _verify(verifiers: Mapping[str, Verifier], market: str, row: Mapping[str, Any], mark: Mark) -> None:
+    sig, kid = row.get("sig"), row.get("kid")
+    if not sig:
+        raise MarkForged(market, "unsigned", mark)
+    verifier = verifiers.get(str(kid))
+    if verifier is None:
+        raise MarkForged(market, f"signed with key {kid!s:.16}, which is not ours", mark)
+    if not verifier.verify(mark_payload(market, row), str(sig)):
+        raise MarkForged(market, "the signature does not match", mark)
+
+
+def _parse(market: str, row: Mapping[str, Any]) -> Mark | None:
     if not row:
         return None
     try:
@@ -171,6 +255,7 @@ class Subscription:
         self._backoff_s = backoff_s
         self._delay = backoff_s[0]
         self._last_seq: dict[str, int] = {}
+        self.forged = 0  # forged or unsigned updates dropped (with verify keys)
         self._queue: deque[Mark] = deque()
         self._node: Redis | None = None
         self._pubsub: PubSub | None = None
@@ -223,12 +308,26 @@ class Subscription:
 
     def _resync(self, market: str, row: dict[str, str]) -> None:
         try:
-            mark = _parse(market, row)
+            mark = self._checked(market, row)
         except MarkMissing as exc:
             log.warning("%s", exc)  # one bad hash must not stop the other markets' updates
             return
+        except MarkForged as exc:
+            self._refuse(exc)
+            return
         if mark is not None:
             self._offer(mark)
+
+    def _checked(self, market: str, fields: Mapping[str, Any]) -> Mark | None:
+        """Parsed and, with verify keys, verified (replays are dropped by _offer's seq check)."""
+        mark = _parse(market, fields)
+        if mark is not None and self._reader._verifiers:
+            _verify(self._reader._verifiers, market, fields, mark)
+        return mark
+
+    def _refuse(self, exc: MarkForged) -> None:
+        self.forged += 1
+        log.warning("dropping a forged mark: %s", exc)
 
     async def _receive(self) -> None:
         assert self._pubsub is not None
@@ -251,9 +350,15 @@ class Subscription:
         if market is None:
             return
         try:
-            self._offer(decode_mark(market, json.loads(message["data"])))
-        except (KeyError, ValueError, TypeError) as exc:
+            fields = json.loads(message["data"])
+            mark = self._checked(market, fields)
+        except MarkForged as exc:
+            self._refuse(exc)
+        except (MarkMissing, KeyError, ValueError, TypeError, AttributeError) as exc:
             log.warning("%s: ignoring a malformed update (%s)", market, exc)
+        else:
+            if mark is not None:
+                self._offer(mark)
 
     def _offer(self, mark: Mark) -> None:
         if mark.seq > self._last_seq.get(mark.market, 0):
@@ -274,12 +379,14 @@ class Subscription:
 _COLUMNS = ("market", "price", "confidence", "status", "tier", "sources", "age", "seq")
 
 
-def render_marks(marks: Mapping[str, Mark | None], now: float) -> str:
-    """A plain-text table of marks, one row per market (a missing mark shows as `missing`)."""
+def render_marks(marks: Mapping[str, Mark | MarkError | None], now: float) -> str:
+    """A plain-text table of marks, one row per market (a missing mark shows as `missing`, one that
+    failed verification as `FORGED`, one that does not parse as `malformed`)."""
     rows = [list(_COLUMNS)]
     for market, mark in marks.items():
-        if mark is None:
-            rows.append([market, "-", "-", "missing", "-", "-", "-", "-"])
+        if mark is None or isinstance(mark, MarkError):
+            shown = "missing" if mark is None else "FORGED" if isinstance(mark, MarkForged) else "malformed"
+            rows.append([market, "-", "-", shown, "-", "-", "-", "-"])
             continue
         age = f"{max(0.0, now - mark.ts):.1f}s"
         rows.append(
@@ -297,13 +404,17 @@ async def print_marks(
     *,
     cluster: bool = False,
     clock: Clock | None = None,
+    verify_key: VerifyKey | Sequence[VerifyKey] | None = None,
+    algorithm: str = "hmac-sha256",
 ) -> str:
-    """The `markd marks` table: the given markets, or every market found under the prefix.
+    """The `markd marks` table: the given markets, or every market found under the prefix; with
+    `verify_key`, a market whose mark fails verification shows as FORGED.
     Raises MarkUnavailable when Redis cannot be read (its message never holds the password)."""
     clock = clock or WallClock()
-    async with MarkReader.from_url(url, prefix, cluster=cluster, clock=clock) as reader:
+    reader = MarkReader.from_url(url, prefix, cluster=cluster, clock=clock, verify_key=verify_key, algorithm=algorithm)
+    async with reader:
         names = list(markets) if markets is not None else await reader.markets()
-        marks = await reader.read_many(names) if names else {}
+        marks = await reader.read_each(names) if names else {}
     if not marks:
         return f"no marks under prefix {prefix!r} at {redact(url)}"
     return render_marks(marks, clock.now())

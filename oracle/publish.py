@@ -8,7 +8,8 @@ One server-side Lua script (see oracle.schema for the keys) does, atomically for
 the write if `seq` is not above the stored one or the leader fence says the writer lost its lease;
 else update the mark hash, append to the history stream, publish the JSON message and set the
 provisional hash. One script call takes a chunk of marks (`batch`; in a Cluster one market, since a
-call may only touch one slot), and the calls of one tick go out in one pipeline round trip.
+call may only touch one slot), and the calls of one tick go out in one pipeline round trip. With a
+signer (oracle.signing) each mark carries `kid` and `sig`, signed over the very strings stored.
 
 Fencing: with a token (from oracle.leader.LeaderLease) the script refuses the write unless
 - standalone: `P:{leader}:epoch` equals the token, so a deposed leader is refused at once;
@@ -50,6 +51,7 @@ from oracle.metrics import Metrics
 from oracle.models import Mark
 from oracle.schema import Keys, MarketKeys
 from oracle.settings import RedisSettings
+from oracle.signing import Signer
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -68,13 +70,14 @@ _BAD_KEY = {-2: "mark", -3: "history", -4: "provisional", -5: "fence"}
 # One call writes a chunk of marks (in a Cluster: one market's, so every key shares its slot).
 # KEYS: per mark: mark, history, provisional, fence; then, standalone with a token, the epoch.
 # ARGV: token ('' = unfenced), history maxlen, now_ms, then per mark: seq, channel, candidate price,
-#       price, confidence, ts_ms, status, tier, sources.
+#       price, confidence, ts_ms, status, tier, sources, kid, sig (kid '' = unsigned).
 # Returns one integer per mark (cheap to parse): 0 written, -1 refused by the fence, -2 - j when the
 # mark's j-th key (0 mark, 1 history, 2 provisional, 3 fence) holds the wrong type or a non-number,
 # else refused by the seq check, and then it is the stored seq (>= 1, since seq >= 1 is not above it).
 # A bad key is checked for before anything of that mark is written, with pcall and TYPE: a plain
 # redis.call error would abort the whole call, every other market of the chunk with it.
-# The field names are oracle.schema.MARK_FIELDS; prices arrive as repr() strings, ints as digits.
+# The field names are oracle.schema.MARK_FIELDS (+ kid, sig); every value arrives as the exact
+# string to store, so what oracle.signing signed is what a reader finds.
 PUBLISH_LUA = """
 local token = tonumber(ARGV[1])
 local deposed = token and #KEYS % 4 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
@@ -88,7 +91,7 @@ local function of_type(key, want)
 end
 local out = {}
 for i = 0, math.floor(#KEYS / 4) - 1 do
-  local k, a = i * 4, 3 + i * 9
+  local k, a = i * 4, 3 + i * 11
   local seq = tonumber(ARGV[a + 1])
   local stored = number_at(redis.pcall('HGET', KEYS[k + 1], 'seq'))
   local seen = number_at(redis.pcall('GET', KEYS[k + 4]))
@@ -105,14 +108,26 @@ for i = 0, math.floor(#KEYS / 4) - 1 do
   if verdict == 0 and seq <= stored then verdict = stored end
   if verdict == 0 then
     local price, conf, ts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-    local st, tier, src = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
-    redis.call('HSET', KEYS[k + 1], 'price', price, 'confidence', conf, 'ts_ms', ts, 'seq', ARGV[a + 1],
-               'status', st, 'tier', tier, 'sources', src)
-    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[2], '*', 'price', price, 'confidence', conf,
-               'ts_ms', ts, 'seq', ARGV[a + 1], 'status', st, 'tier', tier, 'sources', src)
-    redis.call('PUBLISH', ARGV[a + 2], '{"price":"' .. price .. '","confidence":"' .. conf ..
-      '","ts_ms":' .. ts .. ',"seq":' .. ARGV[a + 1] .. ',"status":"' .. st .. '","tier":' .. tier ..
-      ',"sources":' .. (string.find(src, '[%c"\\\\]') and cjson.encode(src) or '"' .. src .. '"') .. '}')
+    local st, tier, src, kid, sig = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
+    local json = '{"price":"' .. price .. '","confidence":"' .. conf .. '","ts_ms":' .. ts .. ',"seq":' ..
+      ARGV[a + 1] .. ',"status":"' .. st .. '","tier":' .. tier .. ',"sources":' ..
+      (string.find(src, '[%c"\\\\]') and cjson.encode(src) or '"' .. src .. '"')
+    if kid == '' then
+      redis.call('HSET', KEYS[k + 1], 'price', price, 'confidence', conf, 'ts_ms', ts, 'seq', ARGV[a + 1],
+                 'status', st, 'tier', tier, 'sources', src)
+      redis.call('HDEL', KEYS[k + 1], 'kid', 'sig')  -- signing turned off: no stale signature stays
+      redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[2], '*', 'price', price, 'confidence', conf,
+                 'ts_ms', ts, 'seq', ARGV[a + 1], 'status', st, 'tier', tier, 'sources', src)
+      json = json .. '}'
+    else
+      redis.call('HSET', KEYS[k + 1], 'price', price, 'confidence', conf, 'ts_ms', ts, 'seq', ARGV[a + 1],
+                 'status', st, 'tier', tier, 'sources', src, 'kid', kid, 'sig', sig)
+      redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[2], '*', 'price', price, 'confidence', conf,
+                 'ts_ms', ts, 'seq', ARGV[a + 1], 'status', st, 'tier', tier, 'sources', src, 'kid', kid,
+                 'sig', sig)
+      json = json .. ',"kid":"' .. kid .. '","sig":"' .. sig .. '"}'
+    end
+    redis.call('PUBLISH', ARGV[a + 2], json)
     redis.call('HSET', KEYS[k + 3], 'price', ARGV[a + 3], 'ts_ms', ARGV[3], 'seq', ARGV[a + 1])
   end
   out[i + 1] = verdict
@@ -192,6 +207,7 @@ class RedisPublisher:
         backoff_s: tuple[float, float] = (0.05, 0.5),
         batch: int = 100,
         mark_gauges: bool = True,
+        signer: Signer | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -200,6 +216,7 @@ class RedisPublisher:
         self._backoff_s = backoff_s
         self._batch = batch
         self._mark_gauges = mark_gauges
+        self._signer = signer
         self._keys = Keys(settings.prefix)
         self._market_keys: dict[str, MarketKeys] = {}
         self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
@@ -406,9 +423,15 @@ class RedisPublisher:
         for m in chunk:
             k = self._keys_of(m.market)
             keys += (k.mark, k.history, k.provisional, k.fence)
-            price, confidence, candidate = float(m.price), float(m.confidence), float(m.candidate)
-            args += (m.seq, k.updates, repr(candidate), repr(price), repr(confidence), m.ts_ms)
-            args += (m.status.value, m.tier, ",".join(m.sources))
+            # The exact strings stored, and signed: oracle.signing.mark_payload's order.
+            fields = (repr(float(m.price)), repr(float(m.confidence)), str(m.ts_ms), str(m.seq), m.status.value,
+                      str(m.tier), ",".join(m.sources))  # fmt: skip
+            price, confidence, ts_ms, seq, status, tier, sources = fields
+            kid, sig = "", ""
+            if self._signer is not None:
+                kid, sig = self._signer.kid, self._signer.sign("\n".join((m.market, *fields)).encode())
+            args += (seq, k.updates, repr(float(m.candidate)), price, confidence, ts_ms)
+            args += (status, tier, sources, kid, sig)
         if self._fence is not None and not self._settings.cluster:
             keys.append(self._keys.epoch)
         return keys, args

@@ -48,6 +48,7 @@ from oracle.publish import RedisPublisher
 from oracle.quotebook import QuoteBook
 from oracle.serving import HttpLimits, LimitedSite, limits_middleware, quiet_accept_errors
 from oracle.settings import Settings
+from oracle.signing import signer_from_settings
 
 log = logging.getLogger("markd.service")
 
@@ -66,7 +67,14 @@ class Service:
         self.stage = DisputeStage(settings)
         self.pipeline = Pipeline(settings, self.book, self.metrics, self.stage)
         tick_s = settings.service.tick_ms / 1000
-        self.publisher = RedisPublisher(settings.redis, self.metrics, self.clock, timeout_s=tick_s, mark_gauges=False)
+        self.publisher = RedisPublisher(
+            settings.redis,
+            self.metrics,
+            self.clock,
+            timeout_s=tick_s,
+            mark_gauges=False,
+            signer=signer_from_settings(settings),
+        )
         ttl_ms = lease_ttl_ms(settings)
         lease = LeaderLease(
             settings.redis, self.replica_id, ttl_ms, self.clock, metrics=self.metrics, timeout_s=min(tick_s, 0.5)

@@ -141,6 +141,16 @@ class RedisSettings(Strict):
         return [(host, int(port)) for host, _, port in (s.rpartition(":") for s in self.sentinels)]
 
 
+SigningAlgorithm = Literal["hmac-sha256", "ed25519"]
+
+
+class SigningSettings(Strict):
+    algorithm: SigningAlgorithm = "hmac-sha256"
+    # A file holding the hex of the 32-byte key (ed25519: the private seed); "" with no
+    # $MARKD_SIGNING_KEY means marks are not signed. The key itself never sits in this config.
+    key_file: str = ""
+
+
 class Policy(Strict):
     """The rules a market is aggregated and guarded by; any market may override any key."""
 
@@ -267,10 +277,14 @@ class Settings(Strict):
     policy: Policy = Policy()
     notify: NotifySettings = NotifySettings()
     disputes: DisputeSettings = DisputeSettings()
+    signing: SigningSettings = SigningSettings()
     sources: dict[str, SourceSettings] = {}
     markets: Annotated[dict[str, MarketSettings], Field(min_length=1)]
     # Never from the file: only MARKD_DISPUTE_TOKEN sets it (see load_settings).
     dispute_token: SecretStr | None = None
+    # Never from the file either: only MARKD_SIGNING_KEY (the key's hex) sets it, and then it wins
+    # over signing.key_file. oracle.signing turns either into the signer.
+    signing_key: SecretStr | None = None
 
     def policy_for(self, market: str) -> Policy:
         return _resolved_policy(self.policy, self.markets[market])
@@ -304,6 +318,7 @@ class _EnvSettings(BaseSettings):
     redis_url: str | None = None
     http_port: str | None = None
     dispute_token: SecretStr | None = None
+    signing_key: SecretStr | None = None
 
 
 @dataclass
@@ -565,10 +580,13 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     """Validate a parsed TOML document with the environment's overrides applied."""
     if "dispute_token" in raw:
         raise ConfigError(["dispute_token: set it with the MARKD_DISPUTE_TOKEN environment variable"])
+    if "signing_key" in raw:
+        raise ConfigError(["signing_key: set it with the MARKD_SIGNING_KEY environment variable, or signing.key_file"])
     env = _EnvSettings()
     data, origins = _overlay_env(dict(raw), env)
+    secrets = {"dispute_token": env.dispute_token, "signing_key": env.signing_key}
     try:
-        settings = Settings.model_validate({**data, "dispute_token": env.dispute_token})
+        settings = Settings.model_validate({**data, **secrets})
     except ValidationError as exc:
         problems = validation_problems(exc) + _cross_problems(_Parts.salvage(data))
         raise ConfigError(_with_origins(list(dict.fromkeys(problems)), origins)) from exc

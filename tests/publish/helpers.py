@@ -9,6 +9,7 @@ from oracle.metrics import Metrics
 from oracle.models import Mark, Status
 from oracle.publish import RedisPublisher
 from oracle.settings import RedisSettings
+from oracle.signing import Signer
 
 SOURCES = ("coinbase", "kraken", "okx")
 
@@ -30,8 +31,10 @@ def mark(
     return Mark(market, price, confidence, ts, 0, status, tier, sources, candidate=cand)
 
 
-def publisher(settings: RedisSettings, metrics: Metrics | None = None, timeout_s: float = 0.25) -> RedisPublisher:
-    return RedisPublisher(settings, metrics or Metrics(), WallClock(), timeout_s=timeout_s)
+def publisher(
+    settings: RedisSettings, metrics: Metrics | None = None, timeout_s: float = 0.25, signer: Signer | None = None
+) -> RedisPublisher:
+    return RedisPublisher(settings, metrics or Metrics(), WallClock(), timeout_s=timeout_s, signer=signer)
 
 
 def errors(metrics: Metrics) -> float:
