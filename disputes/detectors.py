@@ -109,6 +109,8 @@ def confirming_tier(price: float, in_use: int, tiers: Sequence[TierResult], max_
 
 def divergent_tiers(tiers: Sequence[TierResult], max_deviation_bps: float) -> tuple[int, int] | None:
     """The first pair of tiers with quorum that disagree by more than `max_deviation_bps`."""
+    if len(tiers) < 2:
+        return None  # a market of one tier has no pair to compare
     live = [t for t in tiers if t.quorum]
     for i, a in enumerate(live):
         for b in live[i + 1 :]:

@@ -172,6 +172,8 @@ class DisputeStage:
         return [dispute_event(d)]
 
     def _revert(self, market: str, reason: Reason, now: float) -> list[Event]:
+        if not self._open.get(market):
+            return []  # nothing open, nothing to revert (the usual tick)
         events = []
         for d in self._open_of(market, reason, "detector"):
             events.append(dispute_event(self._close(d, Outcome.REVERTED, now)))
@@ -295,7 +297,9 @@ class DisputeStage:
         return self._closed.get(dispute_id)
 
     def _open_of(self, market: str, reason: Reason, origin: Origin) -> list[Dispute]:
-        ds = self._open.get(market, {})
+        ds = self._open.get(market)
+        if not ds:
+            return []  # the usual tick: nothing open on the market
         return [d for d in ds.values() if d.reason is reason and d.origin == origin]
 
     def _is_disputed(self, market: str) -> bool:

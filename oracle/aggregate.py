@@ -350,18 +350,25 @@ def candidates(result: BlockResult, markets: Sequence[str], now: float) -> list[
     tiers: dict[int, list[TierResult]] = {}
     excluded: dict[int, list[Excluded]] = {}
     has_quorum = result.quorum
+    # A row whose every configured source was accepted (the usual case) names them all: only the
+    # other rows pick their accepted names one by one.
+    every = (result.accepted == block.present_cols).all(axis=1)
     rows = zip(
         block.row_market.tolist(),
         block.row_tier.tolist(),
         result.price.tolist(),
         result.confidence.tolist(),
         has_quorum.tolist(),
-        result.accepted.tolist(),
+        every.tolist(),
         block.names,
+        range(len(block.names)),
         strict=True,
     )
-    for m, tier, price, confidence, quorum, acc, names in rows:
-        sources = tuple(name for name, a in zip(names, acc, strict=False) if a)
+    for m, tier, price, confidence, quorum, all_in, names, r in rows:
+        if all_in:
+            sources = names
+        else:
+            sources = tuple(name for name, a in zip(names, result.accepted[r].tolist(), strict=False) if a)
         tiers.setdefault(m, []).append(TierResult(tier, price, confidence, sources, quorum))
     if not result.reason.any():
         return [Candidate(markets[m], now, tuple(tiers[m]), ()) for m in block.markets]
