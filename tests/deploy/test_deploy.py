@@ -341,7 +341,7 @@ def test_compose_runs_the_stack_with_every_mounted_path_present() -> None:
     assert "--config.file=/etc/prometheus/prometheus.yml" in compose_text()
     assert mounts["../config"] == "/etc/markd"  # where the image's MARKD_CONFIG points
     assert "context: .." in compose_text() and "dockerfile: Dockerfile" in compose_text()
-    assert "MARKD_REDIS_URL: redis://redis:6379/0" in compose_text()
+    assert "MARKD_REDIS_URL: redis://markd:markd-demo-writer@redis:6379/0" in compose_text()  # its ACL user
     assert "docker compose up" in compose_text().split("services:")[0], "the header says how to run it"
 
 
