@@ -35,6 +35,7 @@ from redis.asyncio.client import PubSub
 
 from oracle.clock import Clock, WallClock
 from oracle.connection import RedisClient, connect, connect_node, primary_moved, redact
+from oracle.display import decimals, price_text
 from oracle.models import Mark, Status
 from oracle.schema import Keys, decode_mark
 from oracle.settings import RedisSettings
@@ -389,9 +390,10 @@ def render_marks(marks: Mapping[str, Mark | MarkError | None], now: float) -> st
             rows.append([market, "-", "-", shown, "-", "-", "-", "-"])
             continue
         age = f"{max(0.0, now - mark.ts):.1f}s"
+        places = decimals(mark.price)  # the market's precision, for the price and its band alike
         rows.append(
-            [market, repr(mark.price), repr(mark.confidence), mark.status.value, str(mark.tier),
-             ",".join(mark.sources), age, str(mark.seq)]
+            [market, price_text(mark.price, places), price_text(mark.confidence, places), mark.status.value,
+             str(mark.tier), ",".join(mark.sources), age, str(mark.seq)]
         )  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

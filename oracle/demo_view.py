@@ -22,7 +22,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from oracle import display
 from oracle.demo_script import Event
+from oracle.display import decimals
 from oracle.models import Mark
 
 STATUS_STYLE = {"ok": "bold green", "degraded": "bold yellow", "held": "bold magenta", "stale": "bold red"}
@@ -38,15 +40,8 @@ EVENT_STYLE = {
 }
 
 
-def decimals(price: float) -> int:
-    """The market's display precision: about seven significant digits (30012.45, 60.12345, 1.000312)."""
-    if not math.isfinite(price) or price <= 0:
-        return 2
-    return max(2, 6 - math.floor(math.log10(price)))
-
-
 def price_text(price: float, places: int) -> str:
-    return f"{price:,.{places}f}" if math.isfinite(price) else "-"
+    return display.price_text(price, places, grouped=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from oracle.display import metric_text, percent_text
 from oracle.models import Status
 from oracle.replay.attacks import Attack
 from oracle.replay.run import STATUS_CODES, RunResult
@@ -316,13 +317,12 @@ def summary(report: dict[str, Any]) -> str:
             f"{r['seconds_over_50bps']:.0f} s over 50 bps"
         )
         lines.append(
-            f"{market}: {error}, availability {r['availability']:.1%}, "
+            f"{market}: {error}, availability {percent_text(r['availability'])}, "
             f"{r['disputes']} dispute(s)" + (f", detected after {latency:.1f} s" if latency is not None else "")
         )
     for c in report["expectations"]:
-        lines.append(
-            f"{'PASS' if c['ok'] else 'FAIL'} {c['market']} {c['metric']} {c['op']} {c['value']} (got {c['got']})"
-        )
+        value, got = metric_text(c["metric"], c["value"]), metric_text(c["metric"], c["got"])
+        lines.append(f"{'PASS' if c['ok'] else 'FAIL'} {c['market']} {c['metric']} {c['op']} {value} (got {got})")
     run = report["run"]
     lines.append(f"{run['ticks']} ticks in {run['seconds']:.2f} s ({run['ticks_per_s']:.0f} ticks/s)")
     return "\n".join(lines)

@@ -136,7 +136,13 @@ async def test_print_marks_renders_the_table(settings: RedisSettings) -> None:
     out = await print_marks(settings.url, "t", clock=VirtualClock(NOW))
     lines = out.splitlines()
     assert lines[0].split() == ["market", "price", "confidence", "status", "tier", "sources", "age", "seq"]
-    assert lines[1].split() == ["A-USD", "10.5", "1.25", "ok", "1", "coinbase,kraken,okx", "2.0s", "1"]
-    assert lines[2].split()[:4] == ["B-USD", "7.0", "1.25", "held"]
+    assert lines[1].split() == ["A-USD", "10.50000", "1.25000", "ok", "1", "coinbase,kraken,okx", "2.0s", "1"]
+    assert lines[2].split()[:4] == ["B-USD", "7.000000", "1.250000", "held"]
     missing = await print_marks(settings.url, "t", ["C-USD"], clock=VirtualClock(NOW))
     assert "missing" in missing.splitlines()[1]
+
+
+async def test_print_marks_shows_a_price_at_its_markets_precision(settings: RedisSettings) -> None:
+    await put(settings, mark("BTC-USD", 29976.127500000002, NOW, confidence=3.0000000000000004))
+    out = await print_marks(settings.url, "t", ["BTC-USD"], clock=VirtualClock(NOW))
+    assert out.splitlines()[1].split()[:3] == ["BTC-USD", "29976.13", "3.00"]

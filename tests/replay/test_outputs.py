@@ -57,7 +57,9 @@ def test_replay_check_exits_0_when_expectations_hold_and_1_when_one_fails(tmp_pa
     text = SMALL.read_text().replace('value = 10\nwhy = "one doubled', 'value = 0\nwhy = "one doubled')
     strict.write_text(text.replace('config = "', f'config = "{SCENARIOS}/'))
     assert main(["replay", str(strict), "--out", str(tmp_path / "b"), "--check", "--no-html"]) == 1
-    assert "FAIL SUSD-USD max_error_bps <= 0.0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert re.search(r"^FAIL SUSD-USD max_error_bps <= 0\.0 bps \(got \d+\.\d bps\)$", out, re.M), out
+    assert re.search(r"^SUSD-USD: max error \d+\.\d bps, .*availability \d+\.\d %", out, re.M), out
 
 
 def _bad(tmp_path: Path, body: str) -> Path:
