@@ -114,6 +114,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(Options(seconds=args.seconds, seed=args.seed, calm=args.calm)))
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from oracle.sim.serve import SimError, serve_sim
+
+    try:
+        asyncio.run(serve_sim(args.seconds, args.seed))
+    except SimError as exc:
+        print(f"markd sim: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 def cmd_marks(args: argparse.Namespace) -> int:
     from oracle.client import MarkError, print_marks
 
@@ -203,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None, help="seed the simulation and its outages")
     c.add_argument("--calm", action="store_true", help="no scripted incident and no venue outages")
     c.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("sim", help="the simulated venues alone, on the ports of config/demo.toml")
+    c.add_argument("--seconds", type=_positive, help="end after N seconds (default: until Ctrl-C)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random walk (default 0)")
+    c.set_defaults(func=cmd_sim)
 
     c = sub.add_parser("check-config", help="validate a config and print it resolved")
     c.add_argument("path")
