@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -136,6 +137,7 @@ async def test_a_50_mb_answer_is_too_large_and_never_read_whole(hostile: Hostile
 
 
 async def test_too_large_says_which_limit_and_how_big(hostile: Hostile, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)  # whatever an earlier test left the root logger at
     async with Feed(json_source(f"http://{hostile.url}/fat", max_body_bytes=CAP)) as feed:
         await until(lambda: feed.errors("too_large") >= 1)
     message = next(r.getMessage() for r in caplog.records if "too_large" in r.getMessage())
@@ -145,6 +147,7 @@ async def test_too_large_says_which_limit_and_how_big(hostile: Hostile, caplog: 
 async def test_a_10_mb_websocket_message_is_too_large_not_a_connect_error_with_no_message(
     hostile: Hostile, ws_case: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING)
     case = ws_case("coinbase")
     settings = settings_for(case, f"ws://{hostile.url}/ws-fat")  # the default cap: 4 MiB
     async with Feed(settings) as feed:
