@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import pickle
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -31,6 +32,12 @@ __all__ = ["INLINE_BYTES", "FrameParser"]
 INLINE_BYTES = 64 * 1024
 
 _WORKER_ADAPTERS: dict[str, Adapter] = {}  # in the worker: adapters by key, unpickled once
+
+
+def _worker_ignores_interrupts() -> None:
+    """A terminal's Ctrl-C reaches the whole process group: the daemon stops the worker itself, so
+    the worker must not die on it first with a KeyboardInterrupt traceback on stderr."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _parse_in_worker(
@@ -71,7 +78,9 @@ class FrameParser:
 
     def _worker(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_ignores_interrupts
+            )
         return self._pool
 
     def close(self) -> None:
