@@ -80,8 +80,11 @@ class Service:
             settings.redis, self.replica_id, ttl_ms, self.clock, metrics=self.metrics, timeout_s=min(tick_s, 0.5)
         )
         # Renewed from its own thread every tick (at most a quarter of the TTL); given up when the
-        # tick loop has not ticked for 10 ticks (5 s at least): stuck, not merely busy.
-        self.lease = LeaseKeeper(lease, self.clock, every_s=min(tick_s, ttl_ms / 4000), stall_s=max(10 * tick_s, 5.0))
+        # tick loop has not ticked for 40 ticks (10 s at least): stuck, not merely slow (on a loaded
+        # machine one tick of 5,000 markets took up to 8 s, and a leader that gives the lease up then
+        # only hands a standby the same load).
+        stall_s = max(40 * tick_s, 10.0)
+        self.lease = LeaseKeeper(lease, self.clock, every_s=min(tick_s, ttl_ms / 4000), stall_s=stall_s)
         self.notifier = Notifier(settings.notify)
         self.disputes = DisputeService(
             self.stage,
@@ -254,11 +257,15 @@ class Service:
         every tick that long. The loop only copies what the thread reads (two dicts and an array: a
         few ms). Scrapes that come while one renders share its text."""
         if self._rendering is None:
-            state = (self.clock.now(), dict(self._marks), dict(self._published), self.book.received_ts().copy())
+            state = self._metrics_state()
             rendering = asyncio.get_running_loop().run_in_executor(self._metrics_thread, self._render, *state)
             rendering.add_done_callback(self._rendered)
             self._rendering = rendering
         return await asyncio.shield(self._rendering)
+
+    def _metrics_state(self) -> tuple[float, dict[str, Mark], dict[str, Mark], Any]:
+        """What _render reads, copied on the loop (the only part of a scrape the loop does)."""
+        return self.clock.now(), dict(self._marks), dict(self._published), self.book.received_ts().copy()
 
     def _rendered(self, _: object) -> None:
         self._rendering = None
