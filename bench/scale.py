@@ -15,6 +15,7 @@ would, and measures:
 - lease losses: the lone daemon takes the lease once; each loss and retake increments the epoch key.
 - publish errors (`markd_publish_errors_total`) and the scrape's duration and size;
 - the daemon's CPU (utime+stime over the window, /proc) and RSS; when its first mark reached Redis;
+  how much of the window its loop's thread was runnable but waited for a CPU (the machine's load);
 - in this process, after the run: a scrape's work at this size on the loop (`scrape_loop_ms`), on
   the worker thread (`scrape_thread_ms`), and the old way, all on the loop (`scrape_before_ms`).
 
@@ -163,6 +164,12 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime
 
 
+def run_delay_s(pid: int) -> float:
+    """Seconds the daemon's main thread (its event loop) spent runnable but waiting for a CPU
+    (/proc/PID/schedstat): on a shared machine, the time it was starved rather than slow."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -251,9 +258,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         epoch0 = int(await redis.get(f"{PREFIX}:{{leader}}:epoch") or 0)
         tasks.append(asyncio.create_task(scrapes(f"http://127.0.0.1:{http_port}", args.scrape_s, scraped)))
         del ticks[:]
-        cpu0, t0 = cpu_ticks(daemon.pid), time.monotonic()
+        cpu0, wait0, t0 = cpu_ticks(daemon.pid), run_delay_s(daemon.pid), time.monotonic()
         await asyncio.sleep(args.seconds)
-        cpu1, t1 = cpu_ticks(daemon.pid), time.monotonic()
+        cpu1, wait1, t1 = cpu_ticks(daemon.pid), run_delay_s(daemon.pid), time.monotonic()
         rss = rss_mb(daemon.pid)
         epoch1 = int(await redis.get(f"{PREFIX}:{{leader}}:epoch") or 0)
         if daemon.poll() is not None:
@@ -289,6 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scrape_bytes": scraped[-1][1],
         "scrapes": len(scraped),
         "cpu_pct": round(100.0 * (cpu1 - cpu0) / hz / (t1 - t0), 1),
+        "loop_waiting_for_cpu_pct": round(100.0 * (wait1 - wait0) / (t1 - t0), 1),
         "rss_mb": round(rss, 1),
         "first_mark_s": round(first_s, 2),
         "all_marks_s": round(all_s, 2),
