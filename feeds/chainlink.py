@@ -33,10 +33,15 @@ def decode_round(result: str) -> tuple[int, int, int, int, int]:
     return round_id, answer, started_at, updated_at, answered_in
 
 
+def abi_words(*values: int) -> str:
+    """Values as consecutive 32-byte big-endian ABI words, two's complement for negatives: the one
+    encoder, for the simulated node (oracle/sim/venues/chainlink.py) and tests."""
+    return "0x" + "".join(f"{v % (1 << 256):0{_WORD}x}" for v in values)
+
+
 def encode_round(round_id: int, answer: int, started_at: int, updated_at: int, answered_in: int) -> str:
-    """The inverse of decode_round, for simulated nodes and tests."""
-    words = (round_id, answer % 2**256, started_at, updated_at, answered_in)
-    return "0x" + "".join(f"{w:064x}" for w in words)
+    """The inverse of decode_round."""
+    return abi_words(round_id, answer, started_at, updated_at, answered_in)
 
 
 class Chainlink(Adapter):

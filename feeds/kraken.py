@@ -15,19 +15,27 @@ from typing import Any
 from feeds.adapter import Adapter, ParseResult, Request, Row, about, arr, get, obj, price, split_pair
 from feeds.errors import UnknownPair, VenueRejected
 
-_ASSET = {"BTC": "XBT", "DOGE": "XDG"}
+# Kraken's asset table, the one place it lives: the simulated Kraken (oracle/sim/venues/kraken.py)
+# names pairs from it too. ASSET_CODES maps markd's code to Kraken's where they differ.
+ASSET_CODES = {"BTC": "XBT", "DOGE": "XDG"}
 # Assets whose legacy code carries an X (crypto) or Z (fiat) prefix in REST result keys.
-_LEGACY_CRYPTO = frozenset({"XBT", "ETH", "LTC", "XMR", "XRP", "XLM", "ZEC", "ETC", "REP", "MLN", "XDG"})
-_LEGACY_FIAT = frozenset({"USD", "EUR", "GBP", "JPY", "CAD", "AUD"})
+LEGACY_CRYPTO = frozenset({"XBT", "ETH", "LTC", "XMR", "XRP", "XLM", "ZEC", "ETC", "REP", "MLN", "XDG"})
+LEGACY_FIAT = frozenset({"USD", "EUR", "GBP", "JPY", "CAD", "CHF", "AUD"})
+
+
+def kraken_asset(code: str) -> str:
+    """markd's asset code as Kraken spells it (`BTC` -> `XBT`)."""
+    return ASSET_CODES.get(code, code)
+
+
+def legacy_asset(asset: str) -> str:
+    """A Kraken asset's legacy code in REST result keys (`XBT` -> `XXBT`, `USD` -> `ZUSD`)."""
+    return f"X{asset}" if asset in LEGACY_CRYPTO else f"Z{asset}" if asset in LEGACY_FIAT else asset
 
 
 def _assets(pair: str) -> tuple[str, str]:
     base, quote = split_pair(pair)
-    return _ASSET.get(base, base), _ASSET.get(quote, quote)
-
-
-def _legacy(asset: str) -> str:
-    return f"X{asset}" if asset in _LEGACY_CRYPTO else f"Z{asset}" if asset in _LEGACY_FIAT else asset
+    return kraken_asset(base), kraken_asset(quote)
 
 
 class Kraken(Adapter):
@@ -42,7 +50,7 @@ class Kraken(Adapter):
     @staticmethod
     def venue_aliases(pair: str) -> Iterable[str]:
         base, quote = _assets(pair)
-        return {f"{base}/{quote}", _legacy(base) + _legacy(quote), base + _legacy(quote)}
+        return {f"{base}/{quote}", legacy_asset(base) + legacy_asset(quote), base + legacy_asset(quote)}
 
     def ws_symbol(self, pair: str) -> str:
         return "/".join(_assets(pair))

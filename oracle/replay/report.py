@@ -23,7 +23,7 @@ from oracle.display import metric_text, percent_text
 from oracle.models import Status
 from oracle.replay.attacks import Attack
 from oracle.replay.run import STATUS_CODES, RunResult
-from oracle.replay.scenario import Expect
+from oracle.replay.scenario import METRICS, Expect
 from oracle.settings import Settings
 from oracle.ticks import Ticks
 
@@ -185,20 +185,9 @@ def write_report_html(
     settings: Settings,
 ) -> None:
     figures = [(m, _plot_market(m, run, ref, ticks, settings)) for m in run.series]
+    header = "".join(f"<th>{name.replace('_', ' ')}</th>" for name in METRICS)
     rows = "".join(
-        f"<tr><td>{html.escape(m)}</td>"
-        + "".join(
-            f"<td>{_fmt(r[k])}</td>"
-            for k in (
-                "max_error_bps",
-                "p99_error_bps",
-                "seconds_over_50bps",
-                "availability",
-                "disputes",
-                "detection_latency_s",
-            )
-        )
-        + "</tr>"
+        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(r[k])}</td>" for k in METRICS) + "</tr>"
         for m, r in report["markets"].items()
     )
     checks = "".join(
@@ -217,8 +206,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 <p>{report["run"]["ticks"]} ticks of {report["run"]["tick_ms"]} ms, replayed at
 {report["run"]["ticks_per_s"]:.0f} ticks/s. Error is the usable mark's distance from the reference run
 (the same ticks without the attacks, under the scenario's reference_config if it names one), in basis points.</p>
-<table><tr><th>market</th><th>max error bps</th><th>p99 error bps</th><th>s over 50 bps</th>
-<th>availability</th><th>disputes</th><th>detection latency s</th></tr>{rows}</table>
+<table><tr><th>market</th>{header}</tr>{rows}</table>
 <h2>Expectations</h2><ul>{checks or "<li>none stated</li>"}</ul>{body}</body></html>"""
     path.write_text(page, encoding="utf-8")
 

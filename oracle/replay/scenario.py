@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
@@ -35,6 +35,9 @@ Metric = Literal[
     "detection_latency_s",
     "held_before_s",
 ]
+# The report's per-market figures an [[expect]] may name, in the order report.html shows them: the
+# one list of them (oracle/replay/report.py computes and draws these).
+METRICS: tuple[Metric, ...] = get_args(Metric)
 
 
 class Synth(Strict):

@@ -428,3 +428,12 @@ def test_http_json_takes_a_shared_parent_once_and_answers_exactly_as_pair_by_pai
         "D-USD": "bad_price", "E-USD": "schema", "F-USD": "schema", "G-USD": "bad_price",
         "H-USD": "schema", "J-USD": "schema", "K-USD": "schema",
     }  # fmt: skip
+
+
+def test_one_abi_encoder_round_trips_signed_words_for_the_adapter_and_the_simulated_node() -> None:
+    from feeds.chainlink import abi_words
+    from oracle.sim.venues import chainlink as sim_chainlink
+
+    assert sim_chainlink.abi_words is abi_words  # the simulated node encodes with the adapter's encoder
+    assert abi_words(1, -1) == "0x" + "0" * 63 + "1" + "f" * 64
+    assert decode_round(abi_words(3, -(2**255), 0, 2**256 - 1, 3)) == (3, -(2**255), 0, 2**256 - 1, 3)

@@ -12,6 +12,7 @@ import pytest
 
 from oracle.cli import main
 from oracle.replay import run_scenario
+from oracle.replay.scenario import METRICS
 
 from .conftest import SCENARIOS
 
@@ -48,6 +49,7 @@ def test_report_json_has_the_contract_figures_per_market(replayed):
             "detection_latency_s",
         ):
             assert key in figures
+        assert set(METRICS) <= set(figures), "every metric an [[expect]] may name is in the report"
     assert report["run"]["ticks_per_s"] > 0
 
 
@@ -98,6 +100,8 @@ def test_report_html_is_self_contained_with_one_image_per_market(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert not re.search(r"(?:src|href)\s*=\s*['\"]?(?:https?:)?//", page)
     assert len(re.findall(r"<img [^>]*src='data:image/png;base64,", page)) == 3
+    header = re.search(r"<table><tr><th>market</th>(.*?)</tr>", page, re.S)
+    assert header and re.findall(r"<th>(.*?)</th>", header.group(1)) == [m.replace("_", " ") for m in METRICS]
 
 
 _TICKS = "ts,source,pair,price\n" + "".join(

@@ -417,3 +417,14 @@ async def test_chainlink_json_rpc_envelope(sim: SimVenues, http: aiohttp.ClientS
     assert chain == {"jsonrpc": "2.0", "id": 1, "result": "0x1"}
     assert int(decimals["result"], 16) == 8
     assert refused["error"]["code"] == -32601
+
+
+def test_the_simulated_kraken_names_pairs_from_the_adapters_asset_table() -> None:
+    from feeds.kraken import Kraken as KrakenAdapter
+    from oracle.sim.venues import kraken as sim_kraken
+
+    for pair in ("BTC-USD", "ETH-USD", "DOGE-USD", "SOL-USD", "BTC-EUR", "USDT-USD"):
+        aliases = {KrakenAdapter.venue_symbol(pair), *KrakenAdapter.venue_aliases(pair)}  # what the adapter reads
+        assert sim_kraken.altname(pair) == KrakenAdapter.venue_symbol(pair)
+        assert sim_kraken.wsname(pair) in aliases
+        assert sim_kraken.result_key(pair) in aliases, (pair, sim_kraken.result_key(pair), aliases)

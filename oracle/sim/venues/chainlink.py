@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from feeds.chainlink import abi_words  # the one ABI word encoder
 from oracle.sim.venues.base import VenueServer, parse_json
 
 DECIMALS = 8
@@ -148,8 +149,3 @@ class Chainlink(VenueServer):
             last = Round(last.round_id + 1, answer, now)
         self._rounds[pair] = last
         return last
-
-
-def abi_words(*values: int) -> str:
-    """Values as consecutive 32-byte big-endian ABI words (two's complement for negatives)."""
-    return "0x" + "".join(f"{v % (1 << 256):064x}" for v in values)

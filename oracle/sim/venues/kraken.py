@@ -13,34 +13,29 @@ from typing import Any
 
 from aiohttp import web
 
+from feeds.kraken import LEGACY_CRYPTO, LEGACY_FIAT, kraken_asset  # one asset table
 from oracle.sim.market import Ticker
 from oracle.sim.venues.base import Conn, Json, VenueServer, fixed, joined, parse_json, price_decimals
 
-LEGACY = frozenset({"XBT", "ETH", "LTC", "XRP", "XMR", "ETC", "ZEC", "XLM", "REP", "MLN", "XDG"})
-FIAT = frozenset({"USD", "EUR", "GBP", "JPY", "CAD", "CHF", "AUD"})
 SUBSCRIPTION = {"name": "ticker"}
 CHANNEL_ID0 = 119930880  # channel ids are large opaque integers on the real feed
 
 
-def _asset(code: str) -> str:
-    return "XBT" if code == "BTC" else code
-
-
 def altname(pair: str) -> str:
     base, quote = pair.split("-")
-    return _asset(base) + _asset(quote)
+    return kraken_asset(base) + kraken_asset(quote)
 
 
 def result_key(pair: str) -> str:
     """`BTC-USD` → `XXBTZUSD`, `USDT-USD` → `USDTZUSD`, `SOL-USD` → `SOLUSD`."""
-    base, quote = (_asset(c) for c in pair.split("-"))
-    if base in LEGACY and (quote in FIAT or quote in LEGACY):
-        return f"X{base}{'Z' if quote in FIAT else 'X'}{quote}"
-    return f"{base}Z{quote}" if base == "USDT" and quote in FIAT else base + quote
+    base, quote = (kraken_asset(c) for c in pair.split("-"))
+    if base in LEGACY_CRYPTO and (quote in LEGACY_FIAT or quote in LEGACY_CRYPTO):
+        return f"X{base}{'Z' if quote in LEGACY_FIAT else 'X'}{quote}"
+    return f"{base}Z{quote}" if base == "USDT" and quote in LEGACY_FIAT else base + quote
 
 
 def wsname(pair: str) -> str:
-    return "/".join(_asset(c) for c in pair.split("-"))
+    return "/".join(kraken_asset(c) for c in pair.split("-"))
 
 
 class Kraken(VenueServer):
