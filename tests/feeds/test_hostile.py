@@ -6,18 +6,24 @@ and keep backing off from a venue that drops it after every quote."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import random
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 import feeds.adapter
-from feeds.parsing import INLINE_BYTES
+from feeds.parsing import INLINE_BYTES, FrameParser
+from feeds.runner import build_adapters
+from feeds.transport import Frame
 from oracle.backoff import Backoff
 from oracle.settings import Settings
 from tests.feeds.conftest import RUNNER_OPTIONS, Feed, settings_for, until
@@ -149,9 +155,9 @@ async def test_a_10_mb_websocket_message_is_too_large_not_a_connect_error_with_n
 ) -> None:
     caplog.set_level(logging.WARNING)
     case = ws_case("coinbase")
-    settings = settings_for(case, f"ws://{hostile.url}/ws-fat")  # the default cap: 4 MiB
+    settings = settings_for(case, f"ws://{hostile.url}/ws-fat", timeout_ms=5000)  # the default cap: 4 MiB
     async with Feed(settings) as feed:
-        await until(lambda: feed.errors("too_large") >= 2)
+        await until(lambda: feed.errors("too_large") >= 2, timeout=20)
         assert feed.errors("connect") == 0, feed.counted()
         assert any(q.pair == case.pairs[0] for q in feed.quotes)  # the good message before it counted
     messages = [r.getMessage() for r in caplog.records if "too_large" in r.getMessage()]
@@ -181,10 +187,10 @@ async def test_big_documents_are_parsed_off_the_event_loop(hostile: Hostile, mon
 
 async def test_a_websocket_that_drops_us_after_each_quote_keeps_backing_off(hostile: Hostile, ws_case: Any) -> None:
     case = ws_case("coinbase")
-    async with Feed(settings_for(case, f"ws://{hostile.url}/ws-flap")) as feed:
-        await until(lambda: hostile.connections >= 8, timeout=20)
+    # A generous connect timeout: on a loaded machine a timed-out connect would be one more failure.
+    async with Feed(settings_for(case, f"ws://{hostile.url}/ws-flap", timeout_ms=5000)) as feed:
+        await until(lambda: len(feed.quotes) >= 8, timeout=30)  # eight connections, one good quote each
         delays = list(feed.clock.sleeps)
-    assert len(feed.quotes) >= 8  # every connection did deliver its one good quote
     initial, cap = RUNNER_OPTIONS["backoff_initial_s"], RUNNER_OPTIONS["backoff_max_s"]
     # Doubling from `initial`: by the 5th failure the step is the cap, and a delay is at least half
     # its step. Had each quote reset the backoff, every delay would stay within [initial/2, initial].
@@ -212,3 +218,32 @@ def test_a_failure_restarts_the_healthy_clock() -> None:
     b.healthy(9.0)
     b.healthy(12.0)
     assert b.failures == 2
+
+
+def worker_pids() -> list[int]:
+    """This process's children that are spawned multiprocessing workers (not its resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if int(fields[1]) == os.getpid() and b"spawn_main" in cmdline:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+async def test_a_dead_parse_worker_costs_at_most_one_frame() -> None:
+    adapter = build_adapters(json_source("http://127.0.0.1:9/doc.json"))["doc"]
+    parser = FrameParser(inline_bytes=16)  # every frame below goes to the worker
+    frame = Frame(b'{"price": "5.5", "padding": "over sixteen bytes"}', 1.0)
+    before = set(worker_pids())  # an earlier test's worker may still be on its way out
+    try:
+        assert [q.price for q in (await parser.parse(adapter, frame)).quotes] == [5.5]
+        pids = [p for p in worker_pids() if p not in before]
+        assert len(pids) == 1
+        os.kill(pids[0], signal.SIGKILL)
+        lost = await parser.parse(adapter, frame)  # the pool learns of the death now, or already did
+        assert lost.quotes or [e.code for e in lost.errors] == ["decode"]
+        assert [q.price for q in (await parser.parse(adapter, frame)).quotes] == [5.5]  # a new worker
+    finally:
+        parser.close()
