@@ -16,6 +16,7 @@ from collections.abc import Collection
 import aiohttp
 
 from disputes.model import NOTIFIED, Event, EventKind
+from oracle.backoff import Backoff
 from oracle.settings import NotifySettings
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,13 @@ class Notifier:
 
     async def _deliver(self, event: Event) -> None:
         body = event.to_json()
+        backoff = Backoff(self.backoff_s, self.max_backoff_s)  # per event: each starts afresh
         for attempt in range(self.max_retries + 1):
             if await self._post(body):
                 self.sent += 1
                 return
             if attempt < self.max_retries:
-                await asyncio.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt))
+                await asyncio.sleep(backoff.next())
         self.failed += 1
         log.warning("notify_failed", extra={"kind": event.kind.value, "market": event.market})
 

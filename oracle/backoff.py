@@ -1,4 +1,5 @@
-"""How long to wait before reconnecting to something that failed: the one retry policy of the feeds.
+"""How long to wait before retrying something that failed: markd's one retry policy, used by the
+feeds' transport, the Redis publisher's reconnect, the mark reader's subscription and the webhook.
 
     backoff = Backoff(initial_s=0.5, max_s=30.0, healthy_s=10.0)
     delay = backoff.next(retry_after)   # after each failure

@@ -33,6 +33,7 @@ from typing import Any, TypeAlias
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from oracle.backoff import Backoff
 from oracle.clock import Clock, WallClock
 from oracle.connection import RedisClient, connect, connect_node, primary_moved, redact
 from oracle.display import decimals, price_text
@@ -253,8 +254,7 @@ class Subscription:
         self._reader = reader
         self._markets = markets
         self._channels = {reader._keys.market(m).updates: m for m in markets}
-        self._backoff_s = backoff_s
-        self._delay = backoff_s[0]
+        self._backoff = Backoff(*backoff_s)
         self._last_seq: dict[str, int] = {}
         self.forged = 0  # forged or unsigned updates dropped (with verify keys)
         self._queue: deque[Mark] = deque()
@@ -303,7 +303,7 @@ class Subscription:
                 await pubsub.aclose()
             await self._back_off()
             return
-        self._delay = self._backoff_s[0]
+        self._backoff.reset()
         for market, row in zip(self._markets, rows, strict=True):
             self._resync(market, row)
 
@@ -373,8 +373,7 @@ class Subscription:
                 await pubsub.aclose()
 
     async def _back_off(self) -> None:
-        await asyncio.sleep(self._delay)  # real time: waiting for a network peer
-        self._delay = min(self._delay * 2, self._backoff_s[1])
+        await asyncio.sleep(self._backoff.next())  # real time: waiting for a network peer
 
 
 _COLUMNS = ("market", "price", "confidence", "status", "tier", "sources", "age", "seq")

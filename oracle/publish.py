@@ -45,6 +45,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 from redis.exceptions import ReadOnlyError, ResponseError
 
+from oracle.backoff import Backoff
 from oracle.clock import Clock
 from oracle.connection import RedisClient, Script, connect, redact
 from oracle.metrics import Metrics
@@ -454,11 +455,11 @@ class RedisPublisher:
             self._reconnect = asyncio.create_task(self._reconnect_loop(), name="markd-publish-reconnect")
 
     async def _reconnect_loop(self) -> None:
-        delay, longest = self._backoff_s
+        backoff = Backoff(*self._backoff_s)
         while True:
             # Real time, not the injected clock: this waits for a network peer, and a virtual
             # clock's sleep would spin.
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next())
             try:
                 # A longer budget than a tick's: this blocks no caller (publish() only queues while
                 # we reconnect), and catching up on every market must be able to finish.
@@ -467,7 +468,6 @@ class RedisPublisher:
                     self._reconnect = None  # under the lock: no publish can slip into _pending now
             except Exception as exc:
                 log.debug("reconnect attempt failed (%s)", _describe(exc))
-                delay = min(delay * 2, longest)
                 continue
             log.info("publishing to %s again", redact(self._settings.url))
             return

@@ -81,7 +81,7 @@ async def test_marks_with_verify_key_shows_a_tampered_market_as_forged(
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
     assert rows["ETH-USD"][3] == "FORGED"
-    assert rows["BTC-USD"][3] == "ok" and rows["BTC-USD"][1] == "65000.5"
+    assert rows["BTC-USD"][3] == "ok" and rows["BTC-USD"][1] == "65000.50"  # at the market's precision
 
 
 def test_marks_with_an_unusable_verify_key_exits_2_without_echoing_it(
