@@ -60,7 +60,10 @@ def load_ticks(loaded: LoadedScenario) -> Ticks:
 
 def _synth(spec: Synth) -> Ticks:
 
-    model = Model(vol=spec.vol) if spec.noise_bps is None else Model(vol=spec.vol, noise_bps=spec.noise_bps)
+    rounds = {name: (r.deviation_bps * 1e-4, r.heartbeat_s) for name, r in spec.rounds.items()}
+    model = Model(vol=spec.vol, rounds=rounds)
+    if spec.noise_bps is not None:
+        model = Model(vol=spec.vol, noise_bps=spec.noise_bps, rounds=rounds)
     return synth_columns(spec.markets, spec.sources, spec.seconds, spec.interval_s, spec.seed, spec.start_ts, model)
 
 

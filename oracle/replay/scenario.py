@@ -40,6 +40,14 @@ Metric = Literal[
 METRICS: tuple[Metric, ...] = get_args(Metric)
 
 
+class Rounds(Strict):
+    """A source that answers like a Chainlink aggregator: a new round only this far from its last
+    answer, or at its heartbeat; polled every interval, each quote repeats the round in force."""
+
+    deviation_bps: Annotated[float, Field(gt=0)] = 50.0
+    heartbeat_s: Annotated[float, Field(gt=0)] = 3600.0
+
+
 class Synth(Strict):
     """Simulated venues: a seeded random walk per market with cross-venue noise."""
 
@@ -51,6 +59,15 @@ class Synth(Strict):
     start_ts: float = 1_700_000_000.0
     vol: Annotated[float, Field(ge=0)] | None = None  # annualised; None = the model's default per market
     noise_bps: Annotated[float, Field(ge=0)] | None = None
+    rounds: dict[str, Rounds] = Field(default_factory=dict)  # source -> how it writes rounds (chainlink)
+
+    @model_validator(mode="after")
+    def _rounds_of_known_sources(self) -> Synth:
+        names = {token.partition(":")[0] for token in self.sources}
+        unknown = sorted(set(self.rounds) - names)
+        if unknown:
+            raise ValueError(f"rounds names {unknown}, which are not among the sources {sorted(names)}")
+        return self
 
 
 class ImportOhlc(Strict):

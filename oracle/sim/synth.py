@@ -82,6 +82,8 @@ class Model:
     spread_bps: float = 2.0
     latency_ms: float = 50.0
     quote_rates: Mapping[str, float] = field(default_factory=dict)
+    # Sources that answer like a Chainlink aggregator: source -> (deviation, heartbeat_s), see rounds().
+    rounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def vol_of(self, market: str) -> float:
         if isinstance(self.vol, Mapping):
@@ -155,11 +157,31 @@ def _feed_chunk(
     lat_scale = venue.uniform(0.5, 1.5)
     rng = walk.rng_for(seed, "quotes", feed.source, feed.pair)
     true = paths[feed.market] / _rate(feed, paths, model.quote_rates)
-    price = walk.observe(true, bias, model.noise_bps, rng)
-    bid, ask = walk.book(price, model.spread_bps)
-    venue_ts = grid + phase
-    ts = venue_ts + walk.latencies(len(grid), model.latency_ms * lat_scale, rng)
+    if feed.source in model.rounds:  # polled every interval, answering the round in force
+        deviation, heartbeat_s = model.rounds[feed.source]
+        nodes = true * (1.0 + bias * walk.BPS)  # a median of many nodes: no per-quote noise
+        current = rounds(nodes, deviation, heartbeat_s / interval_s)
+        price, venue_ts = nodes[current], grid[current] + phase  # venue time: the round's updatedAt
+        bid = ask = np.full(len(grid), np.nan)  # an answer, not a book
+    else:
+        price = walk.observe(true, bias, model.noise_bps, rng)
+        bid, ask = walk.book(price, model.spread_bps)
+        venue_ts = grid + phase
+    ts = grid + phase + walk.latencies(len(grid), model.latency_ms * lat_scale, rng)
     return ts, venue_ts, price, bid, ask
+
+
+def rounds(answers: np.ndarray, deviation: float, heartbeat_steps: float) -> np.ndarray:
+    """For each step, the index of the round in force, as a Chainlink aggregator writes them: a new
+    round when the answer is `deviation` (relative) from the last round's, or `heartbeat_steps`
+    after it. The first step is a round."""
+    out = np.empty(len(answers), dtype=np.intp)
+    last = 0
+    for i, answer in enumerate(answers.tolist()):
+        if abs(answer / answers[last] - 1.0) >= deviation or i - last >= heartbeat_steps:
+            last = i
+        out[i] = last
+    return out
 
 
 def synth_ticks(

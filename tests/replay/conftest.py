@@ -17,6 +17,7 @@ INCIDENTS = [
     "jelly_thin_ramp",
     "svb_usdc_depeg",
     "svb_usdc_depeg_real",
+    "chainlink_quiet_exchanges_down",
 ]
 
 

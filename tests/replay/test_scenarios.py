@@ -103,3 +103,22 @@ def test_the_real_depeg_keeps_btc_within_30_bps_of_the_usd_venues(replayed):
     assert peak.any() and usdc.price[peak].max() < 0.92  # the stablecoin's own mark followed the de-peg
     btc = outcome.run.series["BTC-USD"]
     assert (btc.status[t >= 1678518900][:45] == STATUS_CODES[Status.OK]).all()
+
+
+def test_a_quiet_chainlink_and_pyth_carry_btc_through_the_exchange_outage(replayed):
+    # Issue 14: the fallback tier's Chainlink feed sits still for minutes between rounds while Pyth
+    # moves every second; it must not be taken for a frozen feed.
+    outcome, _ = replayed["chainlink_quiet_exchanges_down"]
+    attack = load_scenario(SCENARIOS / "chainlink_quiet_exchanges_down.toml").scenario.attack[0]
+    t0 = float(outcome.reference.grid[0])
+    start, end = t0 + attack.start_s, t0 + attack.start_s + attack.duration_s
+    btc, t = outcome.run.series["BTC-USD"], outcome.run.grid
+    during = (t >= start + 6) & (t < end)  # once the exchanges' last quotes are older than 5 s
+    assert during.sum() > 3500
+    assert (btc.status[during] == STATUS_CODES[Status.DEGRADED]).all() and (btc.tier[during] == 2).all()
+    before, after = t < start, t >= end + 30
+    assert (btc.status[before & (t > t0 + 5)] == STATUS_CODES[Status.OK]).all()
+    assert (btc.status[after] == STATUS_CODES[Status.OK]).all() and (btc.tier[after] == 1).all()
+    assert not (btc.status == STATUS_CODES[Status.STALE])[t > t0 + 5].any()
+    carried = [m for m, ts in zip(outcome.run.published, outcome.run.publish_ts, strict=True) if start + 6 <= ts < end]
+    assert carried and all(m.sources == ("pyth", "chainlink") for m in carried)

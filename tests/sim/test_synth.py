@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oracle.sim.synth import Model, SynthError, run_synth, synth_columns, synth_ticks
+from oracle.sim.synth import Model, SynthError, rounds, run_synth, synth_columns, synth_ticks
 from oracle.ticks import HEADER, Ticks
 
 SIX = ["coinbase", "kraken", "bitstamp", "binance:USDT", "okx:USDT", "bybit:USDT"]
@@ -181,3 +181,27 @@ def test_cli_bad_usage_exits_2_with_one_clear_message(
     assert message in err
     assert "Traceback" not in err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_rounds_are_written_past_the_deviation_threshold_or_at_the_heartbeat() -> None:
+    answers = np.array([100.0, 100.4, 100.49, 100.51, 100.6, 100.0, 99.99, 100.1, 100.1, 100.1])
+    # 0.5 % from the last round's answer, or 4 steps after it
+    assert rounds(answers, 0.005, 4).tolist() == [0, 0, 0, 3, 3, 5, 5, 5, 5, 9]
+
+
+def test_a_rounds_source_repeats_its_round_with_the_rounds_time_while_the_others_move() -> None:
+    model = Model(vol=1.5, rounds={"chainlink": (0.005, 3600.0)})
+    ticks = synth_columns({"BTC-USD": 30_000.0}, ["coinbase", "chainlink"], 1500, 1, 14, model=model)
+    plain = synth_columns({"BTC-USD": 30_000.0}, ["coinbase"], 1500, 1, 14, model=Model(vol=1.5))
+    cl = ticks.feed == ticks.keys.index(("chainlink", "BTC-USD"))
+    price, venue_ts, ts = ticks.price[cl], ticks.venue_ts[cl], ticks.ts[cl]
+    assert len(price) == 1500  # polled every second
+    changes = np.flatnonzero(np.diff(price)) + 1
+    assert 2 <= len(changes) < 60  # a few rounds in 25 minutes, silent for minutes between
+    assert (np.diff(venue_ts)[np.diff(price) == 0] == 0).all()  # a repeated answer keeps its updatedAt
+    assert (venue_ts <= ts).all() and (ts[changes] - venue_ts[changes] < 1).all()  # seen at the next poll
+    moves = np.abs(price[changes] / price[changes - 1] - 1)
+    assert (moves >= 0.005).all()
+    assert np.isnan(ticks.bid[cl]).all() and np.isnan(ticks.ask[cl]).all()  # an answer, not a book
+    cb = ticks.feed == ticks.keys.index(("coinbase", "BTC-USD"))
+    assert np.array_equal(ticks.price[cb], plain.price)  # the other sources' numbers are unchanged
