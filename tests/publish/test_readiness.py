@@ -47,11 +47,11 @@ class Replica:
         self.service = Service(settings(url), clock=clock, replica_id=name)
         self.client = TestClient(TestServer(build_app(self.service)))
 
-    async def tick(self, price: float = 100.0) -> None:
+    async def tick(self, price: float = 100.0, *, overlap: bool = False) -> None:
         quotes = [Quote(source, market, price, self.clock.now()) for market in MARKETS for source in SOURCES]
         for batch in QuoteBatch.of(quotes):
             self.service._on_batch(batch)
-        await self.service._tick_once()
+        await self.service._tick_once(overlap=overlap)
 
     async def readyz(self) -> tuple[int, dict[str, Any]]:
         response = await self.client.get("/readyz")
@@ -194,3 +194,33 @@ async def test_a_metrics_scrape_renders_off_the_loop_while_the_tick_goes_on(lead
     leader.clock.advance(0.1)
     text = await (await leader.client.get("/metrics")).text()  # a later scrape renders anew
     assert 'markd_mark_price{market="BTC-USD"} 101.0' in text and calls == 2
+
+
+async def test_the_next_tick_computes_while_redis_writes_the_last_ones_marks(leader: Replica) -> None:
+    """The tick loop leaves its publish running: the next tick's pipeline runs meanwhile, and only
+    then does it wait for that publish, so two publishes never overlap and seqs stay in order."""
+    service = leader.service
+    publish = service.publisher.publish
+    held = asyncio.Event()
+    order: list[str] = []
+
+    async def slow_publish(marks: Any, *, fence: int | None = None) -> Any:
+        order.append(f"publish {marks[0].price} begins")
+        await held.wait()
+        written = await publish(marks, fence=fence)
+        order.append(f"publish {marks[0].price} ends")
+        return written
+
+    service.publisher.publish = slow_publish  # type: ignore[method-assign]
+    leader.clock.advance(0.1)
+    await asyncio.wait_for(leader.tick(101.0, overlap=True), 5.0)  # returns with its publish held
+    leader.clock.advance(0.1)
+    second = asyncio.create_task(leader.tick(102.0, overlap=True))
+    while service._marks["BTC-USD"].price != 102.0:  # the second tick computed; the first publish waits
+        await asyncio.sleep(0.01)
+    assert order == ["publish 101.0 begins"] and not second.done()
+    held.set()
+    await asyncio.wait_for(second, 5.0)
+    await service._publish_done()
+    assert order == ["publish 101.0 begins", "publish 101.0 ends", "publish 102.0 begins", "publish 102.0 ends"]
+    assert service._published["BTC-USD"].price == 102.0
