@@ -82,7 +82,7 @@ def main() -> None:
         ) -> None:
             b = adapter.parse(body, NOW, pairs).batch
             assert b is not None
-            bk.write_frame(b.source, b.pair, b.received_ts, b.price, b.bid, b.ask, b.venue_ts, b.confidence)
+            bk.write_frame(b.source, b.pair, b.received_ts, b.price, b.bid, b.ask, b.venue_ts, b.confidence, b.last)
 
         total = best_us(path, args.rounds, args.pairs)
         std = best_us(lambda body=body: json.loads(body), args.rounds, args.pairs)

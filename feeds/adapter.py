@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 Transport = Literal["rest", "ws"]
+Product = Literal["spot", "perp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +84,17 @@ class QuoteBatch:
     ask: np.ndarray
     venue_ts: np.ndarray
     confidence: np.ndarray
+    last: np.ndarray  # the last trade where the venue gave one (the perp mark's book reads it)
 
     def __len__(self) -> int:
         return len(self.pair)
 
     def quotes(self) -> tuple[Quote, ...]:
         """The rows as Quote objects, for whoever reads them one by one (record, logs, tests)."""
-        cols = (self.price, self.bid, self.ask, self.venue_ts, self.confidence)
+        cols = (self.price, self.bid, self.ask, self.venue_ts, self.confidence, self.last)
         return tuple(
-            Quote(self.source, pair, p, self.received_ts, _opt(b), _opt(a), _opt(v), _opt(c))
-            for pair, p, b, a, v, c in zip(self.pair, *(c.tolist() for c in cols), strict=True)
+            Quote(self.source, pair, p, self.received_ts, _opt(b), _opt(a), _opt(v), _opt(c), _opt(t))
+            for pair, p, b, a, v, c, t in zip(self.pair, *(c.tolist() for c in cols), strict=True)
         )
 
     @staticmethod
@@ -103,7 +105,7 @@ class QuoteBatch:
             groups.setdefault((q.source, q.received_ts), []).append(q)
         out = []
         for (source, ts), qs in groups.items():
-            fields = ("price", "bid", "ask", "venue_ts", "confidence")
+            fields = ("price", "bid", "ask", "venue_ts", "confidence", "last")
             cols = [np.array([_num(getattr(q, f)) for q in qs]) for f in fields]
             out.append(QuoteBatch(source, ts, tuple(q.pair for q in qs), *cols))
         return out
@@ -170,6 +172,9 @@ class Adapter:
     ws_ping: ClassVar[str | None] = None  # an application-level ping text, for venues that want one
     ws_pong: ClassVar[str | None] = None  # the venue's answer to it (not JSON, never parsed)
     ws_ping_s: ClassVar[float] = 20.0
+    # A venue with perpetuals (`product = "perp"`) names their endpoints; None: spot only.
+    perp_rest_url: ClassVar[str | None] = None
+    perp_ws_url: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -177,26 +182,38 @@ class Adapter:
         refs: Sequence[SourceRef],
         base_url: str | None = None,
         transport: Transport = "rest",
+        product: Product = "spot",
     ) -> None:
-        for _, problem in self.settings_problems(transport, base_url):
+        for _, problem in self.settings_problems(transport, base_url, product):
             raise ValueError(problem)
         self.source = source
+        self.product = product
         self.refs: dict[str, SourceRef] = {}
         for ref in refs:
             self.refs.setdefault(ref.pair, ref)
         self.transport = transport
-        default = self.ws_url if transport == "ws" else self.rest_url
+        default = self._default_url(transport, product)
         self.base_url = (base_url or default or "").rstrip("/")
         self.symbols = SymbolMap(self.refs, self.venue_symbol, self.venue_aliases)
         self._heartbeat: dict[str, float] | None = None  # pair -> heartbeat_s (NaN: none), built once
 
     @classmethod
-    def settings_problems(cls, transport: Transport, base_url: str | None) -> list[tuple[str, str]]:
+    def _default_url(cls, transport: Transport, product: Product) -> str | None:
+        if product == "perp":
+            return cls.perp_ws_url if transport == "ws" else cls.perp_rest_url
+        return cls.ws_url if transport == "ws" else cls.rest_url
+
+    @classmethod
+    def settings_problems(
+        cls, transport: Transport, base_url: str | None, product: Product = "spot"
+    ) -> list[tuple[str, str]]:
         """(key, problem) for a source's settings this venue cannot serve; the config loader asks
         too, so that these come in the same run as every other config error."""
-        if transport == "ws" and cls.ws_url is None:
+        if product == "perp" and cls.perp_rest_url is None:
+            return [("product", f'{cls.kind} has no perpetuals (product = "perp" is for binance, okx, bybit)')]
+        if transport == "ws" and (cls.perp_ws_url if product == "perp" else cls.ws_url) is None:
             return [("transport", f"{cls.kind} has no WebSocket transport (markd reads it over REST)")]
-        if not (base_url or (cls.ws_url if transport == "ws" else cls.rest_url)):
+        if not (base_url or cls._default_url(transport, product)):
             return [("base_url", f"{cls.kind} has no default endpoint: set base_url")]
         return []
 
@@ -332,7 +349,7 @@ def check_rows(
         bid, ask, last, venue_ts, confidence = (c[good] for c in (bid, ask, last, venue_ts, confidence))
         pairs = tuple(p for p, ok in zip(pairs, good.tolist(), strict=True) if ok)
     price, bid, ask = book_price(bid, ask, last)
-    return QuoteBatch(source, received_ts, pairs, price, bid, ask, venue_ts, confidence), errors
+    return QuoteBatch(source, received_ts, pairs, price, bid, ask, venue_ts, confidence, last), errors
 
 
 def _row_error(row: Row, problem: int, heartbeat: np.ndarray | None, i: int) -> PairError:

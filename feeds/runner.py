@@ -39,12 +39,11 @@ OnBatch = Callable[[QuoteBatch], None]  # a frame's quotes as columns (feeds.ada
 
 
 def refs_by_source(settings: Settings) -> dict[str, list[SourceRef]]:
-    """The entries each source must serve, from every tier of every market, one per pair."""
+    """The entries each source must serve, from every tier and perp table of every market, one per pair."""
     out: dict[str, dict[str, SourceRef]] = {}
     for market in settings.markets.values():
-        for tier in market.tiers:
-            for ref in tier:
-                out.setdefault(ref.source, {}).setdefault(ref.pair, ref)
+        for ref in market.feed_refs:
+            out.setdefault(ref.source, {}).setdefault(ref.pair, ref)
     return {source: list(refs.values()) for source, refs in out.items()}
 
 
@@ -55,7 +54,7 @@ def build_adapters(settings: Settings) -> dict[str, Adapter]:
     for name, refs in refs_by_source(settings).items():
         conf = settings.sources[name]
         try:
-            adapters[name] = adapter_class(conf.kind)(name, refs, conf.base_url, conf.transport)
+            adapters[name] = adapter_class(conf.kind)(name, refs, conf.base_url, conf.transport, conf.product)
         except ValueError as exc:
             problems.append(f"sources.{name}: {exc}")
     if problems:

@@ -32,7 +32,7 @@ import numpy as np
 from oracle.freeze import FreezeState, freeze_step
 from oracle.models import Candidate, Excluded, Exclusion, Mark, TierResult
 from oracle.quotebook import BookSnapshot, QuoteBook
-from oracle.settings import Settings
+from oracle.settings import Settings, SourceRef
 
 # Reason codes in the int8 exclusion matrix (0 = accepted or absent).
 REASONS: tuple[Exclusion, ...] = (
@@ -122,62 +122,83 @@ class Plan:
 
     def _block(self, group: list[str], book: QuoteBook) -> Block:
         s = self.settings
-        lanes = [(m, t + 1, tier) for m in group for t, tier in enumerate(s.markets[m].tiers)]
-        rows, cols = len(lanes), max(len(tier) for _, _, tier in lanes)
-        slot = np.full((rows, cols), book.empty_slot, dtype=np.intp)
-        convert = np.full((rows, cols), -1, dtype=np.intp)
-        weight = np.zeros((rows, cols))
-        freeze_frac = np.full((rows, cols), np.inf)
-        per_row: dict[str, list[float]] = {k: [] for k in ("age", "dev", "q", "lo", "hi", "trim", "freeze")}
-        method_of: list[int] = []
-        names, pairs = [], []
-        for r, (m, tier_no, tier) in enumerate(lanes):
+        lanes = []
+        for m in group:
             pol = s.policy_for(m)
-            for c, ref in enumerate(tier):
-                slot[r, c] = book.slot[(ref.source, ref.pair)]
-                convert[r, c] = self.index[ref.convert] if ref.convert else -1
-                weight[r, c] = s.sources[ref.source].weight
-                freeze_frac[r, c] = s.freeze_bps(ref.source) / 1e4
-            names.append(tuple(ref.source for ref in tier))
-            pairs.append(tuple(ref.pair for ref in tier))
-            quorum = pol.min_sources if tier_no == 1 else min(pol.min_sources, len(tier))
-            for key, val in zip(
-                per_row,
-                (
-                    pol.max_age_ms / 1000,
-                    pol.max_deviation_bps / 1e4,
-                    quorum,
-                    pol.min_price,
-                    pol.max_price or math.inf,
-                    pol.trim,
-                    pol.freeze_ticks,
-                ),
-                strict=True,
-            ):
-                per_row[key].append(val)
-            method_of.append(METHODS.index(pol.method))
-        methods = np.array(method_of)
-        return Block(
-            markets=tuple(self.index[m] for m in group),
-            row_market=np.array([self.index[m] for m, _, _ in lanes], dtype=np.intp),
-            row_tier=np.array([t for _, t, _ in lanes], dtype=np.intp),
-            slot=slot,
-            convert=convert,
-            converts=bool((convert >= 0).any()),
-            weight=weight,
-            present_cols=slot != book.empty_slot,
-            max_age_s=np.array(per_row["age"]),
-            max_dev=np.array(per_row["dev"]),
-            quorum=np.array(per_row["q"], dtype=np.intp),
-            min_price=np.array(per_row["lo"]),
-            max_price=np.array(per_row["hi"]),
-            trim=np.array(per_row["trim"]),
-            freeze_ticks=np.array(per_row["freeze"], dtype=np.int64),
-            freeze_frac=freeze_frac,
-            method_rows=tuple(np.flatnonzero(methods == i) for i in range(len(METHODS))),  # type: ignore[arg-type]
-            names=tuple(names),
-            pairs=tuple(pairs),
-        )
+            for t, tier in enumerate(s.markets[m].tiers):
+                quorum = pol.min_sources if t == 0 else min(pol.min_sources, len(tier))
+                lanes.append(Lane(m, t + 1, tier, quorum, pol.method))
+        return build_block(lanes, s, self.index, book)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One row of a block: a market's tier, with the quorum and method it is aggregated by."""
+
+    market: str
+    tier: int  # 1-based
+    refs: Sequence[SourceRef]
+    quorum: int
+    method: str
+
+
+def build_block(lanes: Sequence[Lane], s: Settings, index: dict[str, int], book: QuoteBook) -> Block:
+    """Compile lanes into a Block; `index` numbers the markets (each row's market and its converts).
+    A ref's own `weight` (a perp's external entry) overrides its source's."""
+    rows, cols = len(lanes), max(1, *(len(lane.refs) for lane in lanes))
+    slot = np.full((rows, cols), book.empty_slot, dtype=np.intp)
+    convert = np.full((rows, cols), -1, dtype=np.intp)
+    weight = np.zeros((rows, cols))
+    freeze_frac = np.full((rows, cols), np.inf)
+    per_row: dict[str, list[float]] = {k: [] for k in ("age", "dev", "q", "lo", "hi", "trim", "freeze")}
+    method_of: list[int] = []
+    names, pairs = [], []
+    for r, lane in enumerate(lanes):
+        pol = s.policy_for(lane.market)
+        for c, ref in enumerate(lane.refs):
+            slot[r, c] = book.slot[(ref.source, ref.pair)]
+            convert[r, c] = index[ref.convert] if ref.convert else -1
+            weight[r, c] = getattr(ref, "weight", None) or s.sources[ref.source].weight
+            freeze_frac[r, c] = s.freeze_bps(ref.source) / 1e4
+        names.append(tuple(ref.source for ref in lane.refs))
+        pairs.append(tuple(ref.pair for ref in lane.refs))
+        for key, val in zip(
+            per_row,
+            (
+                pol.max_age_ms / 1000,
+                pol.max_deviation_bps / 1e4,
+                lane.quorum,
+                pol.min_price,
+                pol.max_price or math.inf,
+                pol.trim,
+                pol.freeze_ticks,
+            ),
+            strict=True,
+        ):
+            per_row[key].append(val)
+        method_of.append(METHODS.index(lane.method))
+    methods = np.array(method_of)
+    return Block(
+        markets=tuple(dict.fromkeys(index[lane.market] for lane in lanes)),
+        row_market=np.array([index[lane.market] for lane in lanes], dtype=np.intp),
+        row_tier=np.array([lane.tier for lane in lanes], dtype=np.intp),
+        slot=slot,
+        convert=convert,
+        converts=bool((convert >= 0).any()),
+        weight=weight,
+        present_cols=slot != book.empty_slot,
+        max_age_s=np.array(per_row["age"]),
+        max_dev=np.array(per_row["dev"]),
+        quorum=np.array(per_row["q"], dtype=np.intp),
+        min_price=np.array(per_row["lo"]),
+        max_price=np.array(per_row["hi"]),
+        trim=np.array(per_row["trim"]),
+        freeze_ticks=np.array(per_row["freeze"], dtype=np.int64),
+        freeze_frac=freeze_frac,
+        method_rows=tuple(np.flatnonzero(methods == i) for i in range(len(METHODS))),  # type: ignore[arg-type]
+        names=tuple(names),
+        pairs=tuple(pairs),
+    )
 
 
 def run_block(

@@ -47,6 +47,7 @@ class Quote:
     ask: float | None = None
     venue_ts: float | None = None
     confidence: float | None = None  # the venue's own uncertainty (Pyth conf), price units
+    last: float | None = None  # the last trade, kept beside the mid for the perp mark's book (oracle.perp)
 
     @staticmethod
     def from_book(
@@ -67,7 +68,7 @@ class Quote:
             price = last
         else:
             raise ValueError("quote has neither a two-sided book nor a last price")
-        return Quote(source, pair, price, received_ts, bid, ask, venue_ts, confidence)
+        return Quote(source, pair, price, received_ts, bid, ask, venue_ts, confidence, last)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import numpy as np
 from oracle.models import Quote
 from oracle.settings import Settings
 
-_FIELDS = ("price", "bid", "ask", "venue_ts", "received_ts", "confidence", "half_width")
+_FIELDS = ("price", "bid", "ask", "venue_ts", "received_ts", "confidence", "half_width", "last")
 
 
 @dataclass(slots=True)
@@ -32,6 +32,7 @@ class BookSnapshot:
     received_ts: np.ndarray
     confidence: np.ndarray
     half_width: np.ndarray  # the quote's own uncertainty: its confidence, else half its bid/ask spread
+    last: np.ndarray  # the last trade where the venue gave one (the perp mark's book reads it)
 
     @classmethod
     def empty(cls, n_slots: int) -> BookSnapshot:
@@ -49,6 +50,7 @@ class QuoteColumns:
     venue_ts: np.ndarray
     received_ts: np.ndarray
     confidence: np.ndarray
+    last: np.ndarray
 
     def take(self, idx: np.ndarray) -> QuoteColumns:
         return QuoteColumns(*(getattr(self, f)[idx] for f in self.__slots__))
@@ -69,7 +71,7 @@ class QuoteBook:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> QuoteBook:
-        return cls((r.source, r.pair) for m in settings.markets.values() for t in m.tiers for r in t)
+        return cls((r.source, r.pair) for m in settings.markets.values() for r in m.feed_refs)
 
     @property
     def empty_slot(self) -> int:
@@ -112,6 +114,7 @@ class QuoteBook:
         live.received_ts[slot] = q.received_ts
         live.confidence[slot] = q.confidence
         live.half_width[slot] = half_width(q.bid, q.ask, q.confidence)
+        live.last[slot] = q.last
         return len(slot)
 
     def write_frame(
@@ -124,18 +127,20 @@ class QuoteBook:
         ask: np.ndarray,
         venue_ts: np.ndarray,
         confidence: np.ndarray,
+        last: np.ndarray,
     ) -> int:
         """One venue frame's quotes (one source, one receive time), as `write` stores them."""
         slot = self.slots(source, pairs)
         received = np.full(len(pairs), received_ts)
-        return self.write(QuoteColumns(slot, price, bid, ask, venue_ts, received, confidence))
+        return self.write(QuoteColumns(slot, price, bid, ask, venue_ts, received, confidence, last))
 
     def update(self, quote: Quote) -> bool:
         """One Quote object through `write`; False if it was refused (for tests and one-off quotes)."""
-        cols = [np.array([_num(x)]) for x in (quote.price, quote.bid, quote.ask, quote.venue_ts, quote.confidence)]
+        fields = (quote.price, quote.bid, quote.ask, quote.venue_ts, quote.confidence, quote.last)
+        price, bid, ask, venue_ts, confidence, last = (np.array([_num(x)]) for x in fields)
         slot = np.array([self.slot.get((quote.source, quote.pair), -1)], dtype=np.intp)
-        price, bid, ask, venue_ts, confidence = cols
-        return self.write(QuoteColumns(slot, price, bid, ask, venue_ts, np.array([quote.received_ts]), confidence)) == 1
+        received = np.array([quote.received_ts])
+        return self.write(QuoteColumns(slot, price, bid, ask, venue_ts, received, confidence, last)) == 1
 
     def snapshot(self, out: BookSnapshot | None = None) -> BookSnapshot:
         """Copy the live arrays into `out` (reused across ticks) and return it."""
@@ -164,6 +169,7 @@ class QuoteBook:
             _opt(live.ask[i]),
             _opt(live.venue_ts[i]),
             _opt(live.confidence[i]),
+            _opt(live.last[i]),
         )
 
 

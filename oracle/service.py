@@ -305,7 +305,9 @@ class Service:
         """A venue frame's quotes, into the book in one write."""
         if self._taking_quotes:
             b = batch
-            self.book.write_frame(b.source, b.pair, b.received_ts, b.price, b.bid, b.ask, b.venue_ts, b.confidence)
+            self.book.write_frame(
+                b.source, b.pair, b.received_ts, b.price, b.bid, b.ask, b.venue_ts, b.confidence, b.last
+            )
 
     # --- what HTTP reads ---
     def current_marks(self) -> dict[str, tuple[Mark, bool]]:

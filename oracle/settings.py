@@ -204,6 +204,7 @@ class SourceSettings(Strict):
     kind: SourceKind
     base_url: str | None = None  # None: the venue's real endpoint for this transport
     transport: Literal["rest", "ws"] = "rest"
+    product: Literal["spot", "perp"] = "spot"  # perp: the venue's perpetual (binance, okx, bybit)
     poll_ms: PosInt = 500
     timeout_ms: PosInt = 2000
     weight: Annotated[float, Field(gt=0)] = 1.0
@@ -232,6 +233,21 @@ class SourceRef(Strict):
     path: str | None = None  # http_json: dotted path to the price
 
 
+class ExternalRef(SourceRef):
+    """Another venue's perp price for `[markets.M.perp].external`; `weight` overrides the source's."""
+
+    weight: Annotated[float, Field(gt=0)] | None = None
+
+
+class PerpSettings(Strict):
+    """`[markets.M.perp]`: the perpetual mark on top of the market's index (oracle.perp)."""
+
+    book: SourceRef  # the venue's own book: bid, ask and last trade
+    external: list[ExternalRef] = []  # other venues' perps; their weighted median is c3
+    ema_s: Annotated[float, Field(gt=0)] = 150.0  # the basis EMA's time constant, seconds
+    max_premium_bps: NonNegFloat = 1000.0  # the perp price is clamped to index +- this
+
+
 def _overridable(policy: type[Policy]) -> dict[str, Any]:
     """Every field of `policy` as an optional override: same type and bounds, None = inherit."""
     fields: dict[str, Any] = {}
@@ -256,6 +272,7 @@ class MarketSettings(_MarketFields):  # type: ignore[misc, valid-type]  # a mode
     if TYPE_CHECKING:  # what mypy cannot see through create_model (pydantic reads the real fields)
         sources: list[SourceRef]
         fallback: list[SourceRef] | list[list[SourceRef]]
+    perp: PerpSettings | None = None
 
     @property
     def tiers(self) -> list[list[SourceRef]]:
@@ -266,6 +283,14 @@ class MarketSettings(_MarketFields):  # type: ignore[misc, valid-type]  # a mode
         if isinstance(fb[0], list):
             return [self.sources, *[t for t in fb if isinstance(t, list)]]
         return [self.sources, [r for r in fb if isinstance(r, SourceRef)]]
+
+    @property
+    def feed_refs(self) -> list[SourceRef]:
+        """Every entry some source must quote for this market: its tiers, then its perp's book and externals."""
+        refs = [r for tier in self.tiers for r in tier]
+        if self.perp:
+            refs += [self.perp.book, *self.perp.external]
+        return refs
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k in POLICY_KEYS if (v := getattr(self, k)) is not None}
@@ -378,6 +403,8 @@ def _cross_problems(s: _Parts) -> list[str]:
                 if (ref.source, ref.pair) in seen:
                     problems.append(f"{at}: {ref.source} {ref.pair} appears twice in one tier")
                 seen.add((ref.source, ref.pair))
+        if market.perp:
+            problems += _perp_problems(s, name, market.perp)
         if policy.min_sources > len(market.sources):
             problems.append(
                 f"markets.{name}.min_sources: {policy.min_sources} exceeds the {len(market.sources)} "
@@ -400,8 +427,27 @@ def _source_problems(name: str, source: SourceSettings) -> list[str]:
         return []
     return [
         f"sources.{name}.{key}: {problem}"
-        for key, problem in adapter.settings_problems(source.transport, source.base_url)
+        for key, problem in adapter.settings_problems(source.transport, source.base_url, source.product)
     ]
+
+
+def _perp_problems(s: _Parts, name: str, perp: PerpSettings) -> list[str]:
+    at = f"markets.{name}.perp"
+    problems = _ref_problems(s, name, perp.book, f"{at}.book")
+    index_sources = {r.source for m in s.markets.values() for tier in m.tiers for r in tier}
+    if perp.book.source in index_sources:
+        # The own book must never feed an index: the perp mark's median is what keeps the book from
+        # carrying a liquidation, and that needs the index independent of it.
+        problems.append(f"{at}.book.source: '{perp.book.source}' also feeds an index tier; a perp book cannot")
+    if perp.book.convert is not None:
+        problems.append(f"{at}.book.convert: the book is quoted in the market's own currency; no conversion")
+    seen: set[tuple[str, str]] = {(perp.book.source, perp.book.pair)}
+    for i, ref in enumerate(perp.external):
+        problems += _ref_problems(s, name, ref, f"{at}.external[{i}]")
+        if (ref.source, ref.pair) in seen:
+            problems.append(f"{at}.external[{i}]: {ref.source} {ref.pair} appears twice")
+        seen.add((ref.source, ref.pair))
+    return problems
 
 
 def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:

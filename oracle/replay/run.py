@@ -162,8 +162,9 @@ class _Feeder:
         a, b = self.start[k], self.end[k]
         if a < b:
             price, bid, ask, venue_ts, ts = self.cols
-            conf = np.full(b - a, np.nan)  # the ticks file has no confidence column yet
-            self.book.write(QuoteColumns(self.slot[a:b], price[a:b], bid[a:b], ask[a:b], venue_ts[a:b], ts[a:b], conf))
+            none = np.full(b - a, np.nan)  # the ticks file has no confidence or last column yet
+            cols = (price[a:b], bid[a:b], ask[a:b], venue_ts[a:b], ts[a:b], none, none)
+            self.book.write(QuoteColumns(self.slot[a:b], *cols))
 
 
 def _empty_series(n: int) -> Series:

@@ -14,7 +14,8 @@ from .helpers import NOW
 
 def test_quote_price_is_the_mid_where_both_sides_exist() -> None:
     quote = Quote.from_book("a", "BTC-USD", NOW, bid=99.5, ask=100.5, last=120.0, venue_ts=NOW - 1)
-    assert quote == Quote("a", "BTC-USD", 100.0, NOW, 99.5, 100.5, NOW - 1)
+    # the price is the mid; the last trade is kept beside it for the perp mark (oracle.perp)
+    assert quote == Quote("a", "BTC-USD", 100.0, NOW, 99.5, 100.5, NOW - 1, last=120.0)
 
 
 @pytest.mark.parametrize(("bid", "ask"), [(None, None), (99.5, None), (None, 100.5)])

@@ -117,7 +117,7 @@ def test_one_write_of_a_batch_stores_what_row_by_row_updates_would() -> None:
         slot = rng.integers(-1, 5, n)  # -1: a pair nobody configured; repeats of one slot; out of order
         received = NOW + rng.integers(0, 4, n).astype(float)
         nan = np.full(n, np.nan)
-        cols = QuoteColumns(slot, np.arange(n, dtype=float) + 1.0, nan, nan, nan, received, nan)
+        cols = QuoteColumns(slot, np.arange(n, dtype=float) + 1.0, nan, nan, nan, received, nan, nan)
         want = _row_by_row(book, cols)
         assert book.write(cols) == len(want)
         snap = book.snapshot()
@@ -129,7 +129,7 @@ def test_a_write_never_takes_a_row_older_than_the_book() -> None:
     book = _book()
     book.update(Quote("a", "BTC-USD", 101.0, NOW))
     one = np.array([np.nan])
-    older = QuoteColumns(np.array([0]), np.array([99.0]), one, one, one, np.array([NOW - 1]), one)
+    older = QuoteColumns(np.array([0]), np.array([99.0]), one, one, one, np.array([NOW - 1]), one, one)
     assert book.write(older) == 0
     assert book.latest("a", "BTC-USD") == Quote("a", "BTC-USD", 101.0, NOW)
 
@@ -138,7 +138,7 @@ def test_a_frame_goes_in_by_source_and_pair_names_and_keeps_its_confidence() -> 
     book = _book()
     nan = np.full(3, np.nan)
     pairs = ("BTC-USD", "XRP-USD", "ETH-USD")  # XRP-USD: not configured for source b
-    stored = book.write_frame("b", pairs, NOW, np.array([100.0, 1.0, 10.0]), nan, nan, nan, np.array([0.5, 1, 2]))
+    stored = book.write_frame("b", pairs, NOW, np.array([100.0, 1.0, 10.0]), nan, nan, nan, np.array([0.5, 1, 2]), nan)
     assert stored == 2
     assert book.latest("b", "BTC-USD") == Quote("b", "BTC-USD", 100.0, NOW, confidence=0.5)
     assert book.latest("b", "ETH-USD") == Quote("b", "ETH-USD", 10.0, NOW, confidence=2.0)
