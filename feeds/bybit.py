@@ -1,4 +1,5 @@
-"""Bybit v5: REST /v5/market/tickers?category=spot, every spot symbol in one answer.
+"""Bybit v5: REST /v5/market/tickers?category=spot, every spot symbol in one answer; a perp source
+(`product = "perp"`) asks `category=linear` (USDT perpetuals), whose tickers carry the same fields.
 
 Symbols are BTCUSDT. Prices are decimal strings ("" when a side is empty). The tickers carry no
 time of their own; the envelope's `time` (ms) is when Bybit answered, the closest venue time there is.
@@ -15,6 +16,7 @@ from feeds.errors import VenueRejected
 class Bybit(Adapter):
     kind = "bybit"
     rest_url = "https://api.bybit.com"
+    perp_rest_url = rest_url
 
     @staticmethod
     def venue_symbol(pair: str) -> str:
@@ -22,7 +24,8 @@ class Bybit(Adapter):
 
     def requests(self) -> list[Request]:
         url = f"{self.base_url}/v5/market/tickers"
-        return [Request(url, [("category", "spot")], pairs=tuple(self.refs))]
+        category = "linear" if self.product == "perp" else "spot"
+        return [Request(url, [("category", category)], pairs=tuple(self.refs))]
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         body = obj(doc, "frame")

@@ -1,8 +1,10 @@
 """OKX v5: REST /api/v5/market/ticker?instId=..., WebSocket public `tickers` channel.
 
-Instrument ids are canonical for spot (BTC-USDT). Both forms carry the same ticker object, prices
-as decimal strings ("" when a side is empty) and `ts` as a millisecond string. OKX drops a
-connection silent for 30 s, so the client sends the text "ping" and the venue answers "pong".
+Instrument ids are canonical for spot (BTC-USDT); a perp source (`product = "perp"`) reads the
+pair's swap, `BTC-USDT-SWAP`, from the same endpoints (REST ticker, WS `tickers`). Both forms carry
+the same ticker object, prices as decimal strings ("" when a side is empty) and `ts` as a
+millisecond string. OKX drops a connection silent for 30 s, so the client sends the text "ping"
+and the venue answers "pong".
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class Okx(Adapter):
     ws_ping = "ping"
     ws_pong = "pong"
     ws_ping_s = 20.0
+    perp_rest_url = rest_url
+    perp_ws_url = ws_url
+
+    def venue_symbol(self, pair: str) -> str:
+        return f"{pair}-SWAP" if self.product == "perp" else pair
 
     def requests(self) -> list[Request]:
         url = f"{self.base_url}/api/v5/market/ticker"

@@ -21,18 +21,22 @@ POLL_MS = 20
 TIMEOUT_MS = 200
 RUNNER_OPTIONS: dict[str, Any] = {"backoff_initial_s": 0.02, "backoff_max_s": 0.1, "silence_polls": 10}
 
+# Case names: a source kind, or `<kind>_perp` for its perpetual product (tests/feeds/perp_payloads.py).
+PERP_KINDS = ["binance_perp", "okx_perp", "bybit_perp"]
 REST_KINDS = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"]
-BOOK_KINDS = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp"]  # venues with a bid and an ask
-WS_KINDS = ["binance", "coinbase", "kraken", "okx"]
+REST_KINDS += PERP_KINDS
+BOOK_KINDS = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", *PERP_KINDS]  # with a bid and an ask
+WS_KINDS = ["binance", "coinbase", "kraken", "okx", "binance_perp", "okx_perp"]
 
 
 def settings_for(case: VenueCase, base_url: str, **source: Any) -> Settings:
-    """One source of `case.kind` serving the case's pairs, each its own one-source market."""
-    refs = [{"source": case.kind, **r} for r in case.refs]
+    """One source named `case.name` serving the case's pairs, each its own one-source market."""
+    refs = [{"source": case.name, **r} for r in case.refs]
     conf = {"kind": case.kind, "base_url": base_url, "transport": case.transport, "poll_ms": POLL_MS}
+    conf["product"] = case.product
     return Settings.model_validate(
         {
-            "sources": {case.kind: {**conf, "timeout_ms": TIMEOUT_MS, **source}},
+            "sources": {case.name: {**conf, "timeout_ms": TIMEOUT_MS, **source}},
             "markets": {r["pair"]: {"sources": [r], "min_sources": 1} for r in refs},
         }
     )
@@ -100,13 +104,13 @@ class Feed:
 
 @pytest.fixture
 def rest_case(shared_dir: Path) -> Callable[[str], VenueCase]:
-    cases = {c.kind: c for c in rest_cases(shared_dir)}
+    cases = {c.name: c for c in rest_cases(shared_dir)}
     return cases.__getitem__
 
 
 @pytest.fixture
 def ws_case(shared_dir: Path) -> Callable[[str], VenueCase]:
-    cases = {c.kind: c for c in ws_cases(shared_dir)}
+    cases = {c.name: c for c in ws_cases(shared_dir)}
     return cases.__getitem__
 
 

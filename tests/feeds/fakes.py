@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from feeds.chainlink import encode_round
+from tests.feeds import perp_payloads as perp
 
 PAYLOADS = Path("fixtures/payloads")
 ETH_USD_PROXY = "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"  # Chainlink's ETH/USD, as captured
@@ -77,13 +78,19 @@ class VenueCase:
     transport: str = "rest"
     render: Callable[[Any, Any], Any] = lambda doc, _request_json: doc
     bad_values: Sequence[str] = ("NaN", "0", "-1")
+    product: str = "spot"
 
     @property
     def pairs(self) -> list[str]:
         return [r["pair"] for r in self.refs]
 
+    @property
+    def name(self) -> str:
+        """The case's (and its source's) name: the kind, `_perp` added for a perpetual product."""
+        return self.kind if self.product == "spot" else f"{self.kind}_perp"
+
     def id(self) -> str:
-        return f"{self.kind}-{self.transport}"
+        return f"{self.name}-{self.transport}"
 
     def mutated(self, doc: Any, mode: str | None) -> Any:
         doc = copy.deepcopy(doc)
@@ -298,6 +305,7 @@ def rest_cases(shared: Path) -> list[VenueCase]:
             render=_chainlink_answer,
             bad_values=("0", "-1"),
         ),
+        *_perp_rest_cases(),
         VenueCase(
             "http_json",
             [{"pair": "ETH-BTC", "path": "data.0.last"}],
@@ -353,5 +361,65 @@ def ws_cases(shared: Path) -> list[VenueCase]:
             last=("data", 0, "last"),
             required=("data", 0, "ts"),
             transport="ws",
+        ),
+        VenueCase(
+            "binance",
+            [{"pair": "BNB-USDT"}],
+            [perp.BINANCE_FSTREAM_BOOK_TICKER],
+            "/stream",
+            bid=("data", "b"),
+            ask=("data", "a"),
+            required=("data", "a"),
+            transport="ws",
+            product="perp",
+        ),
+        VenueCase(
+            "okx",
+            [{"pair": "BTC-USDT"}],
+            [perp.OKX_WS_TICKERS_SWAP],
+            bid=("data", 0, "bidPx"),
+            ask=("data", 0, "askPx"),
+            last=("data", 0, "last"),
+            required=("data", 0, "ts"),
+            transport="ws",
+            product="perp",
+        ),
+    ]
+
+
+def _perp_rest_cases() -> list[VenueCase]:
+    """The perpetuals (`product = "perp"`) of the venues that have them, on their real payloads."""
+    return [
+        VenueCase(
+            "binance",
+            [{"pair": "BTC-USDT"}],
+            [perp.BINANCE_FAPI_BOOK_TICKER],
+            "/fapi/v1/ticker/bookTicker",
+            bid=("bidPrice",),
+            ask=("askPrice",),
+            required=("askPrice",),
+            product="perp",
+        ),
+        VenueCase(
+            "okx",
+            [{"pair": "UNI-USD"}],
+            [perp.OKX_REST_TICKER_SWAP],
+            "/api/v5/market/ticker",
+            bid=("data", 0, "bidPx"),
+            ask=("data", 0, "askPx"),
+            last=("data", 0, "last"),
+            required=("data", 0, "ts"),
+            product="perp",
+        ),
+        VenueCase(
+            "bybit",
+            [{"pair": "BTC-USD"}],
+            [perp.BYBIT_TICKERS_LINEAR_INVERSE],
+            "/v5/market/tickers",
+            bid=("result", "list", 0, "bid1Price"),
+            ask=("result", "list", 0, "ask1Price"),
+            last=("result", "list", 0, "lastPrice"),
+            required=("result", "list", 0, "ask1Price"),
+            product="perp",
         ),
     ]

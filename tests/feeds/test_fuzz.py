@@ -65,11 +65,11 @@ def _cases(shared: Path) -> dict[str, tuple[Adapter, Any, tuple[str, ...]]]:
     """name → (adapter, a real payload, the request's pairs), for every payload an adapter reads."""
     out = {}
     for case in rest_cases(shared):
-        a = adapter(case.kind, *case.refs, base_url="http://venue.test/doc")
-        out[f"{case.kind}-rest"] = (a, case.render(case.docs[0], {"id": 0}), tuple(a.refs))
+        a = adapter(case.kind, *case.refs, base_url="http://venue.test/doc", product=case.product)
+        out[f"{case.name}-rest"] = (a, case.render(case.docs[0], {"id": 0}), tuple(a.refs))
     for case in ws_cases(shared):
-        a = adapter(case.kind, *case.refs, transport="ws")
-        out |= {f"{case.kind}-ws-{i}": (a, doc, ()) for i, doc in enumerate(case.docs[:2])}
+        a = adapter(case.kind, *case.refs, transport="ws", product=case.product)
+        out |= {f"{case.name}-ws-{i}": (a, doc, ()) for i, doc in enumerate(case.docs[:2])}
     extra: dict[str, tuple[str, str | dict[str, Any], Any]] = {
         "binance-price": (
             "binance",
@@ -89,8 +89,10 @@ def _cases(shared: Path) -> dict[str, tuple[Adapter, Any, tuple[str, ...]]]:
     return out
 
 
-REST = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"]
+PERP = ["binance_perp", "okx_perp", "bybit_perp"]
+REST = ["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json", *PERP]
 NAMES = [f"{k}-rest" for k in REST] + [f"{k}-ws-{i}" for k in ("binance", "coinbase", "kraken", "okx") for i in (0, 1)]
+NAMES += ["binance_perp-ws-0", "okx_perp-ws-0"]  # one documented message each
 NAMES += ["binance-price", "bitstamp-usdc", "pyth-legacy"]
 
 

@@ -19,9 +19,11 @@ from oracle.settings import SourceRef
 from tests.feeds.fakes import BTC_FEED, ETH_FEED, ETH_USD_PROXY, load
 
 
-def adapter(kind: str, *pairs: str | dict[str, Any], transport: str = "rest", base_url: str | None = None) -> Adapter:
+def adapter(
+    kind: str, *pairs: str | dict[str, Any], transport: str = "rest", base_url: str | None = None, product: str = "spot"
+) -> Adapter:
     refs = [SourceRef(source=kind, **(p if isinstance(p, dict) else {"pair": p})) for p in pairs]
-    return adapter_class(kind)(kind, refs, base_url, transport)  # type: ignore[arg-type]
+    return adapter_class(kind)(kind, refs, base_url, transport, product)  # type: ignore[arg-type]
 
 
 def parse(a: Adapter, doc: Any, ts: float = 1.0, pairs: tuple[str, ...] | None = None) -> ParseResult:
@@ -437,3 +439,58 @@ def test_one_abi_encoder_round_trips_signed_words_for_the_adapter_and_the_simula
     assert sim_chainlink.abi_words is abi_words  # the simulated node encodes with the adapter's encoder
     assert abi_words(1, -1) == "0x" + "0" * 63 + "1" + "f" * 64
     assert decode_round(abi_words(3, -(2**255), 0, 2**256 - 1, 3)) == (3, -(2**255), 0, 2**256 - 1, 3)
+
+
+# --- perpetuals (product = "perp"), on the payloads of tests/feeds/perp_payloads.py ---
+
+
+def test_perp_products_default_to_the_venues_perpetual_endpoints():
+    binance = adapter("binance", "BTC-USDT", "ETH-USDT", product="perp")
+    assert [(r.url, list(r.params)) for r in binance.requests()] == [
+        ("https://fapi.binance.com/fapi/v1/ticker/bookTicker", [("symbol", "BTCUSDT")]),
+        ("https://fapi.binance.com/fapi/v1/ticker/bookTicker", [("symbol", "ETHUSDT")]),
+    ]
+    assert adapter("binance", "BTC-USDT", transport="ws", product="perp").ws_endpoint() == (
+        "wss://fstream.binance.com/stream?streams=btcusdt@bookTicker"
+    )
+    (okx,) = adapter("okx", "BTC-USDT", product="perp").requests()
+    assert (okx.url, list(okx.params)) == ("https://www.okx.com/api/v5/market/ticker", [("instId", "BTC-USDT-SWAP")])
+    okx_ws = adapter("okx", "BTC-USDT", transport="ws", product="perp")
+    assert json.loads(okx_ws.subscriptions()[0])["args"] == [{"channel": "tickers", "instId": "BTC-USDT-SWAP"}]
+    (bybit,) = adapter("bybit", "BTC-USDT", product="perp").requests()
+    assert (bybit.url, list(bybit.params)) == ("https://api.bybit.com/v5/market/tickers", [("category", "linear")])
+
+
+def test_perp_quotes_keep_the_book_and_the_last_trade():
+    from tests.feeds import perp_payloads as perp
+
+    q = only(parse(adapter("okx", "BTC-USDT", transport="ws", product="perp"), perp.OKX_WS_TICKERS_SWAP))
+    assert (q.pair, q.bid, q.ask, q.last, q.venue_ts) == ("BTC-USDT", 103699.9, 103700.0, 103700.0, 1747141319.306)
+    q = only(parse(adapter("bybit", "BTC-USD", product="perp"), perp.BYBIT_TICKERS_LINEAR_INVERSE))
+    assert (q.bid, q.ask, q.last, q.venue_ts) == (16596.0, 16597.5, 16597.0, 1672376496.682)
+    q = only(parse(adapter("binance", "BTC-USDT", product="perp"), perp.BINANCE_FAPI_BOOK_TICKER))
+    assert (q.bid, q.ask, q.last, q.venue_ts) == (4.0, 4.000002, None, 1589437530.011)
+
+
+def test_a_spot_source_never_takes_a_swap_row_for_its_pair():
+    from tests.feeds import perp_payloads as perp
+
+    result = parse(adapter("okx", "BTC-USDT", transport="ws"), perp.OKX_WS_TICKERS_SWAP)
+    assert result.quotes == () and [e.code for e in result.errors] == ["unknown_pair"]
+
+
+@pytest.mark.parametrize("kind", ["coinbase", "kraken", "bitstamp", "pyth", "chainlink", "http_json"])
+def test_a_kind_without_perpetuals_refuses_product_perp(kind: str):
+    with pytest.raises(ValueError, match="no perpetuals"):
+        adapter(kind, "BTC-USD", product="perp")
+    from oracle.settings import ConfigError, parse_settings
+
+    with pytest.raises(ConfigError) as exc:
+        parse_settings(
+            {
+                "sources": {"x": {"kind": kind, "product": "perp"}},
+                "markets": {"BTC-USD": {"sources": [{"source": "x", "pair": "BTC-USD"}], "min_sources": 1}},
+            }
+        )
+    want = f'sources.x.product: {kind} has no perpetuals (product = "perp" is for binance, okx, bybit)'
+    assert want in exc.value.problems  # (pyth and chainlink add their missing ref keys)

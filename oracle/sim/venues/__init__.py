@@ -7,7 +7,9 @@
 Each venue has its own server; `rest` is its REST root (append the venue's real path) and `ws` its
 WebSocket endpoint (Binance's is the root, to which a client appends `/stream?streams=...`; OKX's
 includes `/ws/v5/public`). Bybit, Bitstamp and Pyth (Hermes) are simulated over REST only, and
-Chainlink as an Ethereum JSON-RPC endpoint (`rest` is the RPC URL).
+Chainlink as an Ethereum JSON-RPC endpoint (`rest` is the RPC URL). `binance_perp`, `okx_perp` and
+`bybit_perp` are those venues' perpetuals (USD-M futures, SWAP, linear) for `product = "perp"`
+sources, each a few bps above spot, as perps usually trade.
 """
 
 from __future__ import annotations
@@ -19,18 +21,22 @@ from oracle.clock import Clock, WallClock
 from oracle.sim.market import SimMarket, VenueQuoter, VenueSpec
 from oracle.sim.venues.base import OutageKind, VenueServer
 from oracle.sim.venues.binance import Binance
+from oracle.sim.venues.binance_perp import BinancePerp
 from oracle.sim.venues.bitstamp import Bitstamp
 from oracle.sim.venues.bybit import Bybit
+from oracle.sim.venues.bybit_perp import BybitPerp
 from oracle.sim.venues.chainlink import Chainlink
 from oracle.sim.venues.coinbase import Coinbase
 from oracle.sim.venues.kraken import Kraken
 from oracle.sim.venues.okx import Okx
+from oracle.sim.venues.okx_perp import OkxPerp
 from oracle.sim.venues.pyth import Pyth
 
 __all__ = ["DEFAULT_MARKETS", "DEFAULT_PAIRS", "DEFAULT_SPECS", "VENUES", "OutageKind", "SimVenues"]
 
 VENUES: dict[str, type[VenueServer]] = {
-    v.name: v for v in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth, Chainlink)
+    v.name: v
+    for v in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth, Chainlink, BinancePerp, OkxPerp, BybitPerp)
 }
 
 # Start prices of the true USD markets; a venue's USDT pairs are crossed through USDT-USD.
@@ -53,6 +59,9 @@ DEFAULT_PAIRS: dict[str, list[str]] = {
     "bybit": _USDT,
     "pyth": _USD,
     "chainlink": _USD,
+    "binance_perp": _USDT[:3],
+    "okx_perp": _USDT[:3],
+    "bybit_perp": _USDT[:3],
 }
 
 # A few bps of constant disagreement and different speeds, as between real venues.
@@ -65,6 +74,10 @@ DEFAULT_SPECS: dict[str, VenueSpec] = {
     "bybit": VenueSpec(bias_bps=1.0, noise_bps=1.2, spread_bps=1.5, latency_ms=35),
     "pyth": VenueSpec(bias_bps=0.0, noise_bps=0.5, spread_bps=1.0, latency_ms=80),  # conf = half-spread
     "chainlink": VenueSpec(bias_bps=0.0, noise_bps=0.5, spread_bps=0.0, latency_ms=100),
+    # perpetuals: a small positive premium over spot (longs paying funding), a little noisier
+    "binance_perp": VenueSpec(bias_bps=3.0, noise_bps=1.0, spread_bps=0.5, latency_ms=15, push_ms=100),
+    "okx_perp": VenueSpec(bias_bps=3.5, noise_bps=1.2, spread_bps=1.0, latency_ms=25, push_ms=200),
+    "bybit_perp": VenueSpec(bias_bps=2.5, noise_bps=1.5, spread_bps=1.5, latency_ms=35),
 }
 
 

@@ -16,19 +16,20 @@ from oracle.sim.venues.base import VenueServer, joined, price_decimals, trimmed
 
 class Bybit(VenueServer):
     name = "bybit"
+    category = "spot"  # the one `category` this server answers (`linear`: the USDT perpetuals)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/v5/market/tickers", self._tickers)]
 
     async def _tickers(self, request: web.Request) -> web.Response:
         by_symbol = {joined(p): p for p in self.pairs}
-        if request.query.get("category") != "spot":
+        if request.query.get("category") != self.category:
             return self._reply(10001, "Illegal category", {})
         asked = request.query.get("symbol")
         if asked is not None and asked.upper() not in by_symbol:
             return self._reply(10001, "Not supported symbols", {})
         pairs = [by_symbol[asked.upper()]] if asked else self.pairs
-        return self._reply(0, "OK", {"category": "spot", "list": [_fields(self.ticker(p)) for p in pairs]})
+        return self._reply(0, "OK", {"category": self.category, "list": [_fields(self.ticker(p)) for p in pairs]})
 
     def _reply(self, code: int, msg: str, result: dict[str, Any]) -> web.Response:
         body = {

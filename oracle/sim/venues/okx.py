@@ -24,6 +24,18 @@ CONN_ID = "a4d3ae55"
 class Okx(VenueServer):
     name = "okx"
     ws_path = ws_endpoint = "/ws/v5/public"
+    inst_type = "SPOT"  # what `/tickers?instType=` lists and each ticker's `instType`
+    inst_suffix = ""  # a pair's instId is the pair plus this (`-SWAP` for the perpetuals)
+
+    def inst(self, pair: str) -> str:
+        return pair + self.inst_suffix
+
+    def pair_of(self, inst: Any) -> str | None:
+        """The pair an instId names, if this server quotes it."""
+        if not isinstance(inst, str) or not inst.endswith(self.inst_suffix):
+            return None
+        pair = inst.removesuffix(self.inst_suffix) if self.inst_suffix else inst
+        return pair if pair in self.pairs else None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -32,15 +44,16 @@ class Okx(VenueServer):
         ]
 
     async def _ticker(self, request: web.Request) -> web.Response:
-        inst = request.query.get("instId", "")
-        if inst not in self.pairs:
+        pair = self.pair_of(request.query.get("instId", ""))
+        if pair is None:
             return web.json_response({"code": "51001", "msg": "Instrument ID does not exist", "data": []})
-        return web.json_response({"code": "0", "msg": "", "data": [_fields(self.ticker(inst))]})
+        return web.json_response({"code": "0", "msg": "", "data": [self._fields(self.ticker(pair))]})
 
     async def _tickers(self, request: web.Request) -> web.Response:
-        if request.query.get("instType") != "SPOT":
+        if request.query.get("instType") != self.inst_type:
             return web.json_response({"code": "51000", "msg": "Parameter instType error", "data": []})
-        return web.json_response({"code": "0", "msg": "", "data": [_fields(self.ticker(p)) for p in self.pairs]})
+        data = [self._fields(self.ticker(p)) for p in self.pairs]
+        return web.json_response({"code": "0", "msg": "", "data": data})
 
     async def on_text(self, conn: Conn, text: str) -> None:
         if text == "ping":
@@ -56,14 +69,18 @@ class Okx(VenueServer):
 
     async def _subscription(self, conn: Conn, op: str, arg: Any) -> None:
         inst = arg.get("instId") if isinstance(arg, dict) else None
-        if not isinstance(arg, dict) or arg.get("channel") != CHANNEL or inst not in self.pairs:
+        pair = self.pair_of(inst)
+        if not isinstance(arg, dict) or arg.get("channel") != CHANNEL or pair is None:
             await self.send(conn, _error("60018", f"Wrong URL or channel:{CHANNEL},instId:{inst} doesn't exist."))
             return
-        conn.subscribe(inst, on=op == "subscribe")
+        conn.subscribe(pair, on=op == "subscribe")
         await self.send(conn, {"event": op, "arg": {"channel": CHANNEL, "instId": inst}, "connId": CONN_ID})
 
     def push(self, conn: Conn, ticker: Ticker) -> Json:
-        return {"arg": {"channel": CHANNEL, "instId": ticker.pair}, "data": [_fields(ticker)]}
+        return {"arg": {"channel": CHANNEL, "instId": self.inst(ticker.pair)}, "data": [self._fields(ticker)]}
+
+    def _fields(self, t: Ticker) -> dict[str, str]:
+        return {**_fields(t), "instType": self.inst_type, "instId": self.inst(t.pair)}
 
 
 def _fields(t: Ticker) -> dict[str, str]:
