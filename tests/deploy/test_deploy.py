@@ -341,7 +341,8 @@ def test_compose_runs_the_stack_with_every_mounted_path_present() -> None:
     assert "--config.file=/etc/prometheus/prometheus.yml" in compose_text()
     assert mounts["../config"] == "/etc/markd"  # where the image's MARKD_CONFIG points
     assert "context: .." in compose_text() and "dockerfile: Dockerfile" in compose_text()
-    assert "MARKD_REDIS_URL: redis://markd:markd-demo-writer@redis:6379/0" in compose_text()  # its ACL user
+    # its ACL user, with the password from deploy/.env
+    assert "MARKD_REDIS_URL: redis://markd:${MARKD_REDIS_PASSWORD:?" in compose_text()
     assert "docker compose up" in compose_text().split("services:")[0], "the header says how to run it"
 
 
@@ -358,6 +359,20 @@ def test_every_compose_image_is_an_exact_release() -> None:
 
 # Images whose releases are single numbers (31 is one release, not a moving "31.x").
 PLAIN_NUMBER_RELEASES = {"mendhak/http-https-echo"}
+
+
+def test_the_redis_password_comes_from_the_env_file_and_matches_the_acl() -> None:
+    import hashlib
+
+    assert "markd-demo-writer" not in compose_text(), "no password written into compose.yaml"
+    example = dict(re.findall(r"^([A-Z_]+)=(.*)$", (DEPLOY / "env.example").read_text(), re.M))
+    password = example["MARKD_REDIS_PASSWORD"]
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", password), "URL-safe, as the URL carries it unquoted"
+    acl = (DEPLOY / "redis" / "users.acl").read_text()
+    digest = re.search(r"^user markd on #([0-9a-f]{64}) ", acl, re.M)
+    assert digest and hashlib.sha256(password.encode()).hexdigest() == digest.group(1), (
+        "env.example and users.acl agree"
+    )
 
 
 def test_grafana_admin_password_is_required_from_the_environment() -> None:
