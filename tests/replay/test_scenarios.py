@@ -122,3 +122,15 @@ def test_a_quiet_chainlink_and_pyth_carry_btc_through_the_exchange_outage(replay
     assert not (btc.status == STATUS_CODES[Status.STALE])[t > t0 + 5].any()
     carried = [m for m, ts in zip(outcome.run.published, outcome.run.publish_ts, strict=True) if start + 6 <= ts < end]
     assert carried and all(m.sources == ("pyth", "chainlink") for m in carried)
+
+
+def test_the_synthetic_depeg_is_the_markets_own_move_not_an_error(replayed):
+    """USDC-USD's step to 0.874 is genuine: the reference sees it too, so it is no "1,260 bps" error,
+    and BTC-USD is measured against the USD-quoted venues alone."""
+    outcome, _ = replayed["svb_usdc_depeg"]
+    usdc = outcome.report["markets"]["USDC-USD"]
+    assert usdc["max_error_bps"] <= 5 and usdc["seconds_over_50bps"] == 0
+    t0 = float(outcome.run.grid[0])
+    during = (outcome.run.grid >= t0 + 1900) & (outcome.run.grid < t0 + 5300)
+    assert np.nanmax(outcome.run.series["USDC-USD"].price[during]) < 0.88  # the mark followed the de-peg
+    assert outcome.report["markets"]["BTC-USD"]["max_error_bps"] <= 30
