@@ -220,7 +220,9 @@ class RedisPublisher:
         self._signer = signer
         self._keys = Keys(settings.prefix)
         self._market_keys: dict[str, MarketKeys] = {}
-        self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
+        # The socket's own timeouts are only a backstop, as long as the longest budget (a publish of
+        # 5,000 marks reads its last reply well after a tick): asyncio.timeout bounds each call.
+        self._redis: RedisClient = connect(settings, timeout_s=max(timeout_s, 2.0))
         self._last_seq: dict[str, int] = {}
         self._synced: set[str] = set()  # markets whose stored seq was read since (re)connect/new token
         self._fence: int | None = None

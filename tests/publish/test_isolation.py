@@ -3,6 +3,7 @@ never stops the other markets, never leaves a half-written mark, and never lower
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -14,7 +15,7 @@ from oracle.publish import RedisPublisher
 from oracle.schema import Keys, MarketKeys
 from oracle.settings import RedisSettings
 from tests.publish.conftest import PREFIX
-from tests.publish.helpers import mark, publisher
+from tests.publish.helpers import errors, eventually, mark, publisher
 from tests.servers import RedisServer
 
 MARKETS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD")
@@ -156,3 +157,27 @@ async def test_redis_out_of_memory_fails_the_writes_not_the_connection(own_serve
     assert pub.refused is None and pub.market_errors == {}
     await pub.close()
     await raw.aclose()
+
+
+async def test_a_publish_may_take_longer_the_more_marks_it_carries(own_server: RedisServer) -> None:
+    """A tick's publish at 5,000 markets outlasts a tick while Redis is healthy, so its timeout is
+    the tick's plus 0.2 ms a mark (bench/scale.py: no publish error at 5,000 markets, tick 250 ms).
+    What that budget still bounds: 2 marks wait 0.1 s for a Redis that holds every write for 300 ms
+    (CLIENT PAUSE), then fail, are counted and kept for the next publish."""
+    settings = RedisSettings(url=own_server.url, prefix=PREFIX, history_maxlen=50)
+    raw = Redis.from_url(settings.url, decode_responses=True)
+    metrics = Metrics()
+    pub = publisher(settings, metrics, timeout_s=0.1)
+    assert pub.budget_s(5000) == pytest.approx(1.1) and pub.budget_s(2) == pytest.approx(0.1004)
+    assert len(await pub.publish([mark(f"S{i}", 1.0) for i in range(2)])) == 2
+    await raw.execute_command("CLIENT", "PAUSE", "300", "WRITE")
+    assert await pub.publish([mark(f"S{i}", 2.0) for i in range(2)]) == [] and errors(metrics) == 2
+    assert not pub.connected  # taken for an outage: the background reconnect writes them
+    await raw.execute_command("CLIENT", "UNPAUSE")
+    assert await eventually(lambda: _connected(pub), within_s=5.0) >= 0
+    assert await raw.hget(KEYS.market("S0").mark, "price") == "2.0"
+    await asyncio.gather(pub.close(), raw.aclose())
+
+
+async def _connected(pub: RedisPublisher) -> bool:
+    return pub.connected
