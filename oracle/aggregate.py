@@ -77,6 +77,7 @@ class Block:
     slot: np.ndarray  # (rows, cols) QuoteBook slot, padding -> the empty slot
     convert: np.ndarray  # (rows, cols) market index whose mark converts the quote; -1 = none
     converts: bool  # any cell converts; without, every rate is 1.0 (a block of one currency)
+    bounded: bool  # any row sets min_price > 0 or a max_price
     weight: np.ndarray  # (rows, cols) source weight, 0 on padding
     present_cols: np.ndarray  # (rows, cols) bool: a configured source sits in this cell
     max_age_s: np.ndarray  # (rows,)
@@ -185,6 +186,7 @@ def build_block(lanes: Sequence[Lane], s: Settings, index: dict[str, int], book:
         slot=slot,
         convert=convert,
         converts=bool((convert >= 0).any()),
+        bounded=any(lo > 0 for lo in per_row["lo"]) or any(hi < math.inf for hi in per_row["hi"]),
         weight=weight,
         present_cols=slot != book.empty_slot,
         max_age_s=np.array(per_row["age"]),
@@ -229,7 +231,10 @@ def run_block(
         no_rate = None
         price = raw
         own_width = book.half_width[block.slot]
-    out_of_bounds = (price <= block.min_price[:, None]) | (price >= block.max_price[:, None])
+    if block.converts or block.bounded:
+        out_of_bounds = (price <= block.min_price[:, None]) | (price >= block.max_price[:, None])
+    else:  # bounds (0, inf) on unconverted prices: only what `insane` already flags is outside
+        out_of_bounds = insane
     rules = [(stale, STALE), (future, FUTURE), (insane, SANITY)]
     if freeze is not None and freeze.on:
         live = present & ~(stale | future | insane | out_of_bounds)
@@ -239,7 +244,8 @@ def run_block(
         rules.append((freeze_step(freeze, quoted, price, live), FROZEN))
     if no_rate is not None:
         rules.append((no_rate, CONVERSION))
-    rules.append((out_of_bounds, SANITY))
+    if out_of_bounds is not insane:
+        rules.append((out_of_bounds, SANITY))
     reason = np.zeros(raw.shape, dtype=np.int8)
     for failed, code in reversed(rules):  # the first rule a quote fails is its reason: written last
         np.putmask(reason, failed, code)
@@ -247,19 +253,23 @@ def run_block(
 
     ok = present & (reason == 0)
     # One sort serves every step: deviation is a band around the median, so the quotes it keeps
-    # are a contiguous window [lo, hi) of each sorted row.
+    # are a contiguous window [lo, lo + n) of each sorted row. p/centre - 1 grows with p, so the
+    # window starts after the `lo` quotes below the band and ends before those above it: counted on
+    # the unsorted quotes, with no second pass over the sorted ones.
     s = np.sort(np.where(ok, price, np.nan), axis=1)
     rows = np.arange(len(s))
-    centre = _window_median(s, rows, 0, ok.sum(axis=1))
+    count = _row_counts(ok)
+    centre = _window_median(s, rows, 0, count)
+    max_dev = block.max_dev[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = price / centre[:, None] - 1.0
-        outlier = ok & (np.abs(rel) > block.max_dev[:, None])
-        rel_sorted = s / centre[:, None] - 1.0
+    below = ok & (rel < -max_dev)
+    above = ok & (rel > max_dev)
+    outlier = below | above
     np.putmask(reason, outlier, DEVIATION)  # outliers are among the accepted: no reason yet
     ok &= ~outlier
-    lo = (rel_sorted < -block.max_dev[:, None]).sum(axis=1)
-    hi = (rel_sorted <= block.max_dev[:, None]).sum(axis=1)
-    n = hi - lo
+    lo = _row_counts(below)
+    n = count - lo - _row_counts(above)
 
     result = np.full(len(s), np.nan)
     conf = np.full(len(s), np.nan)
@@ -280,6 +290,19 @@ def run_block(
     result[~has_quorum] = np.nan
     conf = np.where(has_quorum, np.fmax(conf, own), np.nan)
     return BlockResult(block, result, conf, ok, reason, raw)
+
+
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """True cells per row. numpy's row sum over a few columns is slow (~20 ns a row); with a whole
+    number of 8-byte words per row, a popcount of each word is several times faster."""
+    cols = mask.shape[1]
+    if cols % 8 or not hasattr(np, "bitwise_count") or not mask.flags.c_contiguous:
+        return np.count_nonzero(mask, axis=1)
+    words = np.bitwise_count(mask.view(np.uint64))  # each True byte is 0x01: one bit
+    out = words[:, 0].astype(np.intp)
+    for k in range(1, cols // 8):
+        out += words[:, k]
+    return out
 
 
 def _conversion_rates(

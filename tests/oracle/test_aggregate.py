@@ -516,3 +516,13 @@ def test_run_block_reports_reason_codes_and_raw_prices() -> None:
     assert res.accepted.tolist() == [[False, False, False]]
     assert res.quorum.tolist() == [False]
     assert DEVIATION == 6
+
+
+def test_row_counts_equal_a_row_sum_for_any_width_and_layout():
+    from oracle.aggregate import _row_counts
+
+    rng = np.random.default_rng(3)
+    for cols in (1, 7, 8, 16, 24):
+        mask = rng.random((257, cols)) < 0.4
+        for m in (mask, np.asfortranarray(mask), mask[::2]):
+            assert np.array_equal(_row_counts(m), m.sum(axis=1))
