@@ -71,7 +71,9 @@ class Service:
             settings.redis,
             self.metrics,
             self.clock,
-            timeout_s=tick_s,
+            # Two ticks (plus the publisher's per-mark allowance): a publish shares the loop with the
+            # next tick's pipeline (see _tick_once), and only a late answer from Redis may fail it.
+            timeout_s=2 * tick_s,
             mark_gauges=False,
             signer=signer_from_settings(settings),
         )
