@@ -22,13 +22,14 @@ import numpy as np
 from oracle.display import metric_text, percent_text
 from oracle.models import Status
 from oracle.replay.attacks import Attack
-from oracle.replay.run import STATUS_CODES, RunResult
+from oracle.replay.run import STATUS_CODES, RunResult, Series
 from oracle.replay.scenario import METRICS, Expect
 from oracle.settings import Settings
 from oracle.ticks import Ticks
 
 USABLE = np.array([STATUS_CODES[Status.OK], STATUS_CODES[Status.DEGRADED]])
 HELD = STATUS_CODES[Status.HELD]
+STALE = STATUS_CODES[Status.STALE]
 
 
 def _num(x: float | None) -> str:
@@ -187,22 +188,28 @@ def write_report_html(
     figures = [(m, _plot_market(m, run, ref, ticks, settings)) for m in run.series]
     header = "".join(f"<th>{name.replace('_', ' ')}</th>" for name in METRICS)
     rows = "".join(
-        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(r[k])}</td>" for k in METRICS) + "</tr>"
+        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{metric_text(k, r[k])}</td>" for k in METRICS) + "</tr>"
         for m, r in report["markets"].items()
     )
     checks = "".join(
         f"<li class={'ok' if c['ok'] else 'bad'}>{html.escape(c['market'])} {c['metric']} {html.escape(c['op'])} "
-        f"{c['value']}: got {_fmt(c['got'])} {'✔' if c['ok'] else '✘'} {html.escape(c['why'])}</li>"
+        f"{metric_text(c['metric'], c['value'])}: got {metric_text(c['metric'], c['got'])} "
+        f"{'✔' if c['ok'] else '✘'} {html.escape(c['why'])}</li>"
         for c in report["expectations"]
     )
     body = "".join(
-        f"<h2>{html.escape(m)}</h2><img alt='{html.escape(m)}' src='data:image/png;base64,{png}'>" for m, png in figures
+        f"<h2>{html.escape(m)}</h2><img alt='{html.escape(m)}' src='data:image/png;base64,{png}'>"
+        + _exclusion_table(run.excluded.get(m, []))
+        for m, png in figures
     )
+    description = str(report.get("scenario", {}).get("description", ""))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-.ok{{color:#176c2e}}.bad{{color:#b00020;font-weight:bold}}img{{max-width:100%}}</style></head><body>
+.ok{{color:#176c2e}}.bad{{color:#b00020;font-weight:bold}}img{{max-width:100%}}
+.desc{{background:#f4f4f4;padding:8px 12px;border-left:4px solid #888}}</style></head><body>
 <h1>{html.escape(title)}</h1>
+{f'<p class="desc">{html.escape(description)}</p>' if description else ""}
 <p>{report["run"]["ticks"]} ticks of {report["run"]["tick_ms"]} ms, replayed at
 {report["run"]["ticks_per_s"]:.0f} ticks/s. Error is the usable mark's distance from the reference run
 (the same ticks without the attacks, under the scenario's reference_config if it names one), in basis points.</p>
@@ -211,12 +218,66 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
     path.write_text(page, encoding="utf-8")
 
 
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return html.escape(str(x))
+def _exclusion_table(excluded: list[tuple[float, str, str, float, str]]) -> str:
+    """How many quotes of each source and pair were left out of the mark, and why."""
+    if not excluded:
+        return "<p>No quote was excluded.</p>"
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for _, source, pair, _, reason in excluded:
+        by_reason = counts.setdefault((source, pair), {})
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    reasons = sorted({r for by in counts.values() for r in by})
+    head = "".join(f"<th>{html.escape(r)}</th>" for r in reasons)
+    body = "".join(
+        f"<tr><td>{html.escape(f'{s} {p}')}</td>" + "".join(f"<td>{by.get(r, 0)}</td>" for r in reasons) + "</tr>"
+        for (s, p), by in sorted(counts.items())
+    )
+    return f"<table><tr><th>excluded quotes by reason</th>{head}</tr>{body}</table>"
+
+
+def quote_lines(
+    market: str, run: RunResult, ticks: Ticks, settings: Settings
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(label, receive times, prices in the market's currency) of each quote the market reads. A
+    converted pair (BTC-USDT through USDT-USD) is multiplied by its convert market's mark as the run
+    had it at that moment, so a de-pegged stablecoin's quotes sit where markd saw them."""
+    out = []
+    seen = set()
+    for ref in [r for tier in settings.markets[market].tiers for r in tier]:
+        if (ref.source, ref.pair) not in ticks.keys or (ref.source, ref.pair) in seen:
+            continue
+        seen.add((ref.source, ref.pair))
+        rows = ticks.feed == ticks.keys.index((ref.source, ref.pair))
+        ts, price = ticks.ts[rows], ticks.price[rows]
+        label = f"{ref.source} {ref.pair}"
+        if ref.convert is not None:
+            price = price * mark_at(run, ref.convert, ts)
+            label += f" × {ref.convert}"
+        out.append((label, ts, price))
+    return out
+
+
+def mark_at(run: RunResult, market: str, ts: np.ndarray) -> np.ndarray:
+    """The run's mark of `market` at each instant (the latest tick at or before it; NaN before any)."""
+    if market not in run.series or not len(run.grid):
+        return np.full(len(ts), np.nan)
+    k = np.searchsorted(run.grid, ts, side="right") - 1
+    price = run.series[market].price
+    return np.where(k >= 0, price[np.clip(k, 0, len(price) - 1)], np.nan)
+
+
+def mark_segments(series: Series) -> dict[str, np.ndarray]:
+    """The mark split by what a consumer may do with it: `usable` (ok, degraded), `held` and `stale`
+    (the last validated price, not usable); NaN elsewhere, so each draws as its own line."""
+    usable = np.isin(series.status, USABLE)
+    return {
+        "usable": np.where(usable, series.price, np.nan),
+        "held": np.where(series.status == HELD, series.price, np.nan),
+        "stale": np.where(series.status == STALE, series.price, np.nan),
+    }
+
+
+EXCLUSION_MARKERS = {"deviation": "x", "stale": ".", "frozen": "s", "sanity": "^", "conversion": "v", "future": ">"}
 
 
 # Source lines take muted colours, none of them the mark's blue or the exclusions' red.
@@ -244,21 +305,20 @@ def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, sett
     lo, hi = np.percentile(finite, [0, 100]) if finite.size else (0.0, 1.0)
     pad = (hi - lo) * 0.5 or hi * 0.01
     ylim = (lo - pad, hi + pad)  # from the marks: wild quotes (x1000) must not flatten the plot
-    pairs = {(r.source, r.pair) for t in settings.markets[market].tiers for r in t}
     off_scale = 0
-    for f, key in enumerate(ticks.keys):
-        if key in pairs:
-            rows = ticks.feed == f
-            off_scale += int(((ticks.price[rows] < ylim[0]) | (ticks.price[rows] > ylim[1])).sum())
-            ts, price = _thin(ticks.ts[rows], ticks.price[rows])
-            colour = SOURCE_COLOURS[len(ax.lines) % len(SOURCE_COLOURS)]
-            ax.plot(day(ts), price, lw=0.6, alpha=0.7, color=colour, label=f"{key[0]} {key[1]}")
-    ax.plot(day(run.grid), mark, color="tab:blue", lw=1.4, label="mark")
+    for i, (label, ts, price) in enumerate(quote_lines(market, run, ticks, settings)):
+        off_scale += int(((price < ylim[0]) | (price > ylim[1])).sum())
+        ts, price = _thin(ts, price)
+        ax.plot(day(ts), price, lw=0.6, alpha=0.7, color=SOURCE_COLOURS[i % len(SOURCE_COLOURS)], label=label)
+    segments = mark_segments(run.series[market])
+    ax.plot(day(run.grid), segments["usable"], color="tab:blue", lw=1.4, label="mark (ok, degraded)")
+    for status, colour in (("held", "darkorange"), ("stale", "dimgray")):
+        if np.isfinite(segments[status]).any():
+            label = f"{status}: last price, not usable"
+            ax.plot(day(run.grid), segments[status], color=colour, lw=2.0, ls=":", label=label)
     if market in ref.series:
         ax.plot(day(ref.grid), ref.series[market].price, color="black", lw=1.0, ls="--", label="reference mark")
-    ex = run.excluded.get(market, [])
-    if ex:
-        ax.scatter(day([e[0] for e in ex]), [e[2] for e in ex], marker="x", s=12, color="red", label="excluded quote")
+    _plot_exclusions(ax, day, market, run, settings)
     _shade(ax, day(run.grid), run.series[market].status == HELD, "orange", "held")
     for i, d in enumerate(x for x in run.disputes if x.market == market):
         end = d.closed_ts if d.closed_ts is not None else float(run.grid[-1])
@@ -278,6 +338,21 @@ def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, sett
     fig.savefig(buf, format="png")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plot_exclusions(ax: Any, day: Any, market: str, run: RunResult, settings: Settings) -> None:
+    """Each excluded quote where it was (converted like its line), one marker per reason."""
+    converts = {(r.source, r.pair): r.convert for t in settings.markets[market].tiers for r in t}
+    by_reason: dict[str, tuple[list[float], list[float]]] = {}
+    for t, source, pair, price, reason in run.excluded.get(market, []):
+        convert = converts.get((source, pair))
+        rate = float(mark_at(run, convert, np.array([t]))[0]) if convert else 1.0
+        ts, prices = by_reason.setdefault(reason, ([], []))
+        ts.append(t)
+        prices.append(price * rate)
+    for reason, (ts, prices) in sorted(by_reason.items()):
+        marker = EXCLUSION_MARKERS.get(reason, "x")
+        ax.scatter(day(ts), prices, marker=marker, s=14, color="red", label=f"excluded: {reason}")
 
 
 def _thin(ts: np.ndarray, price: np.ndarray, limit: int = 5000) -> tuple[np.ndarray, np.ndarray]:

@@ -50,7 +50,8 @@ class RunResult:
     publish_ts: list[float]  # the tick at which each was published
     series: dict[str, Series]
     disputes: list[Dispute]
-    excluded: dict[str, list[tuple[float, str, float]]] = field(default_factory=dict)  # (ts, source, price)
+    # Per market, the first `keep_excluded` exclusions: (tick, source, pair, price as quoted, reason).
+    excluded: dict[str, list[tuple[float, str, str, float, str]]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -102,7 +103,7 @@ async def _replay(
         for cand in out.candidates:
             bucket = result.excluded[cand.market]
             if len(bucket) < keep_excluded:
-                bucket += [(t, ex.source, ex.price) for ex in cand.excluded]
+                bucket += [(t, ex.source, ex.pair, ex.price, ex.reason.value) for ex in cand.excluded]
         if progress is not None and k % 1000 == 0:
             progress(k / max(1, len(grid)))
     result.seconds = time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -102,6 +103,13 @@ def test_report_html_is_self_contained_with_one_image_per_market(tmp_path):
     assert len(re.findall(r"<img [^>]*src='data:image/png;base64,", page)) == 3
     header = re.search(r"<table><tr><th>market</th>(.*?)</tr>", page, re.S)
     assert header and re.findall(r"<th>(.*?)</th>", header.group(1)) == [m.replace("_", " ") for m in METRICS]
+    report = json.loads((tmp_path / "report.json").read_text())
+    description = report["scenario"]["description"]
+    assert f'<p class="desc">{html.escape(description)}</p>' in page  # the incident, in words
+    btc = report["markets"]["BTC-USD"]
+    row = re.search(r"<tr><td>BTC-USD</td>(.*?)</tr>", page).group(1)
+    assert f"<td>{btc['availability'] * 100:.1f} %</td>" in row  # as the terminal says it, not 0.9987
+    assert page.count("<th>excluded quotes by reason</th>") >= 1  # each exclusion with its reason
 
 
 _TICKS = "ts,source,pair,price\n" + "".join(

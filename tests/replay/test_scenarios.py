@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from oracle.models import Status
+from oracle.models import Exclusion, Status
+from oracle.replay import load_ticks
+from oracle.replay.attacks import apply_attacks
+from oracle.replay.report import mark_at, mark_segments, quote_lines
 from oracle.replay.run import STATUS_CODES
 from oracle.replay.scenario import load_scenario
 
@@ -134,3 +137,35 @@ def test_the_synthetic_depeg_is_the_markets_own_move_not_an_error(replayed):
     during = (outcome.run.grid >= t0 + 1900) & (outcome.run.grid < t0 + 5300)
     assert np.nanmax(outcome.run.series["USDC-USD"].price[during]) < 0.88  # the mark followed the de-peg
     assert outcome.report["markets"]["BTC-USD"]["max_error_bps"] <= 30
+
+
+def test_report_draws_converted_quotes_on_the_markets_axis(replayed):
+    """report.html's BTC-USD plot: a BTC-USDC quote times the USDC-USD mark, so in the de-peg the
+    USDC-quoted venues sit by the USD ones instead of 1,442 bps above them like outliers."""
+    outcome, _ = replayed["svb_usdc_depeg"]
+    settings = load_scenario(SCENARIOS / "svb_usdc_depeg.toml").settings
+    ticks = apply_attacks(load_ticks(load_scenario(SCENARIOS / "svb_usdc_depeg.toml")), outcome_attacks())
+    lines = {label: (ts, price) for label, ts, price in quote_lines("BTC-USD", outcome.run, ticks, settings)}
+    ts, price = lines["okx BTC-USDC × USDC-USD"]
+    t0 = float(ticks.ts.min())
+    during = (ts >= t0 + 1900) & (ts < t0 + 5300)  # the de-peg, past the USDC-USD jump window
+    btc = mark_at(outcome.run, "BTC-USD", ts[during])
+    assert np.nanmax(np.abs(price[during] / btc - 1)) < 0.003
+    raw = ticks.price[ticks.feed == ticks.keys.index(("okx", "BTC-USDC"))]
+    assert raw.max() > btc.max() * 1.1  # unconverted, they would have drawn 14 % high
+
+
+def outcome_attacks():
+    return load_scenario(SCENARIOS / "svb_usdc_depeg.toml").scenario.attack
+
+
+def test_report_draws_a_held_mark_apart_from_a_usable_one(replayed):
+    outcome, _ = replayed["mango_pump"]
+    series = outcome.run.series["MNGO-USD"]
+    held = series.status == STATUS_CODES[Status.HELD]
+    assert held.any()
+    segments = mark_segments(series)
+    assert np.isnan(segments["usable"][held]).all() and np.isfinite(segments["held"][held]).all()
+    assert np.isfinite(segments["usable"][~held & np.isin(series.status, [STATUS_CODES[Status.OK]])]).all()
+    reasons = {e[4] for e in outcome.run.excluded["MNGO-USD"]}
+    assert reasons and reasons <= {x.value for x in Exclusion}
