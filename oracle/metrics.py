@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from oracle import __version__
-from oracle.models import Mark, Status
+from oracle.models import Mark, PerpMark, Status
 
 # The error codes of a feed (label `code` of markd_source_errors_total).
 SOURCE_ERROR_CODES = (
@@ -75,6 +75,10 @@ class Metrics:
             ("market",),
         )
         self.mark_sources = per_market.family("markd_mark_sources", "Sources in the latest mark", ("market",))
+        self.perp_price = per_market.family("markd_perp_price", "Latest perpetual mark price", ("market",))
+        self.perp_premium_bps = per_market.family(
+            "markd_perp_premium_bps", "The perp mark's premium over the index it was computed against", ("market",)
+        )
         self.mark_status = per_market.family(
             "markd_mark_status", "1 for the market's current status", ("market", "status")
         )
@@ -154,6 +158,10 @@ class Metrics:
             self._mark_status_of[mark.market] = mark.status
             for s in Status:
                 self.mark_status[mark.market, s.value] = 1 if s is mark.status else 0
+
+    def perp_mark(self, perp: PerpMark) -> None:
+        self.perp_price[(perp.market,)] = perp.price
+        self.perp_premium_bps[(perp.market,)] = perp.premium_bps
 
     def publish_failed(self, n: int = 1) -> None:
         self.publish_errors_total.inc(n)

@@ -140,3 +140,30 @@ class Mark:
     @property
     def ts_ms(self) -> int:
         return round(self.ts * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class PerpMark:
+    """A market's perpetual mark (oracle.perp): what a perp venue's margin engine liquidates with.
+
+    `status` is the index's; when the index is not usable (`held`, `stale`) `price` and `ts` are the
+    last computed ones and c1..c3 are NaN. `index` is the index price it was computed against.
+    """
+
+    market: str
+    price: float
+    index: float
+    c1: float
+    c2: float
+    c3: float
+    ts: float  # when `price` was computed
+    seq: int
+    status: Status
+
+    @property
+    def ts_ms(self) -> int:
+        return round(self.ts * 1000)
+
+    @property
+    def premium_bps(self) -> float:
+        return (self.price / self.index - 1.0) * 1e4

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from oracle.aggregate import Block, Lane, build_block, run_block
+from oracle.models import Mark, PerpMark, Status
 from oracle.quotebook import BookSnapshot, QuoteBook
 from oracle.settings import Settings
+
+USABLE = (Status.OK, Status.DEGRADED)
 
 
 @dataclass(frozen=True)
@@ -153,3 +156,52 @@ def _advance_basis(
     state.basis = np.where(update, stepped, state.basis)
     state.basis_ts = np.where(update, now, state.basis_ts)
     return np.where(np.isnan(state.basis), 0.0, state.basis)
+
+
+class PerpStage:
+    """The perp mark inside the tick pipeline: after the index marks of the tick, every perp market
+    in one vectorised pass. Holds the plan and the EMA state across ticks."""
+
+    def __init__(self, plan: PerpPlan) -> None:
+        self.plan = plan
+        self.state = PerpState.start(len(plan.markets))
+        self._last_index = np.full(len(plan.markets), np.nan)
+        self._published: dict[str, tuple[float, Status]] = {}
+
+    def tick(
+        self,
+        book: BookSnapshot,
+        now: float,
+        marks: dict[str, Mark],
+        rates: np.ndarray,
+        rate_ts: np.ndarray,
+        conv_max_age_s: np.ndarray,
+    ) -> list[PerpMark]:
+        """The perp marks of this tick (seq 0: the sink assigns it); none for a market whose perp
+        has never had a price."""
+        plan = self.plan
+        of = [marks.get(m) for m in plan.markets]
+        status = [mk.status if mk else Status.STALE for mk in of]
+        usable = np.array([s in USABLE for s in status])
+        index = np.array([mk.price if mk else np.nan for mk in of], dtype=float)
+        self._last_index = np.where(usable, index, self._last_index)
+        r = perp_tick(plan, self.state, book, now, index, usable, rates, rate_ts, conv_max_age_s)
+        out = []
+        rows = zip(
+            plan.markets, r.price.tolist(), self._last_index.tolist(), r.c1.tolist(), r.c2.tolist(),
+            r.c3.tolist(), r.ts.tolist(), status, strict=True,
+        )  # fmt: skip
+        for market, price, idx, c1, c2, c3, ts, st in rows:
+            if price == price:  # not NaN: the perp has had a price
+                out.append(PerpMark(market, price, idx, c1, c2, c3, ts, 0, st))
+        return out
+
+    def due(self, perps: list[PerpMark], published_markets: set[str]) -> list[PerpMark]:
+        """The perp marks to publish: a new price or status, or its index being published (the
+        index's heartbeat carries the perp's)."""
+        out = []
+        for p in perps:
+            if p.market in published_markets or self._published.get(p.market) != (p.price, p.status):
+                self._published[p.market] = (p.price, p.status)
+                out.append(p)
+        return out

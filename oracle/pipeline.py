@@ -14,7 +14,8 @@ from disputes.model import Event
 from disputes.stage import DisputeStage
 from oracle.aggregate import Aggregator
 from oracle.metrics import Metrics
-from oracle.models import Candidate, Mark
+from oracle.models import Candidate, Mark, PerpMark
+from oracle.perp import PerpPlan, PerpStage
 from oracle.quotebook import QuoteBook
 from oracle.settings import Settings
 
@@ -25,6 +26,8 @@ class TickOutput:
     publish: list[Mark]  # the ones due for publication
     candidates: list[Candidate]
     events: list[Event] = field(default_factory=list)  # dispute-stage events, for logs and notifications
+    perps: list[PerpMark] = field(default_factory=list)  # every perp market's perp mark this tick
+    perp_publish: list[PerpMark] = field(default_factory=list)  # the ones due for publication
 
 
 class Pipeline:
@@ -35,6 +38,8 @@ class Pipeline:
         self.stage = stage
         self.aggregator = Aggregator(settings, book)
         self._snapshot = book.snapshot()
+        plan = PerpPlan.build(settings, book, self.aggregator.plan.index)
+        self.perp = PerpStage(plan) if plan else None  # None: no market has a [markets.M.perp] table
 
     def tick(self, now: float) -> TickOutput:
         started, cpu_started = time.perf_counter(), time.thread_time()
@@ -53,7 +58,15 @@ class Pipeline:
             out.candidates += cands
             return marks
 
-        out.marks = self.aggregator.run(self.book.snapshot(self._snapshot), now, validate)
+        snapshot = self.book.snapshot(self._snapshot)
+        out.marks = self.aggregator.run(snapshot, now, validate)
+        if self.perp is not None:
+            agg = self.aggregator
+            by_market = {m.market: m for m in out.marks}
+            out.perps = self.perp.tick(snapshot, now, by_market, agg.rates, agg.rate_ts, agg.plan.conv_max_age_s)
+            out.perp_publish = self.perp.due(out.perps, {m.market for m in out.publish})
+            for p in out.perps:
+                self.metrics.perp_mark(p)
         self.metrics.aggregation_seconds.observe(time.perf_counter() - started)
         self.metrics.tick_cpu_seconds.observe(time.thread_time() - cpu_started)
         return out

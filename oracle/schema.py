@@ -8,6 +8,9 @@ a slot and one Lua script may touch them all):
     P:{M}:updates      channel the same fields as JSON
     P:{M}:provisional  hash    the latest candidate: price, ts_ms, seq (display only)
     P:{M}:fence        string  the highest leader token that wrote M (internal, see oracle.leader)
+    P:{M}:perp         hash    the perp mark (oracle.perp): price, index, c1, c2, c3, ts_ms, seq, status
+    P:{M}:perp_history stream  the same fields, one entry per write, capped at history_maxlen
+    P:{M}:perp_updates channel the same fields as JSON
 
 and for the leader lease (one slot, so acquiring is one atomic script even in a Cluster):
 
@@ -30,8 +33,9 @@ from dataclasses import dataclass
 from oracle.models import Mark, Status
 
 MARK_FIELDS = ("price", "confidence", "ts_ms", "seq", "status", "tier", "sources")
+PERP_FIELDS = ("price", "index", "c1", "c2", "c3", "ts_ms", "seq", "status")  # the signed order too
 
-__all__ = ["MARK_FIELDS", "Keys", "MarketKeys", "decode_mark"]
+__all__ = ["MARK_FIELDS", "PERP_FIELDS", "Keys", "MarketKeys", "decode_mark"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,11 @@ class Keys:
             raise ValueError(f"market name {market!r} must not contain braces (they are the hash tag)")
         base = f"{self.prefix}:{{{market}}}"
         return MarketKeys(f"{base}:mark", f"{base}:history", f"{base}:updates", f"{base}:provisional", f"{base}:fence")
+
+    def perp(self, market: str) -> tuple[str, str, str]:
+        """The market's perp hash, perp history stream and perp updates channel."""
+        base = self.market(market).mark.removesuffix(":mark")
+        return f"{base}:perp", f"{base}:perp_history", f"{base}:perp_updates"
 
     @property
     def lease(self) -> str:

@@ -42,9 +42,9 @@ from oracle.connection import redact
 from oracle.http import build_app
 from oracle.leader import LeaderLease, LeaseKeeper
 from oracle.metrics import Metrics
-from oracle.models import Mark
+from oracle.models import Mark, PerpMark
 from oracle.pipeline import Pipeline
-from oracle.publish import RedisPublisher
+from oracle.publish import RedisPerpPublisher, RedisPublisher
 from oracle.quotebook import QuoteBook
 from oracle.serving import HttpLimits, LimitedSite, limits_middleware, quiet_accept_errors
 from oracle.settings import Settings
@@ -77,6 +77,7 @@ class Service:
             mark_gauges=False,
             signer=signer_from_settings(settings),
         )
+        self.perp_publisher = RedisPerpPublisher(self.publisher)
         ttl_ms = lease_ttl_ms(settings)
         lease = LeaderLease(
             settings.redis, self.replica_id, ttl_ms, self.clock, metrics=self.metrics, timeout_s=min(tick_s, 0.5)
@@ -99,6 +100,7 @@ class Service:
         self.http_port: int | None = None
         self._marks: dict[str, Mark] = {}  # this tick's mark per market (seq 0 until published)
         self._published: dict[str, Mark] = {}  # the last mark written per market, seq assigned
+        self.perps: dict[str, PerpMark] = {}  # this tick's perp mark per perp market (GET /v1/marks)
         self._last_tick = 0.0  # time.monotonic() when the last tick completed
         self._last_sync = 0.0
         self._stopping = asyncio.Event()
@@ -221,12 +223,15 @@ class Service:
         now = self.clock.now()
         out = self.pipeline.tick(now)
         self._marks = {m.market: m for m in out.marks}
+        self.perps = {p.market: p for p in out.perps}
         await self._publish_done()
         if self.leading:
             # A new leader writes every validated mark at once, not only those due: the margin engine
             # gets fresh marks at the takeover, and /readyz knows what Redis holds from the start.
             due = out.publish if was_leading else [m for m in out.marks if not math.isnan(m.price)]
-            self._publishing = asyncio.create_task(self._publish(due, self.lease.token), name="markd-publish")
+            perps = out.perp_publish if was_leading else out.perps
+            task = self._publish(due, self.lease.token, perps)
+            self._publishing = asyncio.create_task(task, name="markd-publish")
             if not overlap:
                 await self._publish_done()
         if out.events and self.leading:
@@ -239,9 +244,11 @@ class Service:
             await self.disputes.sync()
         self._last_tick = time.monotonic()
 
-    async def _publish(self, marks: list[Mark], fence: int | None) -> None:
+    async def _publish(self, marks: list[Mark], fence: int | None, perps: list[PerpMark] | None = None) -> None:
         written = await self.publisher.publish(marks, fence=fence)  # never raises
         self._published.update({m.market: m for m in written})
+        if perps:  # after the marks: a perp never reaches Redis before the index it was computed on
+            await self.perp_publisher.publish(perps, fence=fence)  # never raises
 
     async def _publish_done(self) -> None:
         task, self._publishing = self._publishing, None

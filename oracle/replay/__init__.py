@@ -20,6 +20,7 @@ from oracle.replay.report import (
     build_report,
     write_disputes_csv,
     write_marks_csv,
+    write_perp_csv,
     write_report_html,
     write_report_json,
 )
@@ -93,8 +94,8 @@ def import_ohlc(folder: Path, spec: ImportOhlc) -> Ticks:
 
 
 def read_keys(settings: Settings) -> set[tuple[str, str]]:
-    """The (source, pair) quotes some tier of some market reads."""
-    return {(r.source, r.pair) for m in settings.markets.values() for tier in m.tiers for r in tier}
+    """The (source, pair) quotes some tier or perp table of some market reads."""
+    return {(r.source, r.pair) for m in settings.markets.values() for r in m.feed_refs}
 
 
 def check_matches(loaded: LoadedScenario, ticks: Ticks, missed_attacks: list[int]) -> None:
@@ -156,6 +157,8 @@ def run_scenario(
     out.mkdir(parents=True, exist_ok=True)
     write_marks_csv(out / "marks.csv", run)
     write_disputes_csv(out / "disputes.csv", run)
+    if any(m.perp for m in loaded.settings.markets.values()):
+        write_perp_csv(out / "perp.csv", run)
     write_report_json(out / "report.json", report)
     if html:
         title = f"markd replay: {Path(path).stem}"

@@ -56,6 +56,16 @@ def write_marks_csv(path: Path, run: RunResult) -> None:
             )
 
 
+def write_perp_csv(path: Path, run: RunResult) -> None:
+    """perp.csv: one row per tick and perp market with a perp price; c1..c3 empty where the index
+    was not usable (the perp then keeps its last price and takes the index's status)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["ts", "market", "price", "index", "c1", "c2", "c3", "status"])
+        for ts, p in run.perps:
+            w.writerow([repr(ts), p.market, _num(p.price), _num(p.index), _num(p.c1), _num(p.c2), _num(p.c3), p.status])
+
+
 def write_disputes_csv(path: Path, run: RunResult) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")

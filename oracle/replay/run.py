@@ -23,7 +23,7 @@ from disputes.model import Dispute
 from disputes.stage import DisputeStage
 from feeds.adapter import CROSSED, STALE_VENUE_TIME, row_problems
 from oracle.metrics import Metrics
-from oracle.models import Mark, Status
+from oracle.models import Mark, PerpMark, Status
 from oracle.pipeline import Pipeline
 from oracle.publish import MemorySink
 from oracle.quotebook import QuoteBook, QuoteColumns
@@ -52,6 +52,7 @@ class RunResult:
     disputes: list[Dispute]
     # Per market, the first `keep_excluded` exclusions: (tick, source, pair, price as quoted, reason).
     excluded: dict[str, list[tuple[float, str, str, float, str]]] = field(default_factory=dict)
+    perps: list[tuple[float, PerpMark]] = field(default_factory=list)  # every perp mark computed, by tick
     seconds: float = 0.0
 
     @property
@@ -100,6 +101,7 @@ async def _replay(
             result.publish_ts.append(t)
         for mark in out.marks:
             _record(series[mark.market], k, mark)
+        result.perps += [(t, p) for p in out.perps]
         for cand in out.candidates:
             bucket = result.excluded[cand.market]
             if len(bucket) < keep_excluded:

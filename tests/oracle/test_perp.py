@@ -405,3 +405,33 @@ def test_perp_needs_a_book() -> None:
             }
         )
     assert exc.value.problems == ["markets.BTC-USD.perp.book: Field required"]
+
+
+# --- inside the tick pipeline -------------------------------------------------------------------
+
+
+def test_the_pipeline_computes_the_perp_after_the_index_and_sets_its_metrics() -> None:
+    from disputes.stage import DisputeStage
+    from oracle.metrics import Metrics
+    from oracle.models import Status
+    from oracle.pipeline import Pipeline
+
+    s = settings({"external": []})
+    book = QuoteBook.for_settings(s)
+    metrics = Metrics()
+    pipeline = Pipeline(s, book, metrics, DisputeStage(s))
+    for src in ("a", "b", "c"):
+        book.update(Quote(src, "BTC-USD", 100.0, NOW))
+    for src in ("a", "b"):
+        book.update(Quote(src, "USDT-USD", 1.0, NOW))
+    book.update(Quote("venue", "BTC-PERP", 100.5, NOW, 100.4, 100.6, last=100.5))
+    out = pipeline.tick(NOW)
+    (perp,) = out.perps
+    assert (perp.market, perp.status, perp.index, perp.c1, perp.c2, perp.c3) == (
+        "BTC-USD", Status.OK, 100.0, 100.5, 100.5, 100.0,
+    )  # fmt: skip
+    assert perp.price == 100.5 and out.perp_publish == [perp]
+    assert metrics.registry.get_sample_value("markd_perp_price", {"market": "BTC-USD"}) == 100.5
+    premium = metrics.registry.get_sample_value("markd_perp_premium_bps", {"market": "BTC-USD"})
+    assert premium == pytest.approx(50.0)
+    assert pipeline.tick(NOW + 0.25).perp_publish == []  # unchanged, index not re-published: not due
