@@ -44,6 +44,8 @@ class FreezeState:
     ref: np.ndarray  # the peers' median when it last changed; NaN: it had no peers then
     over: np.ndarray  # int: consecutive unchanged ticks with the peers beyond freeze_bps of ref
     on: bool  # False when every row has freeze_ticks = 0 (a block of pegs): the pass skips the rule
+    moved: np.ndarray  # bool: last tick's verdict that the peers stood beyond freeze_bps of ref
+    inputs: bytes = b""  # last tick's (quoted, price, live), to skip recomputing what cannot change
 
     @classmethod
     def start(cls, freeze_ticks: np.ndarray, freeze_frac: np.ndarray) -> FreezeState:
@@ -57,6 +59,7 @@ class FreezeState:
             np.full(shape, np.nan),
             np.zeros(shape, dtype=np.int64),
             bool((ticks > 0).any()),
+            np.zeros(shape, dtype=bool),
         )
 
 
@@ -88,11 +91,18 @@ def freeze_step(state: FreezeState, quoted: np.ndarray, price: np.ndarray, live:
     `quoted`: each cell's price as the source quoted it (NaN: absent), the value that must move;
     `price`: the same converted to the market's currency; `live`: the cells that count as peers.
     """
+    inputs = quoted.tobytes() + price.tobytes() + live.tobytes()
+    if inputs == state.inputs:
+        # Nothing quoted, converted or aged since the last tick (most ticks of a replay, whose
+        # quotes come a second apart): the peers, the references and the verdicts are as they were.
+        state.over = np.where(state.moved, state.over + 1, 0)
+        return state.over >= state.need
+    state.inputs = inputs
     peers = peer_median(np.where(live, price, np.nan))
     changed = quoted != state.last  # also True for an absent cell (NaN) and on a first quote
     state.last = np.where(changed, quoted, state.last)
     # Rebase at a change, and when its peers appear (they were missing at its last change).
     state.ref = np.where(changed | np.isnan(state.ref), peers, state.ref)
-    moved = np.abs(peers - state.ref) > state.frac * state.ref  # False wherever either is NaN
-    state.over = np.where(changed | ~moved, 0, state.over + 1)
+    state.moved = ~changed & (np.abs(peers - state.ref) > state.frac * state.ref)  # False at a NaN
+    state.over = np.where(state.moved, state.over + 1, 0)
     return state.over >= state.need
