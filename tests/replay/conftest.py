@@ -21,11 +21,21 @@ INCIDENTS = [
 ]
 
 
+class _Replays(dict[str, tuple[ReplayOutcome, Path]]):
+    """Each scenario replayed on first use, then kept for the session: a test waits (and its timeout
+    counts) only for the scenarios it reads, not for the whole library at once."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self._factory = factory
+
+    def __missing__(self, name: str) -> tuple[ReplayOutcome, Path]:
+        folder = self._factory.mktemp(name)
+        self[name] = (run_scenario(SCENARIOS / f"{name}.toml", folder, html=False), folder)
+        return self[name]
+
+
 @pytest.fixture(scope="session")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[ReplayOutcome, Path]]:
     """Every scenario of the library, replayed once per test session (report.html skipped)."""
-    out = {}
-    for name in INCIDENTS:
-        folder = tmp_path_factory.mktemp(name)
-        out[name] = (run_scenario(SCENARIOS / f"{name}.toml", folder, html=False), folder)
-    return out
+    return _Replays(tmp_path_factory)
