@@ -1,7 +1,9 @@
 """Any JSON document: base_url is its full URL, SourceRef.path the dotted path to the price.
 
 `data.0.last` reads doc["data"][0]["last"]; an integer segment indexes a list. The price may be a
-JSON number or a decimal string. There is no book and no venue time.
+JSON number or a decimal string. There is no venue time. A ref may instead name a book, for the
+operator's own matching engine as a perp mark's book: `bid_path` and `ask_path` (both or neither)
+and `last_path` (else `path`) read best bid, best ask and last trade from the same document.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ class HttpJson(Adapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._paths = {pair: (ref.path or "", tuple((ref.path or "").split("."))) for pair, ref in self.refs.items()}
+        # pair -> (bid, ask, last) paths, for the refs that read a book
+        self._books = {
+            pair: (ref.bid_path, ref.ask_path, ref.last_path or ref.path)
+            for pair, ref in self.refs.items()
+            if ref.bid_path or ref.last_path
+        }
 
     def requests(self) -> list[Request]:
         return [Request(self.base_url, pairs=tuple(self.refs))]
@@ -52,6 +60,12 @@ class HttpJson(Adapter):
         errors: list[PairError] = []
         parents: dict[tuple[str, ...], Any] = {}
         for pair, (_, segments) in self._paths.items():
+            if pair in self._books:
+                try:
+                    rows.append(self._book_row(pair, doc))
+                except ParseError as exc:
+                    errors.append(PairError(exc.code, exc.pair, str(exc)))
+                continue
             parent = segments[:-1]
             node = parents.get(parent, _UNSEEN)
             if node is _UNSEEN:
@@ -70,3 +84,11 @@ class HttpJson(Adapter):
         with about(pair):
             path, segments = self._paths[pair]
             return self.book(pair, last=number(walk(doc, segments), path))
+
+    def _book_row(self, pair: str, doc: Any) -> Row:
+        """Bid, ask and last from their own paths; a side whose path is not set is absent."""
+        with about(pair):
+            bid, ask, last = (
+                None if path is None else number(walk(doc, path.split(".")), path) for path in self._books[pair]
+            )
+            return self.book(pair, bid=bid, ask=ask, last=last)

@@ -231,6 +231,10 @@ class SourceRef(Strict):
     decimals: Annotated[int, Field(ge=0, le=36)] | None = None
     heartbeat_s: Annotated[float, Field(gt=0)] | None = None
     path: str | None = None  # http_json: dotted path to the price
+    # http_json, for a book (the perp mark's own book): dotted paths to best bid, best ask, last trade
+    bid_path: str | None = None
+    ask_path: str | None = None
+    last_path: str | None = None
 
 
 class ExternalRef(SourceRef):
@@ -460,11 +464,16 @@ def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
             out.append(f"{at}.convert: '{ref.convert}' is not a market")
         elif ref.convert == market:
             out.append(f"{at}.convert: a market cannot convert through itself")
-    required = {"pyth": ["id"], "chainlink": ["address", "decimals", "heartbeat_s"], "http_json": ["path"]}
+    required = {"pyth": ["id"], "chainlink": ["address", "decimals", "heartbeat_s"]}
     kind = source.kind if source else None  # an invalid source was reported already
     for key in required.get(kind or "", []):
         if getattr(ref, key) is None:
             out.append(f"{at}.{key}: required for a {kind} source")
+    if kind == "http_json":
+        if ref.path is None and ref.last_path is None and (ref.bid_path is None or ref.ask_path is None):
+            out.append(f"{at}.path: required for a http_json source (or last_path, or bid_path with ask_path)")
+        if (ref.bid_path is None) != (ref.ask_path is None):
+            out.append(f"{at}.{'ask_path' if ref.ask_path is None else 'bid_path'}: a book needs both sides")
     return out
 
 
