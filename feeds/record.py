@@ -1,8 +1,9 @@
 """`markd record`: run the feeds and write every quote to a ticks file (DESIGN.md, "Ticks file").
 
-CSV with the header `ts,source,pair,price,bid,ask,venue_ts`, gzip-compressed when the name ends in
-.gz. Floats are written with repr, the shortest text that reads back to the same number. Rows are
-flushed at least once a second, so a killed recorder loses at most that much.
+CSV with the header `ts,source,pair,price,bid,ask,venue_ts,confidence,last` (every column a quote
+has: Pyth's conf, a book's last trade), gzip-compressed when the name ends in .gz. Floats are
+written with repr, the shortest text that reads back to the same number. Rows are flushed at least
+once a second, so a killed recorder loses at most that much.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The ticks file (replay input, `markd record` and `markd synth` output), held as numpy columns.
 
-CSV with a header, one quote a row: `ts,source,pair,price` and optionally `bid,ask,venue_ts`; `ts`
-is the receive time in Unix seconds. Rows may come in any order: `read_ticks` sorts them (stably,
-so rows with equal `ts` keep their file order). `.csv.gz` is read and written transparently.
+CSV with a header, one quote a row: `ts,source,pair,price` and optionally `bid,ask,venue_ts`, and
+`confidence` (the venue's own uncertainty, Pyth's conf) and `last` (the last trade of a book row),
+in any order after the first four; `ts` is the receive time in Unix seconds. Rows may come in any
+order: `read_ticks` sorts them (stably, so rows with equal `ts` keep their file order). `.csv.gz` is
+read and written transparently.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import csv
 import gzip
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +23,7 @@ from oracle.clock import Clock
 from oracle.models import Quote
 
 HEADER = ("ts", "source", "pair", "price", "bid", "ask", "venue_ts")
+EXTRA = ("confidence", "last")  # second-round columns: read in any position, written when present
 REQUIRED = HEADER[:4]
 
 
@@ -39,6 +42,13 @@ class Ticks:
     bid: np.ndarray
     ask: np.ndarray
     venue_ts: np.ndarray
+    confidence: np.ndarray = field(default_factory=lambda: np.empty(0))  # empty: none (NaN) on every row
+    last: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def __post_init__(self) -> None:
+        for name in ("confidence", "last"):
+            if len(getattr(self, name)) != len(self.ts):
+                object.__setattr__(self, name, np.full(len(self.ts), np.nan))
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -70,7 +80,7 @@ class Ticks:
         return Ticks(keys, *(np.concatenate(c) for c in cols))
 
     def _columns(self) -> tuple[np.ndarray, ...]:
-        return (self.feed, self.ts, self.price, self.bid, self.ask, self.venue_ts)
+        return (self.feed, self.ts, self.price, self.bid, self.ask, self.venue_ts, self.confidence, self.last)
 
 
 def _open(path: Path, mode: str) -> IO[str]:
@@ -100,14 +110,14 @@ def _parse(p: Path, reader: Iterator[list[str]]) -> Ticks:
         raise TicksError(f"{p}: empty file (expected a header {','.join(REQUIRED)}...)")
     header = [h.strip() for h in header]
     missing = [c for c in REQUIRED if c not in header]
-    unknown = [c for c in header if c not in HEADER]
+    unknown = [c for c in header if c not in HEADER + EXTRA]
     if missing or unknown:
         raise TicksError(f"{p}: header needs {','.join(REQUIRED)} (missing {missing}, unknown {unknown})")
     col = {name: header.index(name) for name in header}
     keys: dict[tuple[str, str], int] = {}
     feed: list[int] = []
-    nums: list[list[float]] = [[] for _ in range(5)]
-    optional = [col.get(name) for name in ("bid", "ask", "venue_ts")]
+    nums: list[list[float]] = [[] for _ in range(7)]
+    optional = [col.get(name) for name in ("bid", "ask", "venue_ts", "confidence", "last")]
     for line, row in enumerate(reader, start=2):
         if not row:
             continue
@@ -130,21 +140,18 @@ def write_ticks(path: str | Path, ticks: Ticks) -> int:
     """Write the ticks file (gzip when the name ends in .gz); returns the number of rows.
 
     Times keep microseconds and prices ten significant digits: finer than any venue quotes, and
-    several times faster to format than repr (a day of ticks is half a million rows)."""
+    several times faster to format than repr (a day of ticks is half a million rows). `confidence`
+    and `last` are written when some row has them (synthetic ticks have neither)."""
     labels = [f"{s},{p}" for s, p in ticks.keys]
-    rows = zip(
-        ticks.ts.tolist(),
-        [labels[f] for f in ticks.feed.tolist()],
-        ticks.price.tolist(),
-        ticks.bid.tolist(),
-        ticks.ask.tolist(),
-        ticks.venue_ts.tolist(),
-        strict=True,
-    )
+    extra = [name for name in EXTRA if not np.isnan(getattr(ticks, name)).all()]
+    cols = [ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, *(getattr(ticks, name) for name in extra)]
+    formats = [_g, _g, _f, *(_g for _ in extra)]
+    rows = zip(ticks.ts.tolist(), [labels[f] for f in ticks.feed.tolist()], *(c.tolist() for c in cols), strict=True)
     with _open(Path(path), "w") as out:
-        out.write(",".join(HEADER) + "\n")
+        out.write(",".join((*HEADER, *extra)) + "\n")
         out.writelines(
-            f"{ts:.6f},{label},{price:.10g},{_g(bid)},{_g(ask)},{_f(vts)}\n" for ts, label, price, bid, ask, vts in rows
+            f"{ts:.6f},{label},{price:.10g}," + ",".join(fmt(x) for fmt, x in zip(formats, rest, strict=True)) + "\n"
+            for ts, label, price, *rest in rows
         )
     return len(ticks)
 
@@ -166,12 +173,13 @@ class TicksWriter:
         self.flush_s = flush_s
         self.rows = 0
         self._file = _open(self.path, "w")  # owned across calls and closed by close(), hence no `with`
-        self._file.write(",".join(HEADER) + "\n")
+        self._file.write(",".join(HEADER + EXTRA) + "\n")  # a recording writes every column it has
         self._flushed = clock.now()
 
     def write(self, q: Quote) -> None:
         self._file.write(
-            f"{q.received_ts!r},{q.source},{q.pair},{q.price!r},{_opt(q.bid)},{_opt(q.ask)},{_opt(q.venue_ts)}\n"
+            f"{q.received_ts!r},{q.source},{q.pair},{q.price!r},{_opt(q.bid)},{_opt(q.ask)},{_opt(q.venue_ts)},"
+            f"{_opt(q.confidence)},{_opt(q.last)}\n"
         )
         self.rows += 1
         if self.clock.now() - self._flushed >= self.flush_s:

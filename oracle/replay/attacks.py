@@ -9,6 +9,7 @@ quotes reappearing under several names to fake independence (duplicate, a Sybil)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -74,10 +75,14 @@ def _targets(ticks: Ticks, attack: Attack, t0: float) -> np.ndarray:
 
 
 def _scaled(ticks: Ticks, rows: np.ndarray, factor: np.ndarray | float) -> Ticks:
-    price, bid, ask = ticks.price.copy(), ticks.bid.copy(), ticks.ask.copy()
-    for col in (price, bid, ask):
+    """Every price column of the rows times `factor` (a confidence is in price units: it scales too)."""
+    cols = {name: getattr(ticks, name).copy() for name in _PRICES}
+    for col in cols.values():
         col[rows] *= factor
-    return Ticks(ticks.keys, ticks.feed, ticks.ts, price, bid, ask, ticks.venue_ts)
+    return dataclasses.replace(ticks, **cols)
+
+
+_PRICES = ("price", "bid", "ask", "confidence", "last")
 
 
 def spike(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
@@ -94,7 +99,7 @@ def ramp(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
 def freeze(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
     """Each targeted feed keeps sending, but repeats the last price it had before the window."""
     rows = _targets(ticks, attack, t0)
-    price, bid, ask = ticks.price.copy(), ticks.bid.copy(), ticks.ask.copy()
+    cols = {name: getattr(ticks, name).copy() for name in _PRICES}
     start, _ = attack.window(t0)
     for f in np.unique(ticks.feed[rows]):
         before = np.flatnonzero((ticks.feed == f) & (ticks.ts < start))
@@ -102,8 +107,9 @@ def freeze(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
             continue
         last = before[np.argmax(ticks.ts[before])]
         hit = rows & (ticks.feed == f)
-        price[hit], bid[hit], ask[hit] = price[last], bid[last], ask[last]
-    return Ticks(ticks.keys, ticks.feed, ticks.ts, price, bid, ask, ticks.venue_ts)
+        for col in cols.values():
+            col[hit] = col[last]
+    return dataclasses.replace(ticks, **cols)
 
 
 def dropout(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
@@ -116,7 +122,7 @@ def delay(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
     ts = ticks.ts.copy()
     ts[rows] += attack.magnitude
     venue_ts = np.where(rows & np.isnan(ticks.venue_ts), ticks.ts, ticks.venue_ts)
-    return Ticks(ticks.keys, ticks.feed, ts, ticks.price, ticks.bid, ticks.ask, venue_ts)
+    return dataclasses.replace(ticks, ts=ts, venue_ts=venue_ts)
 
 
 def skew(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
@@ -124,7 +130,7 @@ def skew(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
     rows = _targets(ticks, attack, t0)
     venue_ts = np.where(np.isnan(ticks.venue_ts), ticks.ts, ticks.venue_ts)
     venue_ts = np.where(rows, venue_ts + attack.magnitude, ticks.venue_ts)
-    return Ticks(ticks.keys, ticks.feed, ticks.ts, ticks.price, ticks.bid, ticks.ask, venue_ts)
+    return dataclasses.replace(ticks, venue_ts=venue_ts)
 
 
 def _origin_rows(ticks: Ticks, attack: Attack, t0: float) -> np.ndarray:
@@ -145,7 +151,7 @@ def duplicate(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
     for alias in aliases:
         copy = _scaled(grown.take(rows), np.ones(int(rows.sum()), dtype=bool), 1.0 + attack.magnitude)
         feed = np.full(len(copy), keys.index((alias, attack.pair)), dtype=np.intp)
-        parts.append(Ticks(grown.keys, feed, copy.ts, copy.price, copy.bid, copy.ask, copy.venue_ts))
+        parts.append(dataclasses.replace(copy, keys=grown.keys, feed=feed))
     return Ticks.concat(parts)
 
 

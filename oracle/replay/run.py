@@ -11,6 +11,7 @@ live, and the marks due go to an in-memory sink with the publisher's seq rules. 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import sys
 import time
@@ -131,7 +132,7 @@ def checked(ticks: Ticks, settings: Settings) -> Ticks:
     one_sided = np.isnan(ticks.bid) != np.isnan(ticks.ask)
     if one_sided.any():
         bid, ask = np.where(one_sided, np.nan, ticks.bid), np.where(one_sided, np.nan, ticks.ask)
-        ticks = Ticks(ticks.keys, ticks.feed, ticks.ts, ticks.price, bid, ask, ticks.venue_ts)
+        ticks = dataclasses.replace(ticks, bid=bid, ask=ask)
     return ticks
 
 
@@ -156,7 +157,8 @@ class _Feeder:
         superseded[order[:-1]] = same
         keep = np.flatnonzero(~superseded & (batch < len(grid)))
         self.slot, self.batch = slot[keep], batch[keep]
-        self.cols = tuple(c[keep] for c in (ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, ticks.ts))
+        cols = (ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, ticks.ts, ticks.confidence, ticks.last)
+        self.cols = tuple(c[keep] for c in cols)
         ticks_idx = np.arange(len(grid))
         self.start = np.searchsorted(self.batch, ticks_idx, side="left").tolist()
         self.end = np.searchsorted(self.batch, ticks_idx, side="right").tolist()
@@ -164,10 +166,7 @@ class _Feeder:
     def until(self, k: int) -> None:
         a, b = self.start[k], self.end[k]
         if a < b:
-            price, bid, ask, venue_ts, ts = self.cols
-            none = np.full(b - a, np.nan)  # the ticks file has no confidence or last column yet
-            cols = (price[a:b], bid[a:b], ask[a:b], venue_ts[a:b], ts[a:b], none, none)
-            self.book.write(QuoteColumns(self.slot[a:b], *cols))
+            self.book.write(QuoteColumns(self.slot[a:b], *(c[a:b] for c in self.cols)))
 
 
 def _empty_series(n: int) -> Series:

@@ -10,9 +10,10 @@ from pathlib import Path
 from feeds.record import record, run_record
 from oracle.clock import VirtualClock
 from oracle.models import Quote
-from oracle.ticks import HEADER as TICKS_HEADER
-from oracle.ticks import TicksWriter
+from oracle.ticks import EXTRA, HEADER, TicksWriter
 from tests.feeds.conftest import POLL_MS, RUNNER_OPTIONS, settings_for
+
+TICKS_HEADER = HEADER + EXTRA  # a recording writes every column, the second-round ones too
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -60,9 +61,9 @@ def test_rows_are_flushed_as_they_go(tmp_path):
         writer.write(Quote("kraken", "BTC-USD", 2.5, 1001.0))
         on_disk = out.read_text().splitlines()  # before close
     assert on_disk == [
-        "ts,source,pair,price,bid,ask,venue_ts",
-        "1000.0,kraken,BTC-USD,1.5,,,",
-        "1001.0,kraken,BTC-USD,2.5,,,",
+        "ts,source,pair,price,bid,ask,venue_ts,confidence,last",
+        "1000.0,kraken,BTC-USD,1.5,,,,,",
+        "1001.0,kraken,BTC-USD,2.5,,,,,",
     ]
 
 

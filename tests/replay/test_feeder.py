@@ -102,3 +102,23 @@ def test_a_crossed_quote_never_reaches_the_book_of_a_replay():
     result = replay(_settings_with_heartbeat(), Ticks(keys, feed, ts, price, bid, ask, np.full(n, np.nan)))
     assert result.published and all(m.sources == ("b", "c") for m in result.published)
     assert all(price != 1000.0 for _, _, price in result.excluded["X-USD"])  # not even as an outlier
+
+
+def test_a_ticks_files_confidence_and_last_reach_the_replays_book(tmp_path):
+    from oracle.ticks import read_ticks, write_ticks
+
+    keys = (("a", "X-USD"), ("b", "X-USD"), ("c", "X-USD"))
+    nan = np.full(3, np.nan)
+    ticks = Ticks(keys, np.arange(3), np.array([99.8, 99.9, 100.0]), np.array([10.0, 10.1, 9.9]), nan, nan, nan)
+    ticks = Ticks(*(getattr(ticks, f) for f in ("keys", "feed", "ts", "price", "bid", "ask", "venue_ts")),
+                  confidence=np.array([0.25, np.nan, 0.5]), last=np.array([np.nan, 10.2, np.nan]))  # fmt: skip
+    write_ticks(tmp_path / "t.csv", ticks)
+    back = read_ticks(tmp_path / "t.csv")  # a Pyth row's conf, a book row's last trade: both kept
+    assert np.array_equal(back.confidence, ticks.confidence, equal_nan=True)
+    assert np.array_equal(back.last, ticks.last, equal_nan=True)
+    book = QuoteBook(keys)
+    feeder = _Feeder(back, book, tick_grid(99.8, 100.0, 1.0))  # one tick, at 100.0
+    feeder.until(0)
+    assert book.latest("a", "X-USD") == Quote("a", "X-USD", 10.0, 99.8, confidence=0.25)
+    assert book.latest("b", "X-USD") == Quote("b", "X-USD", 10.1, 99.9, last=10.2)
+    assert book.snapshot().half_width.tolist()[:3] == [0.25, 0.0, 0.5]  # the conf is the quote's own band
