@@ -146,6 +146,15 @@ async def outage_run(config_name: str) -> None:
         btc_chainlink = {t.fallback_quotes["BTC-USD"][1] for t in during}
         assert len(btc_chainlink) == 1, btc_chainlink
 
+        # The symptom: markd_quote_excluded_total{reason="frozen",source="chainlink"} ~1,000 a market.
+        frozen = [
+            (smp.labels, smp.value)
+            for family in service.metrics.quote_excluded_total.collect()
+            for smp in family.samples
+            if smp.name.endswith("_total") and smp.labels["reason"] == "frozen"
+        ]
+        assert not frozen, frozen
+
         # What the margin engine read from Redis meanwhile: degraded, tier 2, fresh.
         assert len(redis_seen) >= 25
         for snapshot in redis_seen:
