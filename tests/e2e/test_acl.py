@@ -19,6 +19,7 @@ from oracle.publish import PUBLISH_LUA, RedisPublisher
 from oracle.settings import RedisSettings
 from oracle.testing import RedisServer
 from tests.e2e.stack import PREFIX, TOKEN, Daemon, VenueThread, get_json, request, write_config
+from tests.servers import needs_redis_7
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "users.acl"
 WRITER = ("markd", "markd-demo-writer")  # the demo passwords whose SHA-256 users.acl holds
@@ -65,6 +66,7 @@ async def test_markd_publishes_leads_and_keeps_disputes_as_its_restricted_user(
     assert "NOPERM" not in daemon.stderr() and "NoPermission" not in daemon.stderr()
 
 
+@needs_redis_7("EVAL_RO")
 async def test_the_read_only_user_cannot_write_a_mark(daemon: Daemon, acl_redis: RedisServer) -> None:
     reader = redis_py.Redis.from_url(url(acl_redis, READER), decode_responses=True)
     key = f"{PREFIX}:{{BTC-USD}}:mark"

@@ -19,7 +19,7 @@ from oracle.models import Quote
 from oracle.schema import Keys
 from oracle.service import Service
 from oracle.settings import Settings
-from tests.servers import RedisServer
+from tests.servers import RedisServer, needs_redis_7
 
 MARKETS = ("BTC-USD", "ETH-USD", "SOL-USD")
 SOURCES = ("a", "b", "c")
@@ -101,6 +101,7 @@ async def test_a_wrong_typed_key_is_its_markets_reason_and_the_others_publish(le
     assert sample("markd_publish_market_errors_total", {"market": "ETH-USD", "code": "wrong_type"}) == 3
 
 
+@needs_redis_7("an OOM inside a script reported as OOM")
 async def test_marks_that_do_not_reach_redis_make_the_leader_unready_and_not_the_standby(
     own_server: RedisServer,
 ) -> None:
