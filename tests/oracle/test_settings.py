@@ -560,7 +560,9 @@ def test_missing_http_json_path_is_refused() -> None:
         config(
             {"X-USD": {"sources": refs(["j"])}}, {"j": {"kind": "http_json", "base_url": "http://h/p"}}, min_sources=1
         )
-    assert err.value.problems == ["markets.X-USD.sources[0].path: required for a http_json source"]
+    assert err.value.problems == [
+        "markets.X-USD.sources[0].path: required for a http_json source (or last_path, or bid_path with ask_path)"
+    ]
 
 
 def test_same_source_and_pair_twice_in_a_tier_is_refused() -> None:
