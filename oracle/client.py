@@ -209,6 +209,26 @@ class MarkReader:
         except Exception as exc:
             raise MarkUnavailable(",".join(markets), f"redis unavailable ({type(exc).__name__})") from exc
 
+    async def read_perp_prices(self, markets: Sequence[str]) -> dict[str, tuple[float, str] | None]:
+        """Each market's perp mark as (price, status) from P:{M}:perp, None where it has none (a
+        display helper for `markd marks`; a margin engine reads the whole hash and its signature)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pipe = self._redis.pipeline(transaction=False)
+                async with pipe:
+                    for market in markets:
+                        pipe.hmget(self._keys.perp(market)[0], ["price", "status"])
+                    rows = list(await pipe.execute())
+        except Exception as exc:
+            raise MarkUnavailable(",".join(markets), f"redis unavailable ({type(exc).__name__})") from exc
+        out: dict[str, tuple[float, str] | None] = {}
+        for market, (price, status) in zip(markets, rows, strict=True):
+            try:
+                out[market] = (float(price), str(status)) if price else None
+            except ValueError:
+                out[market] = None
+        return out
+
     async def markets(self) -> list[str]:
         """Every market with a mark hash under our prefix."""
         try:
@@ -379,23 +399,42 @@ class Subscription:
 _COLUMNS = ("market", "price", "confidence", "status", "tier", "sources", "age", "seq")
 
 
-def render_marks(marks: Mapping[str, Mark | MarkError | None], now: float) -> str:
+def render_marks(
+    marks: Mapping[str, Mark | MarkError | None],
+    now: float,
+    perps: Mapping[str, tuple[float, str] | None] | None = None,
+) -> str:
     """A plain-text table of marks, one row per market (a missing mark shows as `missing`, one that
-    failed verification as `FORGED`, one that does not parse as `malformed`)."""
-    rows = [list(_COLUMNS)]
+    failed verification as `FORGED`, one that does not parse as `malformed`). With any perp mark in
+    `perps`, a `perp` column after the price shows each market's perp price (with its status when
+    it differs from the index's)."""
+    with_perp = bool(perps) and any(perps.values()) if perps else False
+    columns = list(_COLUMNS[:2]) + (["perp"] if with_perp else []) + list(_COLUMNS[2:])
+    rows = [columns]
     for market, mark in marks.items():
         if mark is None or isinstance(mark, MarkError):
             shown = "missing" if mark is None else "FORGED" if isinstance(mark, MarkForged) else "malformed"
-            rows.append([market, "-", "-", shown, "-", "-", "-", "-"])
-            continue
-        age = f"{max(0.0, now - mark.ts):.1f}s"
-        places = decimals(mark.price)  # the market's precision, for the price and its band alike
-        rows.append(
-            [market, price_text(mark.price, places), price_text(mark.confidence, places), mark.status.value,
-             str(mark.tier), ",".join(mark.sources), age, str(mark.seq)]
-        )  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+            row = [market, "-", "-", shown, "-", "-", "-", "-"]
+        else:
+            age = f"{max(0.0, now - mark.ts):.1f}s"
+            places = decimals(mark.price)  # the market's precision, for the price and its band alike
+            row = [market, price_text(mark.price, places), price_text(mark.confidence, places), mark.status.value,
+                   str(mark.tier), ",".join(mark.sources), age, str(mark.seq)]  # fmt: skip
+        if with_perp and perps is not None:
+            row.insert(2, _perp_cell(mark, perps.get(market)))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _perp_cell(mark: Mark | MarkError | None, perp: tuple[float, str] | None) -> str:
+    if perp is None:
+        return "-"
+    price, status = perp
+    if not isinstance(mark, Mark):
+        return f"{price_text(price, decimals(price))} ({status})"
+    text = price_text(price, decimals(mark.price))
+    return text if status == mark.status.value else f"{text} ({status})"
 
 
 async def print_marks(
@@ -416,6 +455,7 @@ async def print_marks(
     async with reader:
         names = list(markets) if markets is not None else await reader.markets()
         marks = await reader.read_each(names) if names else {}
+        perps = await reader.read_perp_prices(names) if names else {}
     if not marks:
         return f"no marks under prefix {prefix!r} at {redact(url)}"
-    return render_marks(marks, clock.now())
+    return render_marks(marks, clock.now(), perps)

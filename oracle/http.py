@@ -7,13 +7,14 @@ oracle except the authenticated dispute routes, which live in disputes/api.py.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from oracle.metrics import Metrics
-from oracle.models import Mark
+from oracle.models import Mark, PerpMark
 
 
 class DaemonView(Protocol):
@@ -32,6 +33,10 @@ class DaemonView(Protocol):
 
     def current_marks(self) -> dict[str, tuple[Mark, bool]]:
         """market -> (its latest mark, whether it was published)"""
+        ...
+
+    def current_perps(self) -> dict[str, PerpMark]:
+        """market -> its latest perp mark, for the markets with a perp table"""
         ...
 
 
@@ -81,9 +86,26 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if reasons else 200)
 
 
+def perp_json(perp: PerpMark, published: bool = True) -> dict[str, object]:
+    """A perp mark as /v1/marks shows it under its market's `perp`: c1..c3 are null where the index
+    was not usable; like its index, `unpublished` when this replica's marks are not the ones in Redis."""
+
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    status = perp.status.value if published else UNPUBLISHED
+    return {"price": perp.price, "index": num(perp.index), "c1": num(perp.c1), "c2": num(perp.c2),
+            "c3": num(perp.c3), "ts_ms": perp.ts_ms, "status": status}  # fmt: skip
+
+
 async def marks(request: web.Request) -> web.Response:
-    current = _service(request).current_marks()
-    return web.json_response({m: mark_json(mk, published) for m, (mk, published) in sorted(current.items())})
+    service = _service(request)
+    current, perps = service.current_marks(), service.current_perps()
+    body = {m: mark_json(mk, published) for m, (mk, published) in sorted(current.items())}
+    for m, perp in perps.items():
+        if m in body:
+            body[m]["perp"] = perp_json(perp, current[m][1])
+    return web.json_response(body)
 
 
 def build_app(service: DaemonView, extra_routes: list[web.RouteDef] | None = None) -> web.Application:

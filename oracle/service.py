@@ -328,6 +328,10 @@ class Service:
             out[market] = (computed, False) if published is None else (published, True)
         return out
 
+    def current_perps(self) -> dict[str, PerpMark]:
+        """Each perp market's perp mark of the last tick (shown beside its index in /v1/marks)."""
+        return dict(self.perps)
+
     def liveness(self) -> tuple[bool, str]:
         if not self._last_tick:
             return False, "no tick yet"

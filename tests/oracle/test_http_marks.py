@@ -89,3 +89,26 @@ async def test_the_leader_shows_what_it_wrote_with_its_seq() -> None:
         "sources": list(SOURCES),
     }
     assert sink.history[-1].seq >= 1
+
+
+async def test_a_perp_market_shows_its_perp_mark_beside_the_index() -> None:
+    clock = VirtualClock(1_700_000_000.0)
+    conf = _settings("redis://127.0.0.1:1/0").model_dump()
+    conf["sources"]["venue"] = {"kind": "http_json", "base_url": "http://127.0.0.1:1/book.json"}
+    conf["markets"]["BTC-USD"]["perp"] = {"book": {"source": "venue", "pair": "BTC-PERP", "path": "last"}}
+    service = Service(Settings.model_validate(conf), clock=clock, replica_id="leader")
+    sink = MemorySink()
+    service.publisher, service.lease = sink, _Leader()  # type: ignore[assignment]
+    service.perp_publisher = MemorySink()  # type: ignore[assignment]
+    book = Quote("venue", "BTC-PERP", 30_031.0, clock.now() - 0.1, last=30_031.0)
+    for batch in QuoteBatch.of([book]):
+        service._on_batch(batch)
+    try:
+        marks = await _ticked(service, clock)
+    finally:
+        await service.disputes.store.close()
+    # index 30,001; no mid yet: c1 = I; c2 = the last trade; no externals: c3 = I; the median: I
+    assert marks["BTC-USD"]["perp"] == {
+        "price": 30_001.0, "index": 30_001.0, "c1": 30_001.0, "c2": 30_031.0, "c3": 30_001.0,
+        "ts_ms": 1_700_000_000_000, "status": "ok",
+    }  # fmt: skip

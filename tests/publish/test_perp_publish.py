@@ -92,3 +92,21 @@ async def test_redis_down_is_counted_not_raised(settings: RedisSettings) -> None
     pub = publisher(RedisSettings(url="redis://127.0.0.1:1/0", prefix="t"), timeout_s=0.2)
     assert await RedisPerpPublisher(pub).publish([perp()]) == []
     await pub.close()
+
+
+async def test_markd_marks_shows_a_perp_column_where_a_market_has_a_perp_mark(settings: RedisSettings) -> None:
+    from oracle.client import print_marks
+    from tests.publish.helpers import mark
+
+    pub = publisher(settings)
+    await pub.publish([mark("BTC-USD", 30_000.5), mark("ETH-USD", 2_000.25)])
+    await RedisPerpPublisher(pub).publish([perp(30_100.5)])
+    table = await print_marks(settings.url, prefix="t")
+    header, btc, eth = table.splitlines()
+    assert header.split()[:3] == ["market", "price", "perp"]
+    assert btc.split()[:3] == ["BTC-USD", "30000.50", "30100.50"]
+    assert eth.split()[:3] == ["ETH-USD", "2000.250", "-"]
+    await RedisPerpPublisher(pub).publish([perp(30_100.5, status=Status.STALE, c=math.nan)])
+    btc = (await print_marks(settings.url, prefix="t", markets=["BTC-USD"])).splitlines()[1]
+    assert "30100.50 (stale)" in btc  # a perp status that is not the index's is shown
+    await pub.close()
