@@ -268,7 +268,10 @@ class Service:
             self._events_queued.clear()
             while self._events:
                 batch, self._events = self._events, []
-                await self.disputes.record(batch)
+                try:
+                    await self.disputes.record(batch)
+                except Exception:  # record() logs Redis failures itself; a bug must not end the task
+                    log.exception("dispute_events_not_recorded", extra={"events": len(batch)})
             if not self._recording:
                 return
 

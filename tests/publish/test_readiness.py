@@ -225,3 +225,26 @@ async def test_the_next_tick_computes_while_redis_writes_the_last_ones_marks(lea
     await service._publish_done()
     assert order == ["publish 101.0 begins", "publish 101.0 ends", "publish 102.0 begins", "publish 102.0 ends"]
     assert service._published["BTC-USD"].price == 102.0
+
+
+async def test_a_failing_batch_of_events_does_not_end_the_recorder(redis_server: RedisServer) -> None:
+    replica = Replica(redis_server.url, VirtualClock(START), "leader")
+    service = replica.service
+    batches: list[list[Any]] = []
+
+    async def record(events: Any) -> None:
+        batches.append(list(events))
+        if len(batches) == 1:
+            raise RuntimeError("a bug in the audit path")
+
+    service.disputes.record = record  # type: ignore[method-assign]
+    recorder = asyncio.create_task(service._record_events())
+    await replica.tick()  # every market's first mark: a tier change each
+    while not batches:
+        await asyncio.sleep(0.01)
+    service._events.append(batches[0][0])  # one more event, after the failed batch
+    service._recording = False
+    service._events_queued.set()
+    await asyncio.wait_for(recorder, 5.0)
+    assert [len(b) for b in batches] == [len(MARKETS), 1]
+    await replica.close()
