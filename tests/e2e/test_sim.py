@@ -36,9 +36,12 @@ def sim() -> Iterator[subprocess.Popen[str]]:
 @pytest.mark.timeout(90)
 def test_markd_run_on_config_demo_toml_validates_every_market_over_markd_sim(sim: subprocess.Popen[str]) -> None:
     assert sim.stdout is not None
-    printed = [sim.stdout.readline() for _ in range(9)]
+    printed: list[str] = []
+    while not (printed and printed[-1].startswith("ready:")) and len(printed) < 40:
+        printed.append(sim.stdout.readline())  # one line per venue, then the ready line
     assert printed[-1].startswith("ready: markd run --config config/demo.toml"), printed
-    assert "ws://127.0.0.1:18101" in printed[1]  # coinbase: config/demo.toml's port, not a free one
+    coinbase = next(line for line in printed if line.startswith("coinbase "))
+    assert "ws://127.0.0.1:18101" in coinbase  # config/demo.toml's port, not a free one
     redis = RedisServer().start()
     daemon = Daemon(ROOT / "config" / "demo.toml", MARKD_REDIS_URL=redis.url)
     try:
