@@ -166,7 +166,9 @@ def build_report(
     run: RunResult, ref: RunResult, settings: Settings, attacks: list[Attack], t0: float, expect: list[Expect]
 ) -> dict[str, Any]:
     markets = {m: market_report(m, run, ref, settings, attacks, t0) for m in run.series}
+    perp = {"perp": perp_report(run, ref, settings.service.tick_ms / 1000)} if run.perps else {}
     return {
+        **perp,
         "markets": markets,
         "expectations": check(expect, markets),
         "run": {
@@ -177,6 +179,27 @@ def build_report(
         },
         "reference": {"ticks": len(ref.grid), "seconds": ref.seconds, "ticks_per_s": ref.ticks_per_s},
     }
+
+
+def perp_report(run: RunResult, ref: RunResult, tick_s: float) -> dict[str, dict[str, float]]:
+    """Per perp market, the perp mark's error against the reference run's at the same ticks (both
+    priced): max and p99 in bps, and seconds over 50 bps, as for the index."""
+    theirs = {(t, p.market): p.price for t, p in ref.perps}
+    errors: dict[str, list[float]] = {}
+    for t, p in run.perps:
+        other = theirs.get((t, p.market))
+        errors.setdefault(p.market, [])
+        if other is not None and other > 0:
+            errors[p.market].append(abs(p.price / other - 1.0) * 1e4)
+    out = {}
+    for market, errs in sorted(errors.items()):
+        e = np.array(errs) if errs else np.zeros(1)
+        out[market] = {
+            "max_error_bps": float(e.max()),
+            "p99_error_bps": float(np.percentile(e, 99)),
+            "seconds_over_50bps": float((e > 50).sum() * tick_s),
+        }
+    return out
 
 
 def write_report_json(path: Path, report: dict[str, Any]) -> None:

@@ -87,3 +87,18 @@ def test_own_book_pump_moves_the_mark_only_through_the_basis_ema(tmp_path: Path)
     in_pump = [r for r in rows if T0 + 201 <= float(r["ts"]) < T0 + 230]
     assert all(float(r["c2"]) == pytest.approx(31_500.0, rel=1e-4) for r in in_pump)  # the pump itself
     assert all(float(r["price"]) == pytest.approx(float(r["c1"])) for r in in_pump)  # c1 is the median
+
+
+def test_report_json_gives_the_perp_marks_error_against_the_reference(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "c.toml").write_text(CONFIG)
+    _ticks(tmp_path / "t.csv", (0, 0), 1.0)
+    attack = '[[attack]]\nkind = "spike"\nsources = ["venue"]\npair = "BTC-PERP"\n'
+    attack += "start_s = 200\nduration_s = 30\nmagnitude = 0.05\n"  # the own book +5 % for 30 s
+    (tmp_path / "s.toml").write_text('ticks = "t.csv"\nconfig = "c.toml"\n' + attack)
+    run_scenario(tmp_path / "s.toml", tmp_path / "out", html=False)
+    perp = json.loads((tmp_path / "out" / "report.json").read_text())["perp"]["BTC-USD"]
+    bound = 0.05 * (1 - math.exp(-30 / 150)) * 1e4  # the attack moves the mark by the EMA's share only
+    assert perp["max_error_bps"] == pytest.approx(bound, rel=0.03)
+    assert perp["seconds_over_50bps"] > 0
