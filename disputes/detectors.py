@@ -53,6 +53,22 @@ class Anchor:
             self._accumulate(self._price, self._ts, now)
         self._price, self._ts = price, now
 
+    def rewindow(self, window_s: float) -> None:
+        """A new window length (a config reload), keeping the history that fits in it: the buckets
+        keep their width, so a longer window keeps more of them and a shorter one drops the oldest
+        at the next bucket change. From or to 0 (off) there is no bucket width to keep: it restarts."""
+        if window_s == self.window_s:
+            return
+        if not (self.enabled and window_s > 0):
+            self.window_s, self.buckets = window_s, ANCHOR_BUCKETS
+            self.width = window_s / ANCHOR_BUCKETS if window_s > 0 else math.inf
+            self._closed.clear()
+            self._closed_pw = self._closed_w = self._pw = self._w = 0.0
+            self._bucket = self._index(self._ts) if math.isfinite(self._ts) else 0
+            return
+        self.window_s = window_s
+        self.buckets = max(1, math.ceil(window_s / self.width))
+
     def reset(self, price: float, now: float) -> None:
         """Forget the history: an operator ruled that `price` is the market's level now."""
         self._closed.clear()

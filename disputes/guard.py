@@ -73,6 +73,12 @@ class JumpGuard:
             return GuardStep(Verdict.HOLD if disputed else Verdict.VALIDATE, change)
         return self._jump(price, now, disputed)
 
+    def retune(self, max_jump_bps: float, dispute_window_ms: int, max_deviation_bps: float) -> None:
+        """New thresholds (a config reload); an open window keeps its start and reference."""
+        self.max_jump_bps = max_jump_bps
+        self.window_s = dispute_window_ms / 1000.0
+        self.max_deviation_bps = max_deviation_bps
+
     def interrupt(self) -> None:
         """No tier has quorum: a window must watch the candidate without a gap, so it starts over."""
         self.window = None

@@ -46,9 +46,20 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._owned = False
+        self._started = False  # start() was called: a reload that sets a url starts delivering
+        self._offered: aiohttp.ClientSession | None = None  # the session start() was given
         self.sent = 0
         self.failed = 0  # events given up on after every retry
         self.dropped = 0  # events pushed out of a full queue
+
+    def reconfigure(self, settings: NotifySettings) -> None:
+        """A reloaded `[notify]`: the next delivery uses it (the queue is kept; an empty url stops
+        queueing new events, and the queued ones are still tried)."""
+        self.url = settings.url
+        self.timeout = aiohttp.ClientTimeout(total=settings.timeout_ms / 1000.0)
+        self.max_retries = settings.max_retries
+        if self._started and self._task is None:  # off at start, on now
+            self.start(self._offered)
 
     @property
     def enabled(self) -> bool:
@@ -68,6 +79,7 @@ class Notifier:
 
     def start(self, session: aiohttp.ClientSession | None = None) -> None:
         """Start the delivery task; `session` is borrowed (left open), else one is made and owned."""
+        self._started, self._offered = True, session
         if self.enabled and self._task is None:
             self._owned = session is None
             self._session = session or aiohttp.ClientSession()
@@ -79,6 +91,7 @@ class Notifier:
             await self._queue.join()
 
     async def close(self) -> None:
+        self._started = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

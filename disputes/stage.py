@@ -84,6 +84,13 @@ class MarketState:
             anchor=Anchor(policy.anchor_window_s),
         )
 
+    def retune(self, policy: Policy) -> None:
+        """New thresholds for the same history (a config reload)."""
+        self.policy = policy
+        self.tiers.recover_ticks, self.tiers.max_deviation_bps = policy.recover_ticks, policy.max_deviation_bps
+        self.guard.retune(policy.max_jump_bps, policy.dispute_window_ms, policy.max_deviation_bps)
+        self.anchor.rewindow(policy.anchor_window_s)
+
 
 class DisputeStage:
     def __init__(self, settings: Settings) -> None:
@@ -213,6 +220,21 @@ class DisputeStage:
             self._add(d)
         elif known is not None and known.is_open and d.outcome is not None:
             self._rule(known, d.outcome, d.closed_ts if d.closed_ts is not None else d.opened_ts)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reloaded config, applied from the next tick. A kept market keeps its tier state, jump
+        guard window, anchor history, last validated price and open disputes, under its new policy's
+        thresholds; a removed market is forgotten here (its disputes stay in the store, and come back
+        through `adopt` if it is added again); an added one starts afresh at its first tick."""
+        for market in [m for m in self._markets if m not in settings.markets]:
+            del self._markets[market]
+        for market in [m for m in self._open if m not in settings.markets]:
+            del self._open[market]
+        for market, st in self._markets.items():
+            policy = settings.policy_for(market)
+            if policy != st.policy:
+                st.retune(policy)
+        self.settings = settings
 
     def dispute(self, dispute_id: str) -> Dispute:
         """Raises UnknownDispute (also for a closed one older than the latest KEEP_CLOSED)."""

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -31,7 +32,7 @@ from oracle.clock import Clock
 from oracle.metrics import Metrics
 from oracle.settings import ConfigError, Settings, SourceRef, SourceSettings
 
-__all__ = ["FeedRunner", "SourceFeed", "build_adapters", "refs_by_source"]
+__all__ = ["FeedRunner", "Restarts", "SourceFeed", "build_adapters", "refs_by_source", "source_signatures"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ class FeedRunner:
     after `backoff_healthy_s` of good quotes without one; `silence_polls` × poll_ms without a
     WebSocket frame counts as a dead connection. Raises ConfigError at construction for a source
     its adapter cannot serve (a WebSocket for a REST-only venue, http_json without base_url).
+    `reconfigure` (a config reload) restarts only the sources whose entry or pairs changed.
     """
 
     def __init__(
@@ -192,29 +194,101 @@ class FeedRunner:
         silence_polls: float = 20,
         rng: random.Random | None = None,
     ) -> None:
-        rng = rng or random.Random()
+        self.session, self.clock, self.metrics, self.on_batch = session, clock, metrics, on_batch
+        self._backoff = (backoff_initial_s, backoff_max_s, backoff_healthy_s)
+        self.silence_polls = silence_polls
+        self.rng = rng or random.Random()
         self.parser = FrameParser()  # one worker process for every source's big frames
-        self.feeds = [
-            SourceFeed(
-                adapter,
-                settings.sources[name],
-                session,
-                clock,
-                metrics,
-                on_batch,
-                backoff=Backoff(
-                    backoff_initial_s, backoff_max_s, random.Random(rng.random()), healthy_s=backoff_healthy_s
-                ),
-                silence_polls=silence_polls,
-                parser=self.parser,
-            )
-            for name, adapter in build_adapters(settings).items()
-        ]
+        self.feeds: list[SourceFeed] = []
+        self._signatures: dict[str, SourceSignature] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
+        self._build(settings, build_adapters(settings), set(refs_by_source(settings)))
+
+    def _feed(self, adapter: Adapter, conf: SourceSettings) -> SourceFeed:
+        initial, most, healthy = self._backoff
+        return SourceFeed(
+            adapter,
+            conf,
+            self.session,
+            self.clock,
+            self.metrics,
+            self.on_batch,
+            backoff=Backoff(initial, most, random.Random(self.rng.random()), healthy_s=healthy),
+            silence_polls=self.silence_polls,
+            parser=self.parser,
+        )
+
+    def _build(self, settings: Settings, adapters: dict[str, Adapter], names: set[str]) -> None:
+        """(Re)create the feeds of `names` from `adapters`; the others are kept as they are."""
+        kept = [f for f in self.feeds if f.name not in names]
+        fresh = [self._feed(adapters[n], settings.sources[n]) for n in adapters if n in names]
+        self.feeds = kept + fresh
+        self._signatures = source_signatures(settings)
 
     async def run(self) -> None:
+        """Until cancelled; cancellation stops every source and the parser."""
+        self._running = True
         try:
-            async with asyncio.TaskGroup() as group:
-                for feed in self.feeds:
-                    group.create_task(feed.run(), name=f"feed:{feed.name}")
+            for feed in self.feeds:
+                self._start(feed)
+            await asyncio.Event().wait()  # the sources run in their own tasks
         finally:
+            self._running = False
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.parser.close()
+
+    def _start(self, feed: SourceFeed) -> None:
+        self._tasks[feed.name] = asyncio.create_task(feed.run(), name=f"feed:{feed.name}")
+
+    async def reconfigure(self, settings: Settings) -> Restarts:
+        """Bring the sources in line with `settings`: a source no market uses any more stops, a new
+        one starts, and one whose config entry or served pairs changed reconnects; every other
+        source keeps its connection. Raises ConfigError (changing nothing) for an unservable source."""
+        new = source_signatures(settings)
+        adapters = build_adapters(settings)  # first: an error here must leave every feed running
+        old = self._signatures
+        changes = Restarts(
+            started=tuple(sorted(set(new) - set(old))),
+            stopped=tuple(sorted(set(old) - set(new))),
+            restarted=tuple(sorted(n for n in set(new) & set(old) if new[n] != old[n])),
+        )
+        going = set(changes.stopped) | set(changes.restarted)
+        tasks = [self._tasks.pop(n) for n in going if n in self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.feeds = [f for f in self.feeds if f.name not in set(changes.stopped)]
+        self._build(settings, adapters, set(changes.started) | set(changes.restarted))
+        if self._running:
+            for feed in self.feeds:
+                if feed.name not in self._tasks:
+                    self._start(feed)
+        return changes
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """What a FeedRunner.reconfigure did to the sources, by name."""
+
+    started: tuple[str, ...] = ()
+    stopped: tuple[str, ...] = ()
+    restarted: tuple[str, ...] = ()
+
+
+# What a source's connection depends on: its config entry and what its adapter reads of each entry it
+# serves (the pair and how the venue names it), not what a market does with the quotes (convert, weight).
+SourceSignature = tuple[SourceSettings, frozenset[tuple[object, ...]]]
+
+
+def source_signatures(settings: Settings) -> dict[str, SourceSignature]:
+    return {
+        name: (
+            settings.sources[name],
+            frozenset((r.pair, r.id, r.address, r.decimals, r.heartbeat_s, r.path) for r in refs),
+        )
+        for name, refs in refs_by_source(settings).items()
+    }

@@ -88,15 +88,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = _load(args.config or default_config_path())
+    path = args.config or default_config_path()
+    settings = _load(path)
     from oracle.logs import configure
-    from oracle.service import Service, ignore_stop_signals, stop_on_signals
+    from oracle.service import Service, ignore_stop_signals, reload_on_sighup, stop_on_signals
 
     configure(settings.service.log_level)
 
-    service = Service(settings)
+    service = Service(settings, config_path=path)
     loop = asyncio.new_event_loop()
     stop_on_signals(service, loop)  # before the loop runs: asyncio.run then leaves SIGINT alone
+    reload_on_sighup(service, loop)
     try:
         with asyncio.Runner(loop_factory=lambda: loop) as runner:
             runner.run(service.run())

@@ -7,6 +7,7 @@ touching collectors, and label values only ever come from the config or from fix
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,8 @@ SOURCE_ERROR_CODES = (
 
 # Why one market's mark was not stored (label `code` of markd_publish_market_errors_total).
 PUBLISH_ERROR_CODES = ("wrong_type", "redis_error")
+
+RELOAD_RESULTS = ("ok", "error")  # label `result` of markd_config_reloads_total
 
 # Fine below 10 ms: what a tick of the pipeline costs at a thousand markets (bench/latency.py).
 _TICK_CPU_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
@@ -114,6 +117,11 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("markd_leader", "1 on the replica that publishes", registry=r)
+        self.config_reloads_total = Counter(
+            "markd_config_reloads_total", "Config reloads (SIGHUP), by result: ok or error", ["result"], registry=r
+        )
+        for result in RELOAD_RESULTS:  # both series from the start, so an alert's rate() sees the first error
+            self.config_reloads_total.labels(result=result)
         self.build_info = Gauge("markd_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
         # Label children of the hot metrics, cached: prometheus_client's label lookup dominated
@@ -184,6 +192,24 @@ class Metrics:
 
     def set_leader(self, leading: bool) -> None:
         self.leader.set(1 if leading else 0)
+
+    # --- config reloads ---
+    def config_reloaded(self, result: str) -> None:
+        if result not in RELOAD_RESULTS:
+            raise ValueError(f"unknown reload result {result!r}")
+        self.config_reloads_total.labels(result=result).inc()
+
+    def forget(self, markets: set[str], slots: set[tuple[str, str]]) -> None:
+        """Drop the gauges of markets and (source, pair) slots a reloaded config no longer has: a
+        removed market's last price must not sit in /metrics as if it were still current."""
+        for family in self._per_market._families:
+            by_market = family.labelnames[0] == "market"  # else ("source", "pair")
+            for labels in [k for k in family if (k[0] in markets if by_market else k[:2] in slots)]:
+                del family[labels]
+        for market in markets:
+            self._mark_status_of.pop(market, None)
+            with contextlib.suppress(KeyError):
+                self.disputes_open.remove(market)
 
     def _child(self, collector: Any, *labels: str) -> Any:
         key = (id(collector), labels)

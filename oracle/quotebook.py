@@ -73,6 +73,16 @@ class QuoteBook:
     def for_settings(cls, settings: Settings) -> QuoteBook:
         return cls((r.source, r.pair) for m in settings.markets.values() for r in m.feed_refs)
 
+    def carry(self, old: QuoteBook) -> None:
+        """Take `old`'s latest quotes for the (source, pair) slots both books have (a config reload
+        builds a new book: the kept pairs must not look unquoted until their venues speak again)."""
+        pairs = [(i, old.slot[k]) for k, i in self.slot.items() if k in old.slot]
+        if not pairs:
+            return
+        new_slots, old_slots = (np.array(x, dtype=np.intp) for x in zip(*pairs, strict=True))
+        for name in _FIELDS:
+            getattr(self._live, name)[new_slots] = getattr(old._live, name)[old_slots]
+
     @property
     def empty_slot(self) -> int:
         return len(self.keys)

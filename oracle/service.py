@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -35,19 +36,20 @@ from disputes.service import DisputeService
 from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
 from feeds.adapter import QuoteBatch
-from feeds.runner import FeedRunner
+from feeds.runner import FeedRunner, Restarts
 from oracle.client import MarkReader
 from oracle.clock import Clock, WallClock
 from oracle.connection import redact
 from oracle.http import build_app
 from oracle.leader import LeaderLease, LeaseKeeper
 from oracle.metrics import Metrics
-from oracle.models import Mark, PerpMark
+from oracle.models import Mark, PerpMark, Status
 from oracle.pipeline import Pipeline
 from oracle.publish import RedisPerpPublisher, RedisPublisher
 from oracle.quotebook import QuoteBook
+from oracle.reload import ConfigChange, load_for_reload, log_refused
 from oracle.serving import HttpLimits, LimitedSite, limits_middleware, quiet_accept_errors
-from oracle.settings import Settings
+from oracle.settings import ConfigError, Settings
 from oracle.signing import signer_from_settings
 
 log = logging.getLogger("markd.service")
@@ -56,8 +58,15 @@ SYNC_EVERY_S = 1.0  # how often disputes opened or resolved on another replica a
 
 
 class Service:
-    def __init__(self, settings: Settings, clock: Clock | None = None, replica_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        replica_id: str | None = None,
+        config_path: str | None = None,  # what a reload (SIGHUP) rereads; None: reloads are refused
+    ) -> None:
         self.settings = settings
+        self.config_path = config_path
         self.clock = clock or WallClock()
         self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = Metrics()
@@ -112,12 +121,16 @@ class Service:
         self._http: web.AppRunner | None = None
         self._metrics_thread = ThreadPoolExecutor(1, thread_name_prefix="markd-metrics")
         self._rendering: asyncio.Future[bytes] | None = None  # the /metrics text being rendered
+        self._feeds: FeedRunner | None = None
+        self._retiring: list[Mark] = []  # removed markets' last marks (status stale), for the next publish
+        self._reloading = asyncio.Lock()
+        self._reload_tasks: set[asyncio.Future[bool]] = set()
 
     # --- lifecycle ---
     async def run(self) -> None:
         """Run until stop(); always cleans up."""
         async with aiohttp.ClientSession() as session:
-            feeds = FeedRunner(self.settings, session, self.clock, self.metrics, self._on_batch)
+            feeds = self._feeds = FeedRunner(self.settings, session, self.clock, self.metrics, self._on_batch)
             await self._start_http()
             await self._restore()
             self.notifier.start(session)
@@ -196,8 +209,8 @@ class Service:
 
     # --- the tick loop ---
     async def _tick_loop(self) -> None:
-        period = self.settings.service.tick_ms / 1000
         while not self._stopping.is_set():
+            period = self.settings.service.tick_ms / 1000  # a reload may change it
             try:
                 await self._tick_once(overlap=True)
             except Exception:  # a bug must not kill the oracle; it is logged and counted by the gap
@@ -230,10 +243,13 @@ class Service:
             # gets fresh marks at the takeover, and /readyz knows what Redis holds from the start.
             due = out.publish if was_leading else [m for m in out.marks if not math.isnan(m.price)]
             perps = out.perp_publish if was_leading else out.perps
+            due, self._retiring = due + self._retiring, []
             task = self._publish(due, self.lease.token, perps)
             self._publishing = asyncio.create_task(task, name="markd-publish")
             if not overlap:
                 await self._publish_done()
+        else:
+            self._retiring = []  # the leader writes them (it reloads too)
         if out.events and self.leading:
             self._events += out.events
             self._events_queued.set()
@@ -321,6 +337,53 @@ class Service:
                 b.source, b.pair, b.received_ts, b.price, b.bid, b.ask, b.venue_ts, b.confidence, b.last
             )
 
+    # --- reloading the config (SIGHUP; oracle.reload) ---
+    def request_reload(self) -> None:
+        """From the SIGHUP handler (on the loop): reload in a task of its own, one at a time."""
+        task = asyncio.ensure_future(self.reload())
+        self._reload_tasks.add(task)  # held until done (the loop keeps only a weak reference)
+        task.add_done_callback(self._reload_tasks.discard)
+
+    async def reload(self) -> bool:
+        """Reread the config file and apply it from the next tick; False (nothing changed) when it
+        does not validate or changes what only a restart may. See DESIGN.md "Reloading the config"."""
+        async with self._reloading:
+            path = self.config_path
+            try:
+                if path is None:
+                    raise ConfigError(["markd run was not started from a config file: nothing to reload"])
+                new = load_for_reload(path, self.settings)
+                change = ConfigChange.between(self.settings, new)
+                restarts = await self._feeds.reconfigure(new) if self._feeds is not None else None
+            except ConfigError as err:
+                log_refused(path or "-", err)
+                self.metrics.config_reloaded("error")
+                return False
+            self._apply(new, change)
+            self.metrics.config_reloaded("ok")
+            log.info("config_reloaded", extra={"path": path, **change.log_fields(), **_restart_fields(restarts)})
+            return True
+
+    def _apply(self, new: Settings, change: ConfigChange) -> None:
+        """Swap the new config in between two ticks (no await here: a tick never sees half of it)."""
+        old_keys = set(self.book.keys)
+        book = QuoteBook.for_settings(new)
+        book.carry(self.book)
+        self.stage.reconfigure(new)
+        self.book = book
+        self.pipeline = Pipeline(new, book, self.metrics, self.stage)
+        self.notifier.reconfigure(new.notify)
+        # A removed market gets one last write saying its mark is no longer maintained.
+        self._retiring += [replace(self._marks[m], status=Status.STALE) for m in change.removed if m in self._marks]
+        for market in change.removed:
+            self._marks.pop(market, None)
+            self._published.pop(market, None)
+        self.metrics.forget(set(change.removed), old_keys - set(book.keys))
+        for market in new.markets:
+            self.metrics.set_max_age(market, new.policy_for(market).max_age_ms / 1000)
+        logging.getLogger().setLevel(new.service.log_level)
+        self.settings = new
+
     # --- what HTTP reads ---
     def current_marks(self) -> dict[str, tuple[Mark, bool]]:
         """Each market's mark and whether it is the one in Redis: the last this replica wrote while it
@@ -405,6 +468,27 @@ def ignore_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def reload_on_sighup(service: Service, loop: asyncio.AbstractEventLoop) -> None:
+    """SIGHUP rereads the config (installed before the loop runs; SIGHUP's default would end markd)."""
+
+    def on_signal(signum: int, frame: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(service.request_reload)
+
+    signal.signal(signal.SIGHUP, on_signal)
+
+
+def _restart_fields(restarts: Restarts | None) -> dict[str, list[str]]:
+    if restarts is None:
+        return {}
+    return {
+        "sources_started": list(restarts.started),
+        "sources_stopped": list(restarts.stopped),
+        "sources_restarted": list(restarts.restarted),
+    }
 
 
 def lease_ttl_ms(settings: Settings) -> int:

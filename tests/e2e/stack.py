@@ -88,6 +88,17 @@ class VenueThread:
         assert self.sim is not None
         self._run(self.sim.set_outage(venue, kind, seconds))
 
+    def connections(self, venue: str) -> set[Any]:
+        """The WebSocket connections `venue` has open now, one per client connection (the objects
+        themselves: held by the caller, they cannot be mistaken for a later one, as an id() could)."""
+        assert self.sim is not None
+        sim = self.sim
+
+        async def conns() -> set[Any]:
+            return set(sim[venue]._conns)
+
+        return set(self._run(conns()))
+
     def stop(self) -> None:
         if self.sim is not None:
             self._run(self.sim.stop())
