@@ -425,6 +425,16 @@ def candidates(result: BlockResult, markets: Sequence[str], now: float) -> list[
     return [Candidate(markets[m], now, tuple(tiers[m]), tuple(excluded.get(m, ()))) for m in block.markets]
 
 
+def _cells(block: Block, markets: list[str]) -> list[tuple[tuple[str, int, str, str], int, int]]:
+    """Each configured cell of a block as ((market, tier, source, pair), row, column)."""
+    out = []
+    for r, (m, tier) in enumerate(zip(block.row_market.tolist(), block.row_tier.tolist(), strict=True)):
+        for c, (source, pair) in enumerate(zip(block.names[r], block.pairs[r], strict=False)):
+            if block.present_cols[r, c]:
+                out.append(((markets[m], tier, source, pair), r, c))
+    return out
+
+
 class Aggregator:
     """Runs every level of a Plan in order. Between levels, `validate` turns the level's candidates
     into marks (the dispute stage in the daemon), whose prices then convert the next level's quotes."""
@@ -435,6 +445,31 @@ class Aggregator:
         self.rate_ts = np.full(len(self.plan.markets), np.nan)
         # The freeze rule's memory, one state per block of the plan (oracle.freeze).
         self.freeze = [[FreezeState.start(b.freeze_ticks, b.freeze_frac) for b in level] for level in self.plan.levels]
+
+    def carry(self, old: Aggregator) -> None:
+        """Take over `old`'s memory (a config reload compiles a new plan): the freeze rule's state of
+        every cell that both plans have, the same market, tier, source and pair, and each kept
+        market's last rate. A cell new to the plan starts as at start."""
+        cells: dict[tuple[str, int, str, str], tuple[FreezeState, int, int]] = {}
+        for level, states in zip(old.plan.levels, old.freeze, strict=True):
+            for block, state in zip(level, states, strict=True):
+                for key, r, c in _cells(block, old.plan.markets):
+                    cells[key] = (state, r, c)
+        for level, states in zip(self.plan.levels, self.freeze, strict=True):
+            for block, state in zip(level, states, strict=True):
+                for key, r, c in _cells(block, self.plan.markets):
+                    found = cells.get(key)
+                    if found is not None:
+                        was, i, j = found
+                        state.last[r, c], state.ref[r, c], state.over[r, c] = (
+                            was.last[i, j],
+                            was.ref[i, j],
+                            was.over[i, j],
+                        )
+        for market, k in self.plan.index.items():
+            was_at = old.plan.index.get(market)
+            if was_at is not None:
+                self.rates[k], self.rate_ts[k] = old.rates[was_at], old.rate_ts[was_at]
 
     def run(self, book: BookSnapshot, now: float, validate: Callable[[list[Candidate]], Sequence[Mark]]) -> list[Mark]:
         marks: list[Mark] = []

@@ -196,6 +196,19 @@ class PerpStage:
                 out.append(PerpMark(market, price, idx, c1, c2, c3, ts, 0, st))
         return out
 
+    def carry(self, old: PerpStage) -> None:
+        """Take over `old`'s state for the perp markets both have (a config reload): the basis EMA
+        goes on, and an unchanged perp mark is not published again just for the reload."""
+        was = {m: i for i, m in enumerate(old.plan.markets)}
+        for j, market in enumerate(self.plan.markets):
+            i = was.get(market)
+            if i is None:
+                continue
+            for name in ("basis", "basis_ts", "price", "ts"):
+                getattr(self.state, name)[j] = getattr(old.state, name)[i]
+            self._last_index[j] = old._last_index[i]
+        self._published = {m: v for m, v in old._published.items() if m in self.plan.markets}
+
     def due(self, perps: list[PerpMark], published_markets: set[str]) -> list[PerpMark]:
         """The perp marks to publish: a new price or status, or its index being published (the
         index's heartbeat carries the perp's)."""

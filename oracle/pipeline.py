@@ -41,6 +41,13 @@ class Pipeline:
         plan = PerpPlan.build(settings, book, self.aggregator.plan.index)
         self.perp = PerpStage(plan) if plan else None  # None: no market has a [markets.M.perp] table
 
+    def carry(self, old: Pipeline) -> None:
+        """Take over the tick-to-tick memory of `old` (a config reload builds a new pipeline): the
+        freeze rule's, the conversion rates' and the perp marks' state of what both configs have."""
+        self.aggregator.carry(old.aggregator)
+        if self.perp is not None and old.perp is not None:
+            self.perp.carry(old.perp)
+
     def tick(self, now: float) -> TickOutput:
         started, cpu_started = time.perf_counter(), time.thread_time()
         out = TickOutput([], [], [])

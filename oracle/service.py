@@ -371,7 +371,9 @@ class Service:
         book.carry(self.book)
         self.stage.reconfigure(new)
         self.book = book
-        self.pipeline = Pipeline(new, book, self.metrics, self.stage)
+        pipeline = Pipeline(new, book, self.metrics, self.stage)
+        pipeline.carry(self.pipeline)
+        self.pipeline = pipeline
         self.notifier.reconfigure(new.notify)
         # A removed market gets one last write saying its mark is no longer maintained.
         self._retiring += [replace(self._marks[m], status=Status.STALE) for m in change.removed if m in self._marks]

@@ -3,18 +3,20 @@ the gauges of what is gone (the daemon end to end: tests/e2e/test_reload.py)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from oracle.aggregate import Aggregator
 from oracle.metrics import Metrics
-from oracle.models import Mark, Status
+from oracle.models import Candidate, Exclusion, Mark, Status
 from oracle.quotebook import QuoteBook
 from oracle.reload import ConfigChange, load_for_reload, restart_needed
 from oracle.settings import ConfigError, Settings, parse_settings
 
-from .helpers import NOW, q, refs
+from .helpers import NOW, accept, one_market, q, refs
 
 
 def settings(**changes: Any) -> Settings:
@@ -104,3 +106,66 @@ def test_the_gauges_of_a_removed_market_and_its_pairs_leave_metrics() -> None:
     assert metrics.registry.get_sample_value("markd_config_reloads_total", {"result": "error"}) == 1
     with pytest.raises(ValueError):
         metrics.config_reloaded("maybe")
+
+
+def frozen_sources(agg: Aggregator, book: QuoteBook, now: float) -> set[str]:
+    seen: list[Candidate] = []
+
+    def spy(cands: list[Candidate]) -> list[Mark]:
+        seen.extend(cands)
+        return accept(cands)
+
+    agg.run(book.snapshot(), now, spy)
+    return {e.source for c in seen for e in c.excluded if e.reason is Exclusion.FROZEN}
+
+
+def test_a_frozen_source_stays_frozen_through_a_reload_of_the_pipeline() -> None:
+    old_settings = one_market(["a", "b", "c", "d"], freeze_ticks=3, max_deviation_bps=5000)
+    book = QuoteBook.for_settings(old_settings)
+    agg = Aggregator(old_settings, book)
+    frozen: set[str] = set()
+    for t in range(8):  # d sits at 100 while its peers climb 1 % a tick
+        for s in "abc":
+            book.update(q(s, 100.0 * 1.01**t, age=-t))
+        book.update(q("d", 100.0, age=-t))
+        frozen = frozen_sources(agg, book, NOW + t)
+    assert frozen == {"d"}
+    new_settings = one_market(["a", "b", "c", "d"], freeze_ticks=3, max_deviation_bps=4000)
+    new_book = QuoteBook.for_settings(new_settings)
+    new_book.carry(book)
+    fresh = Aggregator(new_settings, new_book)
+    fresh.carry(agg)
+    for s in "abc":
+        new_book.update(q(s, 100.0 * 1.01**8, age=-8))
+    new_book.update(q("d", 100.0, age=-8))
+    assert frozen_sources(fresh, new_book, NOW + 8) == {"d"}, "a new plan without the old memory would let d back in"
+
+
+def test_the_perp_basis_ema_goes_on_through_a_reload_of_the_pipeline() -> None:
+    from disputes.stage import DisputeStage
+    from oracle.models import Quote
+    from oracle.pipeline import Pipeline
+    from tests.oracle.test_perp import settings as perp_settings
+
+    def quotes(book: QuoteBook, now: float, mid: float) -> None:
+        for src in ("a", "b", "c"):
+            book.update(Quote(src, "BTC-USD", 100.0, now))
+        for src in ("a", "b"):
+            book.update(Quote(src, "USDT-USD", 1.0, now))
+        book.update(Quote("venue", "BTC-PERP", mid, now, mid - 0.1, mid + 0.1))
+
+    old = perp_settings({"external": []})
+    book = QuoteBook.for_settings(old)
+    stage = DisputeStage(old)
+    pipeline = Pipeline(old, book, Metrics(), stage)
+    quotes(book, NOW, 100.5)
+    assert pipeline.tick(NOW).perps[0].c1 == pytest.approx(100.5)  # the basis EMA starts at +0.5
+    new = perp_settings({"external": [], "ema_s": 150}, max_deviation_bps=300)
+    new_book = QuoteBook.for_settings(new)
+    new_book.carry(book)
+    stage.reconfigure(new)
+    reloaded = Pipeline(new, new_book, Metrics(), stage)
+    reloaded.carry(pipeline)
+    quotes(new_book, NOW + 30, 103.0)
+    (perp,) = reloaded.tick(NOW + 30).perps
+    assert perp.c1 == pytest.approx(100 + 0.5 + (1 - math.exp(-30 / 150)) * 2.5), "a fresh EMA would start at +3"
