@@ -375,8 +375,11 @@ class Service:
         pipeline.carry(self.pipeline)
         self.pipeline = pipeline
         self.notifier.reconfigure(new.notify)
-        # A removed market gets one last write saying its mark is no longer maintained.
-        self._retiring += [replace(self._marks[m], status=Status.STALE) for m in change.removed if m in self._marks]
+        # A removed market gets one last write saying its mark is no longer maintained (one that never
+        # validated a price has nothing in Redis to retire).
+        last = [self._marks[m] for m in change.removed if m in self._marks]
+        retiring = self._retiring + [replace(mark, status=Status.STALE) for mark in last if not math.isnan(mark.price)]
+        self._retiring = [m for m in retiring if m.market not in new.markets]  # back before it was written
         for market in change.removed:
             self._marks.pop(market, None)
             self._published.pop(market, None)
