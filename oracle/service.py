@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,9 @@ class Service:
         self._metrics_thread = ThreadPoolExecutor(1, thread_name_prefix="markd-metrics")
         self._rendering: asyncio.Future[bytes] | None = None  # the /metrics text being rendered
         self._feeds: FeedRunner | None = None
+        self._reloads = 0  # reloads applied, for _forget_removed
+        self._forgotten: list[tuple[int, set[str], set[tuple[str, str]]]] = []  # see _forget_removed
+        self._forgotten_lock = threading.Lock()  # appended on the loop, taken on the metrics thread
         self._retiring: list[Mark] = []  # removed markets' last marks (status stale), for the next publish
         self._reloading = asyncio.Lock()
         self._reload_tasks: set[asyncio.Future[bool]] = set()
@@ -311,23 +315,45 @@ class Service:
             self._rendering = rendering
         return await asyncio.shield(self._rendering)
 
-    def _metrics_state(self) -> tuple[float, dict[str, Mark], dict[str, Mark], Any]:
-        """What _render reads, copied on the loop (the only part of a scrape the loop does)."""
-        return self.clock.now(), dict(self._marks), dict(self._published), self.book.received_ts().copy()
+    def _metrics_state(self) -> tuple[float, dict[str, Mark], dict[str, Mark], Any, list[tuple[str, str]], int]:
+        """What _render reads, copied on the loop (the only part of a scrape the loop does). The book's
+        keys go with its times, and the count of reloads with both: a reload replaces the book."""
+        book = self.book
+        copies = dict(self._marks), dict(self._published), book.received_ts().copy(), book.keys
+        return self.clock.now(), *copies, self._reloads
 
     def _rendered(self, _: object) -> None:
         self._rendering = None
 
-    def _render(self, now: float, marks: dict[str, Mark], published: dict[str, Mark], received: Any) -> bytes:
+    def _render(
+        self,
+        now: float,
+        marks: dict[str, Mark],
+        published: dict[str, Mark],
+        received: Any,
+        keys: list[tuple[str, str]],
+        reloads: int,
+    ) -> bytes:
         """On the metrics thread: nothing here may touch the service's live state, only its copies."""
         for market, mark in marks.items():
             stored = published.get(market)
             shown = stored if stored is not None and stored.status is mark.status else mark
             self.metrics.mark_published(shown, now)
-        for (source, pair), ts in zip(self.book.keys, received.tolist(), strict=False):
+        for (source, pair), ts in zip(keys, received.tolist(), strict=False):
             if ts == ts:  # not NaN: the source has quoted this pair
                 self.metrics.set_quote_age(source, pair, max(0.0, now - ts))
+        self._forget_removed(reloads)
         return self.metrics.render()
+
+    def _forget_removed(self, reloads: int) -> None:
+        """The gauges of what reloads removed are dropped by the first render whose copies were taken
+        after the reload: one that began before it still holds the removed markets, and would set
+        their gauges again after a drop done at the reload itself."""
+        with self._forgotten_lock:
+            due = [f for f in self._forgotten if f[0] <= reloads]
+            self._forgotten = [f for f in self._forgotten if f[0] > reloads]
+        for _, markets, slots in due:
+            self.metrics.forget(markets, slots)
 
     def _on_batch(self, batch: QuoteBatch) -> None:
         """A venue frame's quotes, into the book in one write."""
@@ -383,7 +409,10 @@ class Service:
         for market in change.removed:
             self._marks.pop(market, None)
             self._published.pop(market, None)
-        self.metrics.forget(set(change.removed), old_keys - set(book.keys))
+        self._reloads += 1
+        with self._forgotten_lock:  # dropped by the next render (_forget_removed); not what is back
+            kept = [(n, ms - set(new.markets), ss - set(book.keys)) for n, ms, ss in self._forgotten]
+            self._forgotten = [*kept, (self._reloads, set(change.removed), old_keys - set(book.keys))]
         for market in new.markets:
             self.metrics.set_max_age(market, new.policy_for(market).max_age_ms / 1000)
         logging.getLogger().setLevel(new.service.log_level)
