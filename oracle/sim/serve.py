@@ -35,7 +35,7 @@ def demo_ports() -> dict[str, int]:
 async def serve_sim(seconds: float | None, seed: int, out: TextIO = sys.stdout) -> None:
     """Serve until a stop signal, or `seconds`; raises SimError when a port is taken."""
     ports = demo_ports()
-    sim = SimVenues(seed=seed, ports=ports)
+    sim = SimVenues(seed=seed, ports=ports, venues=list(ports))  # only the venues the config reads
     try:
         urls = await sim.start()
     except OSError as exc:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from oracle.sim.demo import DEMO_MARKETS
+from oracle.sim.serve import demo_ports
 from oracle.testing import RedisServer
 from tests.e2e.stack import ROOT, Daemon, clean_env, get_json, wait_for
 
@@ -40,8 +41,8 @@ def test_markd_run_on_config_demo_toml_validates_every_market_over_markd_sim(sim
     while not (printed and printed[-1].startswith("ready:")) and len(printed) < 40:
         printed.append(sim.stdout.readline())  # one line per venue, then the ready line
     assert printed[-1].startswith("ready: markd run --config config/demo.toml"), printed
-    coinbase = next(line for line in printed if line.startswith("coinbase "))
-    assert "ws://127.0.0.1:18101" in coinbase  # config/demo.toml's port, not a free one
+    venues = {line.split()[0]: line.split()[1] for line in printed[:-1]}
+    assert venues == {v: f"http://127.0.0.1:{port}" for v, port in demo_ports().items()}  # config/demo.toml's
     redis = RedisServer().start()
     daemon = Daemon(ROOT / "config" / "demo.toml", MARKD_REDIS_URL=redis.url)
     try:
