@@ -185,7 +185,7 @@ def test_public_surface() -> None:
     import oracle.leader
     import oracle.publish
 
-    assert sorted(oracle.publish.__all__) == ["MarkSink", "MemorySink", "RedisPublisher"]
+    assert sorted(oracle.publish.__all__) == ["MarkSink", "MemorySink", "RedisPerpPublisher", "RedisPublisher"]
     assert oracle.leader.__all__ == ["LeaderLease", "LeaseKeeper"]
     errors = [
         oracle.client.MarkMissing,
