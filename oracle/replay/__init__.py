@@ -30,7 +30,7 @@ from oracle.settings import ConfigError, Settings
 from oracle.sim.synth import Model, SynthError, synth_columns
 from oracle.ticks import Ticks, TicksError, read_ticks
 
-__all__ = ["ReplayOutcome", "load_scenario", "load_ticks", "run_scenario"]
+__all__ = ["ReplayOutcome", "load_scenario", "load_ticks", "replay_loaded", "run_scenario", "scenario_ticks"]
 
 
 @dataclass
@@ -138,29 +138,48 @@ def run_scenario(
     path: str | Path, out_dir: str | Path, progress: Callable[[float], None] | None = None, html: bool = True
 ) -> ReplayOutcome:
     loaded = load_scenario(path)
+    ticks = scenario_ticks(loaded)
+    outcome, attacked = replay_loaded(loaded, ticks, progress)
+    outcome.report["scenario"] = {"path": str(path), "description": loaded.scenario.description}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_marks_csv(out / "marks.csv", outcome.run)
+    write_disputes_csv(out / "disputes.csv", outcome.run)
+    if any(m.perp for m in loaded.settings.markets.values()):
+        write_perp_csv(out / "perp.csv", outcome.run)
+    write_report_json(out / "report.json", outcome.report)
+    if html:
+        title = f"markd replay: {Path(path).stem}"
+        report, run, reference = outcome.report, outcome.run, outcome.reference
+        write_report_html(out / "report.html", title, report, run, reference, attacked, loaded.settings)
+    return outcome
+
+
+def scenario_ticks(loaded: LoadedScenario) -> Ticks:
+    """The scenario's ticks within its window; ConfigError when none are left."""
     ticks = load_ticks(loaded)
     if loaded.scenario.window is not None:
         start, end = loaded.scenario.window.bounds()
         ticks = ticks.take((ticks.ts >= start) & (ticks.ts < end))
     if not len(ticks):
-        raise ConfigError([f"{path}: the ticks are empty"])
+        raise ConfigError([f"{loaded.path}: the ticks are empty"])
+    return ticks
+
+
+def replay_loaded(
+    loaded: LoadedScenario, ticks: Ticks, progress: Callable[[float], None] | None = None
+) -> tuple[ReplayOutcome, Ticks]:
+    """The reference and attacked runs and their report (the outcome), and the attacked ticks."""
     attacks = loaded.scenario.attack
     attacked, missed = apply_and_check(ticks, attacks, read_keys(loaded.settings))
     check_matches(loaded, ticks, missed)
-    genuine = [a for a in attacks if a.genuine]
-    reference = replay(loaded.reference_settings, apply_attacks(ticks, genuine) if genuine else ticks)
     run = replay(loaded.settings, attacked, progress)
+    if not attacks and loaded.reference_settings == loaded.settings:
+        # Same config, same ticks: the reference run would be this run again (replay is deterministic).
+        reference = run
+    else:
+        genuine = [a for a in attacks if a.genuine]
+        reference = replay(loaded.reference_settings, apply_attacks(ticks, genuine) if genuine else ticks)
     t0 = float(ticks.ts.min())
     report = build_report(run, reference, loaded.settings, attacks, t0, loaded.scenario.expect)
-    report["scenario"] = {"path": str(path), "description": loaded.scenario.description}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_marks_csv(out / "marks.csv", run)
-    write_disputes_csv(out / "disputes.csv", run)
-    if any(m.perp for m in loaded.settings.markets.values()):
-        write_perp_csv(out / "perp.csv", run)
-    write_report_json(out / "report.json", report)
-    if html:
-        title = f"markd replay: {Path(path).stem}"
-        write_report_html(out / "report.html", title, report, run, reference, attacked, loaded.settings)
-    return ReplayOutcome(report, run, reference)
+    return ReplayOutcome(report, run, reference), attacked
