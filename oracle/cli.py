@@ -202,6 +202,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_FAIL if args.check and not outcome.passed else EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from oracle.replay.run import terminal_progress
+    from oracle.replay.sweep import sweep
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: exists and is not a directory")
+    p, results = sweep(
+        args.scenario, args.set or [], args.out, args.jobs, not args.no_html, terminal_progress("combinations")
+    )
+    print(f"{len(p.combos)} combinations x {len(results[0]) if results else 0} markets: {Path(args.out) / 'sweep.csv'}")
+    return EXIT_OK
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="markd", description="markd: a multi-source price oracle")
     p.add_argument("--version", action="version", version=f"markd {__version__}")
@@ -232,6 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--check", action="store_true", help="exit 1 if an expectation of the scenario fails")
     c.add_argument("--no-html", action="store_true", help="skip report.html (faster)")
     c.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("sweep", help="replay a scenario under every combination of some config values")
+    c.add_argument("scenario")
+    c.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a config key path and its values, e.g. policy.min_sources=2,3 (repeatable: the cartesian product)",
+    )
+    c.add_argument("--out", required=True, help="directory for sweep.csv and sweep.html")
+    c.add_argument("--jobs", type=_jobs, default=None, help="combinations run at once (default: every core)")
+    c.add_argument("--no-html", action="store_true", help="skip sweep.html")
+    c.set_defaults(func=cmd_sweep)
 
     c = sub.add_parser("record", help="record live quotes into a ticks file")
     c.add_argument("--config", required=True)
