@@ -13,12 +13,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from disputes.model import Dispute
 from disputes.stage import DisputeStage
@@ -180,15 +189,36 @@ def _record(s: Series, k: int, mark: Mark) -> None:
     s.tier[k] = mark.tier
 
 
-def terminal_progress() -> Callable[[float], None] | None:
-    """A progress bar on stderr when it is a terminal; None (silence) otherwise."""
-    if not sys.stderr.isatty():
+def terminal_progress(unit: str = "ticks", after_s: float = 2.0) -> Callable[[float], None] | None:
+    """A progress bar with the time left (rich) on stderr when it is a terminal, shown only once the
+    run has taken `after_s` seconds (a quick replay prints nothing extra); None (silence) otherwise."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
         return None
+    return _LateProgress(console, unit, after_s)
 
-    def show(fraction: float) -> None:
-        done = int(fraction * 40)
-        end = "\n" if fraction >= 1.0 else ""
-        sys.stderr.write(f"\r[{'#' * done}{' ' * (40 - done)}] {fraction:5.1%}{end}")
-        sys.stderr.flush()
 
-    return show
+class _LateProgress:
+    def __init__(self, console: Console, unit: str, after_s: float) -> None:
+        self.console, self.unit, self.after_s = console, unit, after_s
+        self.started = time.monotonic()
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.done = False
+
+    def __call__(self, fraction: float) -> None:
+        if self.done:
+            return
+        if self.bar is None:
+            if fraction >= 1.0 or time.monotonic() - self.started < self.after_s:
+                return
+            columns = (TextColumn(f"replaying {self.unit}"), BarColumn(), TaskProgressColumn())
+            self.bar = Progress(*columns, TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                                console=self.console, transient=True)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("replay", total=1.0)
+        assert self.task is not None
+        self.bar.update(self.task, completed=min(fraction, 1.0), refresh=True)
+        if fraction >= 1.0:
+            self.bar.stop()
+            self.done = True
