@@ -387,6 +387,10 @@ class Service:
                 log_refused(path or "-", err)
                 self.metrics.config_reloaded("error")
                 return False
+            except Exception:  # a bug: logged and counted, and the daemon goes on (on the old config)
+                log.exception("config_reload_failed", extra={"path": path})
+                self.metrics.config_reloaded("error")
+                return False
             self._apply(new, change)
             self.metrics.config_reloaded("ok")
             log.info("config_reloaded", extra={"path": path, **change.log_fields(), **_restart_fields(restarts)})
