@@ -317,6 +317,17 @@ EXCLUSION_MARKERS = {"deviation": "x", "stale": ".", "frozen": "s", "sanity": "^
 SOURCE_COLOURS = ("#8c8c8c", "#e6a817", "#4daf4a", "#984ea3", "#a65628", "#f781bf", "#17becf", "#bcbd22")
 
 
+def png_base64(fig: Any) -> str:
+    """A matplotlib figure as base64 PNG for an <img> inside a self-contained page; closes it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, settings: Settings) -> str:
     import matplotlib
 
@@ -366,11 +377,7 @@ def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, sett
         ax.set_title(f"{off_scale} quotes lie off this scale (the scale follows the marks)", fontsize=9, loc="right")
     ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.9)
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return png_base64(fig)
 
 
 def _plot_exclusions(ax: Any, day: Any, market: str, run: RunResult, settings: Settings) -> None:

@@ -11,10 +11,8 @@ them (and the plan) copy-on-write; a combination travels as its index, so nothin
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import itertools
 import math
 import multiprocessing
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from oracle.replay import replay_loaded, scenario_ticks
+from oracle.replay.report import png_base64
 from oracle.replay.scenario import LoadedScenario, load_scenario
 from oracle.settings import ConfigError, Settings, load_settings, parse_settings, read_toml
 from oracle.ticks import Ticks
@@ -250,11 +249,7 @@ def _tradeoff_png(market: str, labels: list[str], figures: list[dict[str, Any]])
     ax.set_ylabel("max error (bps)")
     ax.set_title(market)
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return png_base64(fig)
 
 
 def sweep(
