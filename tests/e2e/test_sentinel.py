@@ -58,8 +58,12 @@ def stored_seq(client: redis_py.Redis, market: str) -> int:
     return int(client.hget(f"{PREFIX}:{{{market}}}:mark", "seq") or 0)
 
 
-def history_seqs(client: redis_py.Redis, market: str) -> list[int]:
-    return [int(fields["seq"]) for _, fields in client.xrange(f"{PREFIX}:{{{market}}}:history")]
+def history_and_stored_seq(client: redis_py.Redis, market: str) -> tuple[list[int], int]:
+    pipe = client.pipeline(transaction=True)
+    pipe.xrange(f"{PREFIX}:{{{market}}}:history")
+    pipe.hget(f"{PREFIX}:{{{market}}}:mark", "seq")
+    entries, stored = pipe.execute()
+    return [int(fields["seq"]) for _, fields in entries], int(stored or 0)
 
 
 async def until(what: str, check: object, within_s: float) -> float:
@@ -153,8 +157,9 @@ async def test_daemon_and_reader_follow_a_kill_9_failover_and_the_old_primary_re
         await reader.close()
 
     for market in DEMO_MARKETS:
-        seqs = history_seqs(new, market)
+        # The daemon is still publishing: read the stream and the hash in one MULTI so both are one instant.
+        seqs, stored = history_and_stored_seq(new, market)
         assert all(a < b for a, b in itertools.pairwise(seqs)), (market, seqs)  # never down, never repeated
-        assert seqs[-1] == stored_seq(new, market)
+        assert seqs[-1] == stored
     seen_seqs = [m.seq for m in seen]
     assert all(a < b for a, b in itertools.pairwise(seen_seqs)), seen_seqs
