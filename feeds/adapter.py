@@ -145,6 +145,11 @@ class SymbolMap:
     def venue(self, pair: str) -> str:
         return self._venue[pair]
 
+    @property
+    def known(self) -> Mapping[str, str]:
+        """Every spelling the venue may answer with → its pair (read-only use)."""
+        return self._pair
+
     def pair(self, symbol: object) -> str:
         if not isinstance(symbol, str):
             raise SchemaError(f"symbol is {type(symbol).__name__}, not a string")
@@ -196,6 +201,7 @@ class Adapter:
         self.base_url = (base_url or default or "").rstrip("/")
         self.symbols = SymbolMap(self.refs, self.venue_symbol, self.venue_aliases)
         self._heartbeat: dict[str, float] | None = None  # pair -> heartbeat_s (NaN: none), built once
+        self._any_heartbeat: bool | None = None
 
     @classmethod
     def _default_url(cls, transport: Transport, product: Product) -> str | None:
@@ -254,13 +260,24 @@ class Adapter:
         """The frame's rows through `check_rows`: the good ones as a batch, the others as errors."""
         if not result.rows:
             return result
-        if self._heartbeat is None:
-            self._heartbeat = {p: math.nan if r.heartbeat_s is None else r.heartbeat_s for p, r in self.refs.items()}
         heartbeat = None
-        if any(not math.isnan(h) for h in self._heartbeat.values()):  # only Chainlink sets one
-            heartbeat = np.array([self._heartbeat[row[0]] for row in result.rows])
+        if self.has_heartbeat():  # only Chainlink sets one
+            limits = self._heartbeats()
+            heartbeat = np.array([limits[row[0]] for row in result.rows])
         batch, errors = check_rows(self.source, received_ts, result.rows, heartbeat)
         return ParseResult((), result.errors + errors, batch if len(batch) else None)
+
+    def _heartbeats(self) -> dict[str, float]:
+        """pair -> its ref's heartbeat_s (NaN: none), built once."""
+        if self._heartbeat is None:
+            self._heartbeat = {p: math.nan if r.heartbeat_s is None else r.heartbeat_s for p, r in self.refs.items()}
+        return self._heartbeat
+
+    def has_heartbeat(self) -> bool:
+        """Whether any pair of this source limits the age of its venue time (asked once a frame)."""
+        if self._any_heartbeat is None:
+            self._any_heartbeat = any(not math.isnan(h) for h in self._heartbeats().values())
+        return self._any_heartbeat
 
     def resolve(self, items: Iterable[Any], one: Callable[[Any], Row | None]) -> ParseResult:
         """Run `one` on each entry of a frame, keeping each entry's failure to itself."""

@@ -5,14 +5,51 @@ Prices are decimal strings. The spot forms carry no venue timestamp (the spot bo
 no event time), so `venue_ts` stays None; the futures ones carry the transaction time in ms (`time`
 on REST, `T` on the stream). The futures REST ticker takes one symbol (or none: every symbol, at a
 higher request weight), so a perp source polls one request per pair.
+
+The batched spot answer (a thousand pairs in one list) is decoded straight into typed rows by
+msgspec, which turns the decimal strings into floats in C; any row that is not a plain, valid,
+uncrossed book of a known pair sends the whole frame down the general path, so a malformed answer
+is reported exactly as before.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
-from feeds.adapter import Adapter, ParseResult, Request, Row, about, get, obj, optional_price, seconds
+import msgspec
+import numpy as np
+
+from feeds.adapter import (
+    Adapter,
+    ParseResult,
+    QuoteBatch,
+    Request,
+    Row,
+    about,
+    book_price,
+    get,
+    obj,
+    optional_price,
+    row_problems,
+    seconds,
+)
+
+
+class _BookTicker(msgspec.Struct):
+    """One row of the spot REST bookTicker list, the only form the fast path takes. A key of another
+    form (the stream's `s`, the price ticker's `price`, the futures' `time`) fails the decode."""
+
+    symbol: str
+    bidPrice: float  # strict=False: msgspec reads "4.00000200" as a float, correctly rounded
+    askPrice: float
+    s: msgspec.UnsetType = msgspec.UNSET
+    price: msgspec.UnsetType = msgspec.UNSET
+    time: msgspec.UnsetType = msgspec.UNSET
+
+
+_TICKERS = msgspec.json.Decoder(list[_BookTicker], strict=False)
 
 
 class Binance(Adapter):
@@ -38,6 +75,36 @@ class Binance(Adapter):
         # Combined streams are subscribed by URL: there is no message to send after connecting.
         streams = "/".join(f"{self.symbols.venue(p).lower()}@bookTicker" for p in self.refs)
         return f"{self.base_url}/stream?streams={streams}"
+
+    def parse(self, body: str | bytes, received_ts: float, pairs: tuple[str, ...] = ()) -> ParseResult:
+        fast = self._parse_book_list(body, received_ts, pairs) if body[:1] in (b"[", "[") else None
+        return fast if fast is not None else super().parse(body, received_ts, pairs)
+
+    def _parse_book_list(self, body: str | bytes, received_ts: float, pairs: tuple[str, ...]) -> ParseResult | None:
+        """The batched spot answer as columns, or None for anything the general path must judge: a
+        row of another form, an empty side, a price that is not positive and finite, an unknown or
+        missing pair, a crossed book. msgspec accepts a subset of what float() does (no spaces, no
+        underscores) and rounds the same, so a frame it takes parses as the general path would."""
+        try:
+            rows = _TICKERS.decode(body)
+        except msgspec.DecodeError:  # ValidationError is one too
+            return None
+        known = self.symbols.known
+        if not rows or self.has_heartbeat() or any(r.symbol not in known for r in rows):
+            return None
+        names = tuple(known[r.symbol] for r in rows)
+        if pairs and not set(pairs) <= set(names):  # a missing pair is reported by the general path
+            return None
+        bid = np.array([r.bidPrice for r in rows])
+        ask = np.array([r.askPrice for r in rows])
+        if not ((bid > 0) & (ask > 0) & (bid < math.inf) & (ask < math.inf)).all():
+            return None
+        venue_ts, confidence, last = (np.full(len(rows), math.nan) for _ in range(3))  # the spot form has none
+        if row_problems(bid, ask, last, venue_ts, received_ts, math.nan).any():
+            return None
+        price, bid, ask = book_price(bid, ask, last)
+        batch = QuoteBatch(self.source, received_ts, names, price, bid, ask, venue_ts, confidence, last)
+        return ParseResult(batch=batch)
 
     def parse_doc(self, doc: Any, received_ts: float, pairs: tuple[str, ...]) -> ParseResult:
         if isinstance(doc, list):  # REST, several symbols
