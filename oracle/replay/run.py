@@ -127,7 +127,8 @@ async def _replay(
 
 def checked(ticks: Ticks, settings: Settings) -> Ticks:
     """The rows the live parser would let through: no crossed book, no venue time older than the
-    source's `heartbeat_s`; a one-sided book loses its side, as live (the price stays the row's)."""
+    source's `heartbeat_s`; a one-sided book loses its side, as live (the price stays the row's);
+    a row without a book has its price as its last trade, as live."""
     heartbeat: dict[tuple[str, str], float] = {}
     for market in settings.markets.values():
         for tier in market.tiers:
@@ -142,7 +143,17 @@ def checked(ticks: Ticks, settings: Settings) -> Ticks:
     if one_sided.any():
         bid, ask = np.where(one_sided, np.nan, ticks.bid), np.where(one_sided, np.nan, ticks.ask)
         ticks = dataclasses.replace(ticks, bid=bid, ask=ask)
-    return ticks
+    return _price_is_last_without_book(ticks)
+
+
+def _price_is_last_without_book(ticks: Ticks) -> Ticks:
+    """A row without a two-sided book quotes a last trade: live, such a quote's price *is* its last
+    (feeds.adapter.book_price), and the perp mark's c2 reads it. A file that leaves `last` empty
+    there (`markd synth`, a hand-written file) gets its price as last, so c2 sees what the daemon would."""
+    no_last = np.isnan(ticks.last) & np.isnan(ticks.bid)  # bid and ask are a pair by now
+    if not no_last.any():
+        return ticks
+    return dataclasses.replace(ticks, last=np.where(no_last, ticks.price, ticks.last))
 
 
 class _Feeder:
