@@ -1,8 +1,9 @@
 """Feed adapters: the shared transport, one adapter per venue, the runner and the recorder.
 
-feeds.transport    RestPoller and WsClient over one aiohttp session, yielding raw Frames
+feeds.transport    RestPoller and WsClient over one aiohttp session, RedisHashPoller, yielding raw Frames
 feeds.adapter      the adapter protocol (Adapter, ParseResult, Request, SymbolMap) and parse helpers
-feeds.<venue>      binance, coinbase, kraken, okx, bybit, bitstamp, pyth, chainlink, http_json
+feeds.<venue>      binance, coinbase, kraken, okx, bybit, bitstamp, pyth, chainlink, http_json,
+                   redis_hash
 feeds.registry     kind → adapter class
 feeds.runner       FeedRunner: one supervised task per source, quotes to a callback
 feeds.record       record() and run_record(): quotes to a ticks file

@@ -15,7 +15,9 @@ markd_source_errors_total{source,code}.
         ├── UnknownPair           unknown_pair: a symbol we did not ask for, or one the venue lacks
         ├── VenueRejected         http_4xx: an HTTP 200 whose body refuses the request (Kraken's
         │                         `error`, OKX's `code`, Bybit's `retCode`, a JSON-RPC error)
-        └── StaleVenueTime        stale_venue_time: the venue's own timestamp is too old
+        ├── StaleVenueTime        stale_venue_time: the venue's own timestamp is too old
+        ├── FutureVenueTime       future_venue_time: the venue's own timestamp is too far ahead
+        └── WrongType             wrong_type: a Redis key holds another type than a hash (WRONGTYPE)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "DecodeError",
     "FeedError",
     "FeedTimeout",
+    "FutureVenueTime",
     "HttpError",
     "ParseError",
     "RateLimited",
@@ -35,6 +38,7 @@ __all__ = [
     "TransportError",
     "UnknownPair",
     "VenueRejected",
+    "WrongType",
 ]
 
 
@@ -103,6 +107,19 @@ class UnknownPair(ParseError):
 
 class StaleVenueTime(ParseError):
     code = "stale_venue_time"
+
+
+class FutureVenueTime(ParseError):
+    """A venue time further ahead of our receive time than the source's heartbeat: a broken clock,
+    and a hash stuck with it would look fresh until that time came."""
+
+    code = "future_venue_time"
+
+
+class WrongType(ParseError):
+    """redis_hash: the key holds a string, list... where the engine's hash should be."""
+
+    code = "wrong_type"
 
 
 class VenueRejected(ParseError):

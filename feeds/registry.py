@@ -12,11 +12,12 @@ from feeds.http_json import HttpJson
 from feeds.kraken import Kraken
 from feeds.okx import Okx
 from feeds.pyth import Pyth
+from feeds.redis_hash import RedisHash
 
 __all__ = ["ADAPTERS", "adapter_class"]
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    cls.kind: cls for cls in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth, Chainlink, HttpJson)
+    cls.kind: cls for cls in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth, Chainlink, HttpJson, RedisHash)
 }
 
 

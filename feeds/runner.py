@@ -25,8 +25,9 @@ import aiohttp
 from feeds.adapter import Adapter, QuoteBatch
 from feeds.errors import TransportError
 from feeds.parsing import FrameParser
+from feeds.redis_hash import FIELDS, RedisHash
 from feeds.registry import adapter_class
-from feeds.transport import Frame, RestPoller, WsClient
+from feeds.transport import Frame, RedisHashPoller, RestPoller, WsClient
 from oracle.backoff import Backoff
 from oracle.clock import Clock
 from oracle.metrics import Metrics
@@ -90,8 +91,12 @@ class SourceFeed:
         self.silence_polls = silence_polls
         self.parser = parser or FrameParser()
 
-    def transport(self) -> RestPoller | WsClient:
+    def transport(self) -> RestPoller | WsClient | RedisHashPoller:
         a, poll_s, timeout_s = self.adapter, self.conf.poll_ms / 1000, self.conf.timeout_ms / 1000
+        if isinstance(a, RedisHash):  # the one source read from Redis, not over HTTP
+            pairs = tuple(a.keys)
+            keys = [a.keys[p] for p in pairs]
+            return RedisHashPoller(a.base_url, keys, pairs, FIELDS, self.clock, poll_s=poll_s, timeout_s=timeout_s)
         if a.transport == "rest":
             return RestPoller(
                 self.session,
@@ -288,7 +293,7 @@ def source_signatures(settings: Settings) -> dict[str, SourceSignature]:
     return {
         name: (
             settings.sources[name],
-            frozenset((r.pair, r.id, r.address, r.decimals, r.heartbeat_s, r.path) for r in refs),
+            frozenset((r.pair, r.id, r.address, r.decimals, r.heartbeat_s, r.path, r.key) for r in refs),
         )
         for name, refs in refs_by_source(settings).items()
     }

@@ -1,8 +1,10 @@
-"""The shared transport: a REST poller and a WebSocket client that both yield raw `Frame`s.
+"""The shared transport: a REST poller and a WebSocket client that both yield raw `Frame`s, and the
+Redis hash poller of the `redis_hash` source (the operator's own matching engine).
 
 Adapters never open sockets; they hand their requests or subscriptions to one of these, over the
-process's one aiohttp ClientSession. This is the only module that knows aiohttp's exceptions: they
-are mapped here, once, to the TransportError tree of feeds.errors. Retrying is the caller's job
+process's one aiohttp ClientSession (the Redis poller opens its own client to the engine's Redis).
+This is the only module that knows aiohttp's and redis-py's exceptions: they are mapped here, once,
+to the TransportError tree of feeds.errors. Retrying is the caller's job
 (feeds.runner), helped by `Backoff`; these iterators raise and stop on the first venue failure.
 
 Both read at most `max_body_bytes` per REST answer or WebSocket message (TooLarge beyond it, before
@@ -16,15 +18,20 @@ import contextlib
 import email.utils
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+import msgspec
+import redis.exceptions
 
 from feeds.adapter import Request
 from feeds.errors import ConnectError, FeedTimeout, HttpError, RateLimited, TooLarge, TransportError
 from oracle.backoff import Backoff
 from oracle.clock import Clock
+from oracle.connection import connect, redact
+from oracle.settings import RedisSettings
 
-__all__ = ["Backoff", "Frame", "RestPoller", "WsClient", "parse_retry_after"]
+__all__ = ["Backoff", "Frame", "RedisHashPoller", "RestPoller", "WsClient", "parse_retry_after"]
 
 # Binance answers 418 to a client that ignored its 429s: the same "slow down", only louder.
 _RATE_LIMIT_STATUSES = frozenset({418, 429})
@@ -237,3 +244,63 @@ class WsClient:
             await self.clock.sleep(self.ping_s)
             with contextlib.suppress(*_LOW_LEVEL):  # a dead socket shows up in the receive loop
                 await ws.send_str(self.ping_text)
+
+
+class RedisHashPoller:
+    """Every `poll_s`, one pipelined HMGET of `fields` per key from the Redis at `url`, yielded as
+    one Frame: a JSON list in the order of `keys` (and of `pairs`), each entry the key's values
+    (null = absent) or the text of the error Redis answered for that key (WRONGTYPE, NOPERM...).
+
+    The client is this poller's own (opened on first use, closed when the iteration ends), without
+    redis-py's retries: a refused connection, a timeout or a failed login raises here, once, and the
+    runner backs off. Bytes that are not UTF-8 read as U+FFFD, so a garbled field fails its pair's
+    parse, not the connection. Why poll and not keyspace notifications: README, "The venue's own
+    book from Redis".
+    """
+
+    def __init__(
+        self,
+        url: str,
+        keys: Sequence[str],
+        pairs: Sequence[str],
+        fields: Sequence[str],
+        clock: Clock,
+        *,
+        poll_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.url = url
+        self.keys = list(keys)
+        self.pairs = tuple(pairs)
+        self.fields = list(fields)
+        self.clock = clock
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+
+    async def frames(self) -> AsyncGenerator[Frame, None]:
+        client = connect(RedisSettings(url=self.url), timeout_s=self.timeout_s, encoding_errors="replace")
+        try:
+            while True:
+                started = self.clock.now()
+                yield await self.fetch(client)
+                await self.clock.sleep(self.poll_s - (self.clock.now() - started))
+        finally:
+            await client.aclose()
+
+    async def fetch(self, client: Any) -> Frame:
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in self.keys:
+                    pipe.hmget(key, self.fields)
+                replies = await pipe.execute(raise_on_error=False)
+        except redis.exceptions.TimeoutError as exc:
+            raise FeedTimeout(f"{redact(self.url)}: no answer in time") from exc
+        except (redis.exceptions.ConnectionError, OSError) as exc:  # refused, reset, AUTH failed
+            raise ConnectError(f"{redact(self.url)}: {type(exc).__name__}: {exc}") from exc
+        received = self.clock.now()
+        doc = []
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ConnectionError):  # NOAUTH: for every key, not one
+                raise ConnectError(f"{redact(self.url)}: {type(reply).__name__}: {reply}")
+            doc.append(str(reply) if isinstance(reply, Exception) else reply)
+        return Frame(msgspec.json.encode(doc), received, self.pairs)

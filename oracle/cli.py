@@ -56,6 +56,8 @@ def resolved_config(settings: Settings) -> dict[str, Any]:
     data["dispute_token"] = "set" if settings.dispute_token else "unset"
     for name, source in data["sources"].items():
         source["freeze_bps"] = settings.freeze_bps(name)  # None in the file: the kind's default
+        if source["kind"] == "redis_hash" and source["base_url"]:  # the engine's Redis URL may hold a password
+            source["base_url"] = redact(source["base_url"])
     signer = signer_from_settings(settings)
     data["signing"]["key"] = "unset" if signer is None else "MARKD_SIGNING_KEY" if settings.signing_key else "key_file"
     data["signing"]["kid"] = signer.kid if signer is not None else None

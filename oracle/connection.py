@@ -138,10 +138,13 @@ class _SentinelRedis(Redis):
                 await client.aclose()
 
 
-def connect(settings: RedisSettings, *, timeout_s: float) -> RedisClient:
-    """A lazy client (it connects on first use) for a server or, with `settings.cluster`, a Cluster."""
+def connect(settings: RedisSettings, *, timeout_s: float, encoding_errors: str = "strict") -> RedisClient:
+    """A lazy client (it connects on first use) for a server or, with `settings.cluster`, a Cluster.
+    `encoding_errors="replace"` reads bytes that are not UTF-8 as U+FFFD instead of failing the whole
+    reply (for a Redis written by someone else: the redis_hash source)."""
     kwargs: dict[str, Any] = {
         "decode_responses": True,
+        "encoding_errors": encoding_errors,
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 0),

@@ -31,6 +31,8 @@ SOURCE_ERROR_CODES = (
     "bad_price",
     "unknown_pair",
     "stale_venue_time",
+    "future_venue_time",  # redis_hash: the engine's ts_ms further ahead than the ref's heartbeat_s
+    "wrong_type",  # redis_hash: the key holds another type than a hash (WRONGTYPE)
     "internal",  # a bug, not the venue: an unexpected exception caught by the feed's supervisor
 )
 

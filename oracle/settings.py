@@ -32,7 +32,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Method = Literal["median", "weighted_median", "trimmed_mean"]
-SourceKind = Literal["binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json"]
+SourceKind = Literal[
+    "binance", "coinbase", "kraken", "okx", "bybit", "bitstamp", "pyth", "chainlink", "http_json", "redis_hash"
+]
 NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosInt = Annotated[int, Field(gt=0)]
@@ -235,6 +237,7 @@ class SourceRef(Strict):
     bid_path: str | None = None
     ask_path: str | None = None
     last_path: str | None = None
+    key: Annotated[str, Field(min_length=1)] | None = None  # redis_hash: the key of the pair's hash
 
 
 class ExternalRef(SourceRef):
@@ -464,7 +467,13 @@ def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
             out.append(f"{at}.convert: '{ref.convert}' is not a market")
         elif ref.convert == market:
             out.append(f"{at}.convert: a market cannot convert through itself")
-    required = {"pyth": ["id"], "chainlink": ["address", "decimals", "heartbeat_s"]}
+    # redis_hash: a hash that is re-read each poll looks fresh forever, so its own ts_ms must be
+    # checked against a heartbeat (the engine rewrites ts_ms at least that often).
+    required = {
+        "pyth": ["id"],
+        "chainlink": ["address", "decimals", "heartbeat_s"],
+        "redis_hash": ["key", "heartbeat_s"],
+    }
     kind = source.kind if source else None  # an invalid source was reported already
     for key in required.get(kind or "", []):
         if getattr(ref, key) is None:
@@ -474,6 +483,8 @@ def _ref_problems(s: _Parts, market: str, ref: SourceRef, at: str) -> list[str]:
             out.append(f"{at}.path: required for a http_json source (or last_path, or bid_path with ask_path)")
         if (ref.bid_path is None) != (ref.ask_path is None):
             out.append(f"{at}.{'ask_path' if ref.ask_path is None else 'bid_path'}: a book needs both sides")
+    if ref.key is not None and kind not in ("redis_hash", None):
+        out.append(f"{at}.key: only a redis_hash source reads a key (this source is {kind})")
     return out
 
 

@@ -314,7 +314,7 @@ def test_several_errors_in_one_file_are_all_reported_in_one_run(
         "markets.BTC-USD.trim: Input should be less than 0.5",
         "policy.max_agee_ms: unknown key (typo?)",
         "sources.kraken.kind: Input should be 'binance', 'coinbase', 'kraken', 'okx', 'bybit', "
-        "'bitstamp', 'pyth', 'chainlink' or 'http_json'",
+        "'bitstamp', 'pyth', 'chainlink', 'http_json' or 'redis_hash'",
     ]
 
 
