@@ -62,9 +62,9 @@ def load_ticks(loaded: LoadedScenario) -> Ticks:
 def _synth(spec: Synth) -> Ticks:
 
     rounds = {name: (r.deviation_bps * 1e-4, r.heartbeat_s) for name, r in spec.rounds.items()}
-    model = Model(vol=spec.vol, rounds=rounds)
+    model = Model(vol=spec.vol, rounds=rounds, perps=spec.perps)
     if spec.noise_bps is not None:
-        model = Model(vol=spec.vol, noise_bps=spec.noise_bps, rounds=rounds)
+        model = Model(vol=spec.vol, noise_bps=spec.noise_bps, rounds=rounds, perps=spec.perps)
     return synth_columns(spec.markets, spec.sources, spec.seconds, spec.interval_s, spec.seed, spec.start_ts, model)
 
 

@@ -60,13 +60,16 @@ class Synth(Strict):
     vol: Annotated[float, Field(ge=0)] | None = None  # annualised; None = the model's default per market
     noise_bps: Annotated[float, Field(ge=0)] | None = None
     rounds: dict[str, Rounds] = Field(default_factory=dict)  # source -> how it writes rounds (chainlink)
+    # source -> basis over spot (0.003: +0.3 %): a perp venue, each row a book with its last trade
+    perps: dict[str, Annotated[float, Field(gt=-1, allow_inf_nan=False)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _rounds_of_known_sources(self) -> Synth:
+    def _rounds_and_perps_of_known_sources(self) -> Synth:
         names = {token.partition(":")[0] for token in self.sources}
-        unknown = sorted(set(self.rounds) - names)
-        if unknown:
-            raise ValueError(f"rounds names {unknown}, which are not among the sources {sorted(names)}")
+        for key in ("rounds", "perps"):
+            unknown = sorted(set(getattr(self, key)) - names)
+            if unknown:
+                raise ValueError(f"{key} names {unknown}, which are not among the sources {sorted(names)}")
         return self
 
 

@@ -7,11 +7,17 @@ another currency (`binance:USDT`, or `binance:BTC-USDT` for one market only): it
 market's price divided by that currency's rate, taken from the market of that name when it is
 simulated too (USDT-USD walks like any market), else from a constant `--quote-rates` entry, else,
 for a USD stablecoin against USD, its peg (1.0): the README's `binance:USDT` example needs no rate.
+
+Perpetuals (`--perps venue=0,binance_perp=0.003`): a perp source quotes the market's walk times
+(1 + its basis) and each of its rows is a book with its last trade, at the bid or the ask (a trade
+hits one side). `venue:BTC-PERP` names the pair a perp source quotes: a `PERP` quote currency is the
+market's own (an exchange's BTC-PERP is priced in USD).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +32,7 @@ from oracle.ticks import Ticks, write_ticks
 DEFAULT_START_TS = 1_700_000_000.0  # a fixed default keeps a seed's output identical across days
 # Quote currencies worth their peg unless simulated or given: a synthetic session rarely wants a de-peg.
 PEGGED = {f"{coin}-USD": 1.0 for coin in ("USDT", "USDC", "DAI", "FDUSD", "TUSD", "USDP", "PYUSD")}
+PERP = "PERP"  # `venue:BTC-PERP`: the market's perpetual, priced in the market's own quote currency
 
 
 class SynthError(ValueError):
@@ -84,6 +91,8 @@ class Model:
     quote_rates: Mapping[str, float] = field(default_factory=dict)
     # Sources that answer like a Chainlink aggregator: source -> (deviation, heartbeat_s), see rounds().
     rounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # Perp sources: source -> basis, its premium over spot (0.003: +0.3 %); their rows carry `last`.
+    perps: Mapping[str, float] = field(default_factory=dict)
 
     def vol_of(self, market: str) -> float:
         if isinstance(self.vol, Mapping):
@@ -105,17 +114,20 @@ def synth_columns(
     feeds = plan_feeds(list(markets), sources)
     if not feeds:
         raise SynthError("no sources given")
+    _check_perps(model.perps, {f.source for f in feeds})
     n = int(seconds / interval_s + 1e-9)
     grid = start_ts + interval_s * np.arange(n)
     paths = {
         m: walk.gbm_path(p, model.vol_of(m), n, interval_s, walk.rng_for(seed, "walk", m)) for m, p in markets.items()
     }
     chunks = [_feed_chunk(f, paths, grid, interval_s, seed, model) for f in feeds]
-    ts, venue_ts, price, bid, ask = (np.concatenate(col) for col in zip(*chunks, strict=True))
+    ts, venue_ts, price, bid, ask, last = (np.concatenate(col) for col in zip(*chunks, strict=True))
     feed = np.repeat(np.arange(len(feeds)), n)
     order = np.argsort(ts, kind="stable")
     keys = tuple((f.source, f.pair) for f in feeds)
-    return Ticks(keys, feed[order], ts[order], price[order], bid[order], ask[order], venue_ts[order])
+    ts, price, bid, ask, venue_ts = (c[order] for c in (ts, price, bid, ask, venue_ts))
+    last = last[order] if model.perps else np.empty(0)  # empty: no row has a last (the file has no column)
+    return Ticks(keys, feed[order], ts, price, bid, ask, venue_ts, last=last)
 
 
 def _check_inputs(markets: Mapping[str, float], seconds: float, interval_s: float) -> None:
@@ -132,11 +144,20 @@ def _check_inputs(markets: Mapping[str, float], seconds: float, interval_s: floa
         raise SynthError(f"seconds ({seconds}) must be at least one interval ({interval_s})")
 
 
+def _check_perps(perps: Mapping[str, float], sources: set[str]) -> None:
+    unknown = sorted(set(perps) - sources)
+    if unknown:
+        raise SynthError(f"perps names {unknown}, which are not among the sources {sorted(sources)}")
+    for name, basis in perps.items():
+        if not (math.isfinite(basis) and basis > -1.0):
+            raise SynthError(f"perp source '{name}': basis must be a finite number above -1, got {basis}")
+
+
 def _rate(feed: Feed, paths: Mapping[str, np.ndarray], quote_rates: Mapping[str, float]) -> np.ndarray | float:
     """What one unit of the feed's quote currency is worth in the market's quote currency."""
     quote = feed.pair.split("-")[1]
     market_quote = feed.market.split("-")[1]
-    if quote == market_quote:
+    if quote in (market_quote, PERP):
         return 1.0
     name = f"{quote}-{market_quote}"
     if name in paths:
@@ -156,7 +177,7 @@ def _feed_chunk(
     phase = venue.uniform(0.0, interval_s)
     lat_scale = venue.uniform(0.5, 1.5)
     rng = walk.rng_for(seed, "quotes", feed.source, feed.pair)
-    true = paths[feed.market] / _rate(feed, paths, model.quote_rates)
+    true = paths[feed.market] / _rate(feed, paths, model.quote_rates) * (1.0 + model.perps.get(feed.source, 0.0))
     if feed.source in model.rounds:  # polled every interval, answering the round in force
         deviation, heartbeat_s = model.rounds[feed.source]
         nodes = true * (1.0 + bias * walk.BPS)  # a median of many nodes: no per-quote noise
@@ -168,7 +189,11 @@ def _feed_chunk(
         bid, ask = walk.book(price, model.spread_bps)
         venue_ts = grid + phase
     ts = grid + phase + walk.latencies(len(grid), model.latency_ms * lat_scale, rng)
-    return ts, venue_ts, price, bid, ask
+    last = np.full(len(grid), np.nan)
+    if feed.source in model.perps:  # a trade at the bid or the ask, from a stream of its own
+        at_ask = walk.rng_for(seed, "trades", feed.source, feed.pair).random(len(grid)) < 0.5
+        last = np.where(at_ask, ask, bid)
+    return ts, venue_ts, price, bid, ask, last
 
 
 def rounds(answers: np.ndarray, deviation: float, heartbeat_steps: float) -> np.ndarray:
@@ -199,9 +224,10 @@ def synth_ticks(
     spread_bps: float = 2.0,
     latency_ms: float = 50.0,
     quote_rates: Mapping[str, float] | None = None,
+    perps: Mapping[str, float] | None = None,
 ) -> int:
     """Simulate and write a ticks file; returns the number of rows. The keywords are Model's."""
-    model = Model(vol, noise_bps, bias_bps, spread_bps, latency_ms, quote_rates or {})
+    model = Model(vol, noise_bps, bias_bps, spread_bps, latency_ms, quote_rates or {}, perps=perps or {})
     ticks = synth_columns(markets, sources, seconds, interval_s, seed, start_ts, model)
     write_ticks(path, ticks)
     return len(ticks)
@@ -267,6 +293,13 @@ def _parser() -> argparse.ArgumentParser:
         help="constant rates of quote currencies not simulated, e.g. EUR-USD=1.08,USDT-USD=1.0005 "
         "(USD stablecoins default to 1)",
     )
+    p.add_argument(
+        "--perps",
+        type=_assignments,
+        default={},
+        help="perp sources and their basis over spot, e.g. venue=0,binance_perp=0.003: each quotes the "
+        "walk x (1 + basis) as a book with its last trade (name the own book's pair venue:BTC-PERP)",
+    )
     return p
 
 
@@ -292,6 +325,7 @@ def run_synth(argv: list[str]) -> int:
             spread_bps=args.spread_bps,
             latency_ms=args.latency_ms,
             quote_rates=args.quote_rates,
+            perps=args.perps,
         )
     except SynthError as exc:
         print(f"markd synth: error: {exc}", file=sys.stderr)

@@ -71,6 +71,24 @@ def test_replay_of_a_synth_scenario_that_cannot_be_simulated_exits_2(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("perps", "message"),
+    [("{ bybit_perp = 0.001 }", "perps names ['bybit_perp'], which are not among the sources"),
+     ("{ venue = -1.5 }", "greater than -1")],
+)  # fmt: skip
+def test_replay_of_a_synth_scenario_with_bad_perps_exits_2(
+    perps: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = Path(__file__).resolve().parents[2] / "config" / "markd.toml"
+    (tmp_path / "s.toml").write_text(
+        f'config = "{config}"\n[synth]\nmarkets = {{ BTC-USD = 30000 }}\n'
+        f'sources = ["coinbase", "venue:BTC-PERP"]\nseconds = 60\nperps = {perps}\n'
+    )
+    assert main(["replay", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_marks_with_a_url_that_is_no_url_exits_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["marks", "--redis", "notaurl"]) == 2
     err = capsys.readouterr().err

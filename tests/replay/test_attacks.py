@@ -144,3 +144,16 @@ def test_attacks_apply_in_order_timed_from_the_first_tick():
     both = [attack("spike", ["a"], 0, 10, 1.0), attack("freeze", ["a"], 2, 10)]
     out = apply_attacks(tiny(), both)
     assert [p for _, s, _, p, _ in rows(out) if s == "a"] == [20.0, 22.0, 22.0, 22.0]
+
+
+def test_a_spike_pumps_an_own_books_bid_ask_and_last_together():
+    """The perp scenarios' own-book pump: every price of the book's rows moves, the last trade too
+    (the perp's c2 reads bid, ask and last), and nothing outside the window or the source."""
+    t = tiny()
+    last = np.where(t.feed == 1, t.price + 0.02, NAN)
+    t = Ticks(t.keys, t.feed, t.ts, t.price, t.bid, t.ask, t.venue_ts, last=last)
+    out = apply_attacks(t, [attack("spike", ["b"], 0.5, 2.0, 0.05)])  # b's rows at 100.5 and 101.5
+    hit = np.isin(out.ts, [100.5, 101.5])
+    for name in ("price", "bid", "ask", "last"):
+        np.testing.assert_allclose(getattr(out, name)[hit], getattr(t, name)[hit] * 1.05)
+        np.testing.assert_array_equal(getattr(out, name)[~hit], getattr(t, name)[~hit])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from oracle.sim.synth import Model, SynthError, rounds, run_synth, synth_columns, synth_ticks
-from oracle.ticks import HEADER, Ticks
+from oracle.ticks import HEADER, Ticks, write_ticks
 
 SIX = ["coinbase", "kraken", "bitstamp", "binance:USDT", "okx:USDT", "bybit:USDT"]
 
@@ -205,3 +205,48 @@ def test_a_rounds_source_repeats_its_round_with_the_rounds_time_while_the_others
     assert np.isnan(ticks.bid[cl]).all() and np.isnan(ticks.ask[cl]).all()  # an answer, not a book
     cb = ticks.feed == ticks.keys.index(("coinbase", "BTC-USD"))
     assert np.array_equal(ticks.price[cb], plain.price)  # the other sources' numbers are unchanged
+
+
+# --- perp sources: the walk x (1 + basis), each row a book with its last trade ----------------------
+
+
+def test_a_perp_source_quotes_spot_times_its_basis_with_a_last_trade_at_the_bid_or_the_ask() -> None:
+    model = Model(noise_bps=0.0, bias_bps=0.0, perps={"venue": 0.003, "binance_perp": -0.001})
+    sources = ["coinbase", "venue:BTC-PERP", "binance_perp:USDT"]
+    ticks = synth_columns({"BTC-USD": 30_000.0}, sources, 300, 1, 4, model=model)
+    assert list(ticks.keys) == [("coinbase", "BTC-USD"), ("venue", "BTC-PERP"), ("binance_perp", "BTC-USDT")]
+    spot, own, ext = (ticks.feed == i for i in range(3))
+    np.testing.assert_allclose(ticks.price[own] / ticks.price[spot], 1.003, rtol=1e-12)  # the same walk
+    np.testing.assert_allclose(ticks.price[ext] / ticks.price[spot], 0.999, rtol=1e-12)  # USDT at its peg
+    for rows in (own, ext):
+        at_bid, at_ask = ticks.last[rows] == ticks.bid[rows], ticks.last[rows] == ticks.ask[rows]
+        assert (at_bid | at_ask).all() and 100 < at_ask.sum() < 200  # a trade hits one side or the other
+    assert np.isnan(ticks.last[spot]).all()  # a spot venue's row has no last of its own
+
+
+def test_perps_leave_the_other_sources_numbers_alone_and_only_they_write_last(tmp_path: Path) -> None:
+    plain = synth_columns({"BTC-USD": 30_000.0}, ["kraken"], 20, 1, 9)
+    model = Model(perps={"venue": 0.0})
+    perps = synth_columns({"BTC-USD": 30_000.0}, ["kraken", "venue:BTC-PERP"], 20, 1, 9, model=model)
+    np.testing.assert_array_equal(_feed_rows(perps, "kraken", "BTC-USD"), _feed_rows(plain, "kraken", "BTC-USD"))
+    write_ticks(tmp_path / "plain.csv", plain)
+    write_ticks(tmp_path / "perps.csv", perps)
+    assert _header(tmp_path / "plain.csv") == list(HEADER)  # without perps, the file is as before
+    assert _header(tmp_path / "perps.csv") == [*HEADER, "last"]
+
+
+def _header(path: Path) -> list[str]:
+    return path.read_text().splitlines()[0].split(",")
+
+
+def test_cli_perps_writes_the_last_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.csv"
+    argv = ["--out", str(out), "--markets", "BTC-USD=30000", "--sources", "coinbase,venue:BTC-PERP,okx_perp:USDT"]
+    assert run_synth([*argv, "--seconds", "10", "--perps", "venue=0,okx_perp=0.003"]) == 0
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["source"] for r in rows if r["last"]} == {"venue", "okx_perp"}
+    assert run_synth([*argv, "--perps", "bybit_perp=0.001"]) == 2
+    assert "perps names ['bybit_perp'], which are not among the sources" in capsys.readouterr().err
+    assert run_synth([*argv, "--perps", "venue=-1"]) == 2
+    assert "basis must be a finite number above -1" in capsys.readouterr().err
