@@ -37,10 +37,10 @@ from oracle.backoff import Backoff
 from oracle.clock import Clock, WallClock
 from oracle.connection import RedisClient, connect, connect_node, primary_moved, redact
 from oracle.display import decimals, price_text
-from oracle.models import Mark, Status
-from oracle.schema import Keys, decode_mark
+from oracle.models import Mark, PerpMark, Status
+from oracle.schema import Keys, decode_mark, decode_perp
 from oracle.settings import RedisSettings
-from oracle.signing import Verifier, mark_payload, parse_key
+from oracle.signing import Verifier, mark_payload, parse_key, perp_payload
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class MarkReader:
         self._keys = Keys(settings.prefix)
         self._verifiers = _verifiers(verify_key, algorithm)
         self._returned: dict[str, int] = {}  # the highest seq returned per market (replay check)
+        self._returned_perp: dict[str, int] = {}  # the same for the perp marks
         self._redis: RedisClient = connect(settings, timeout_s=timeout_s)
 
     @classmethod
@@ -209,6 +210,44 @@ class MarkReader:
         except Exception as exc:
             raise MarkUnavailable(",".join(markets), f"redis unavailable ({type(exc).__name__})") from exc
 
+    async def read_perps(self, markets: Sequence[str]) -> dict[str, PerpMark | MarkError | None]:
+        """Each market's perp mark from P:{M}:perp as stored (no status or age check), in one round
+        trip: None where it has none, its MarkMissing (malformed) or, with verify keys, MarkForged
+        (unsigned, a wrong signature, or a lower seq than one already returned) in its place.
+        Raises MarkUnavailable when Redis does not answer."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pipe = self._redis.pipeline(transaction=False)
+                async with pipe:
+                    for market in markets:
+                        pipe.hgetall(self._keys.perp(market)[0])
+                    rows = list(await pipe.execute())
+        except Exception as exc:
+            raise MarkUnavailable(",".join(markets), f"redis unavailable ({type(exc).__name__})") from exc
+        out: dict[str, PerpMark | MarkError | None] = {}
+        for market, row in zip(markets, rows, strict=True):
+            try:
+                out[market] = self._checked_perp(market, row)
+            except (MarkMissing, MarkForged) as exc:
+                out[market] = exc
+        return out
+
+    def _checked_perp(self, market: str, row: Mapping[str, Any]) -> PerpMark | None:
+        if not row:
+            return None
+        try:
+            perp = decode_perp(market, row)
+        except (KeyError, ValueError) as exc:
+            raise MarkMissing(market, f"malformed perp mark ({exc})") from exc
+        if not self._verifiers:
+            return perp
+        _check_signature(self._verifiers, market, row, perp_payload(market, row))
+        seen = self._returned_perp.get(market, 0)
+        if perp.seq < seen:
+            raise MarkForged(market, f"replayed: perp seq {perp.seq} is below seq {seen}, already read")
+        self._returned_perp[market] = perp.seq
+        return perp
+
     async def read_perp_prices(self, markets: Sequence[str]) -> dict[str, tuple[float, str] | None]:
         """Each market's perp mark as (price, status) from P:{M}:perp, None where it has none (a
         display helper for `markd marks`; a margin engine reads the whole hash and its signature)."""
@@ -243,13 +282,20 @@ class MarkReader:
 
 
 def _verify(verifiers: Mapping[str, Verifier], market: str, row: Mapping[str, Any], mark: Mark) -> None:
+    _check_signature(verifiers, market, row, mark_payload(market, row), mark)
+
+
+def _check_signature(
+    verifiers: Mapping[str, Verifier], market: str, row: Mapping[str, Any], payload: bytes, mark: Mark | None = None
+) -> None:
+    """MarkForged unless the row's `sig` is a good signature of `payload` by the key its `kid` names."""
     sig, kid = row.get("sig"), row.get("kid")
     if not sig:
         raise MarkForged(market, "unsigned", mark)
     verifier = verifiers.get(str(kid))
     if verifier is None:
         raise MarkForged(market, f"signed with key {kid!s:.16}, which is not ours", mark)
-    if not verifier.verify(mark_payload(market, row), str(sig)):
+    if not verifier.verify(payload, str(sig)):
         raise MarkForged(market, "the signature does not match", mark)
 
 

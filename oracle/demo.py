@@ -2,8 +2,9 @@
 
 The venues speak the real wire formats (oracle/sim/venues), so the daemon runs its real adapters,
 aggregation, dispute stage and Redis publisher against them, unchanged. The marks on screen are
-read back from Redis through MarkReader, exactly as the margin engine would see them; the venues'
-quotes, exclusions and disputes come from the daemon in this process. A scripted incident plays
+read back from Redis through MarkReader, exactly as the margin engine would see them, and so are
+the perp marks of BTC-USD and ETH-USD (over a simulated own book and the venues' perpetuals); the
+venues' quotes, exclusions and disputes come from the daemon in this process. A scripted incident plays
 (oracle/demo_script.py), announced on screen, and now and then one venue suffers an outage;
 `--calm` turns both off. In a terminal the view (oracle/demo_view.py, rich) redraws in place; on a
 pipe the demo prints one plain table and the event log at the end.
@@ -30,6 +31,7 @@ from oracle.client import MarkReader, render_marks
 from oracle.demo_script import SPIKE_VENUE, EventLog, IncidentPlayer, Timing, incident_script
 from oracle.demo_view import Frame, VenueCell, render
 from oracle.logs import configure as configure_logs
+from oracle.models import PerpMark
 from oracle.service import Service
 from oracle.settings import Settings, parse_settings
 from oracle.sim.demo import demo_config
@@ -128,7 +130,8 @@ class _Screen:
             return
         if self.last is not None:  # a log or a pipe gets the final table once, not a stream of redraws
             frame = self.last
-            text = render_marks(frame.marks, time.time())
+            perps = {m: (p.price, p.status.value) if p else None for m, p in frame.perps.items()}
+            text = render_marks(frame.marks, time.time(), perps)
             text += "\nsimulated true prices: " + ", ".join(f"{m} {p:.6g}" for m, p in frame.truth.items())
             text += "\n\nevents:\n" + "\n".join(e.line() for e in self.log.events)
             self.out.write(text + "\n")
@@ -180,6 +183,8 @@ async def _frame(
     settings: Settings, sim: SimVenues, service: Service, reader: MarkReader, log: EventLog, banner: str
 ) -> Frame:
     marks = await reader.read_many(list(settings.markets))
+    perp_markets = [m for m, ms in settings.markets.items() if ms.perp]
+    perps = await reader.read_perps(perp_markets) if perp_markets else {}
     # The mark as this replica last wrote it (within heartbeat_ms), with the quotes it left out.
     computed = {m: mark for m, (mark, _) in service.current_marks().items()}
     now = time.time()
@@ -191,10 +196,16 @@ async def _frame(
         reasons = {(e.source, e.pair): e.reason.value for e in (mark.excluded if mark else ())}
         cells = venues[market] = {}
         for ref in (r for tier in ms.tiers for r in tier):
-            quote = service.book.latest(ref.source, ref.pair)
-            price = quote.price if quote is not None and math.isfinite(quote.price) else None
             used = mark is not None and ref.source in mark.sources
-            cells[ref.source] = VenueCell(ref.pair, price, used, reasons.get((ref.source, ref.pair)))
+            cells[ref.source] = _cell(service, ref.source, ref.pair, used, reasons.get((ref.source, ref.pair)))
+        if ms.perp:  # the perp's inputs count while its index is usable and their quotes are fresh
+            perp = service.current_perps().get(market)
+            computing = perp is not None and math.isfinite(perp.c1)
+            max_age_s = settings.policy_for(market).max_age_ms / 1000
+            for ref in (ms.perp.book, *ms.perp.external):
+                quote = service.book.latest(ref.source, ref.pair)
+                fresh = quote is not None and service.clock.now() - quote.received_ts <= max_age_s
+                cells[ref.source] = _cell(service, ref.source, ref.pair, computing and fresh, None)
     header = f"markd demo: {len(settings.sources)} simulated venues, daemon http://127.0.0.1:{service.http_port}" + (
         "" if banner else "   (Ctrl-C ends it)"
     )
@@ -206,4 +217,11 @@ async def _frame(
         sources=list(settings.sources),
         events=list(log.recent),
         banner=banner,
+        perps={m: p if isinstance(p, PerpMark) else None for m, p in perps.items()},
     )
+
+
+def _cell(service: Service, source: str, pair: str, used: bool, reason: str | None) -> VenueCell:
+    quote = service.book.latest(source, pair)
+    price = quote.price if quote is not None and math.isfinite(quote.price) else None
+    return VenueCell(pair, price, used, reason)

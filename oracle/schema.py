@@ -30,12 +30,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from oracle.models import Mark, Status
+from oracle.models import Mark, PerpMark, Status
 
 MARK_FIELDS = ("price", "confidence", "ts_ms", "seq", "status", "tier", "sources")
 PERP_FIELDS = ("price", "index", "c1", "c2", "c3", "ts_ms", "seq", "status")  # the signed order too
 
-__all__ = ["MARK_FIELDS", "PERP_FIELDS", "Keys", "MarketKeys", "decode_mark"]
+__all__ = ["MARK_FIELDS", "PERP_FIELDS", "Keys", "MarketKeys", "decode_mark", "decode_perp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +110,28 @@ def decode_mark(market: str, fields: Mapping[str, str | int]) -> Mark:
         status=Status(str(fields["status"])),
         tier=int(fields["tier"]),
         sources=tuple(sources.split(",")) if sources else (),
+    )
+
+
+def decode_perp(market: str, fields: Mapping[str, str | int]) -> PerpMark:
+    """A PerpMark from its hash, stream entry or JSON message; an empty component (the index was
+    not usable) is NaN. ValueError (or KeyError) when malformed."""
+    missing = [f for f in PERP_FIELDS if f not in fields]
+    if missing:
+        raise KeyError(f"{market}: perp mark lacks {', '.join(missing)}")
+
+    def num(name: str) -> float:
+        text = str(fields[name])
+        return float(text) if text else float("nan")
+
+    return PerpMark(
+        market=market,
+        price=float(fields["price"]),
+        index=num("index"),
+        c1=num("c1"),
+        c2=num("c2"),
+        c3=num("c3"),
+        ts=int(fields["ts_ms"]) / 1000.0,
+        seq=int(fields["seq"]),
+        status=Status(str(fields["status"])),
     )

@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from oracle.schema import PERP_FIELDS
 from oracle.settings import ConfigError, Settings, SigningAlgorithm
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "key_id",
     "mark_payload",
     "parse_key",
+    "perp_payload",
     "read_key",
     "signer_from_settings",
     "write_key",
@@ -63,6 +65,12 @@ def mark_payload(market: str, fields: Mapping[str, object]) -> bytes:
     """The signed bytes of a mark whose fields are as stored (hash strings, or a message's values
     written with the same characters). KeyError when a field is missing."""
     return "\n".join([market, *(str(fields[f]) for f in SIGNED_FIELDS)]).encode()
+
+
+def perp_payload(market: str, fields: Mapping[str, object]) -> bytes:
+    """The signed bytes of a perp mark whose fields are as stored (`market \\n price \\n index \\n c1 \\n
+    c2 \\n c3 \\n ts_ms \\n seq \\n status`). KeyError when a field is missing."""
+    return "\n".join([market, *(str(fields[f]) for f in PERP_FIELDS)]).encode()
 
 
 def key_id(verifying_key: bytes) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from oracle.sim.demo import DEMO_MARKETS
+from oracle.sim.demo import DEMO_MARKETS, PERP_MARKETS
 from oracle.testing import RedisServer
 from tests.e2e.stack import (
     PREFIX,
@@ -34,6 +34,7 @@ from tests.e2e.stack import (
 
 MARK_FIELDS = {"price", "confidence", "ts_ms", "seq", "status", "tier", "sources"}
 VENUES = {"coinbase", "kraken", "bitstamp", "binance", "okx", "bybit", "pyth", "chainlink"}
+PERP_VENUES = {"binance_perp", "okx_perp", "bybit_perp", "own_book"}  # BTC-USD's and ETH-USD's perp marks
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 # Every metric of DESIGN.md with its labels (the parser names counters without `_total`).
@@ -120,6 +121,8 @@ def test_v1_marks_answers_every_market_with_every_field(daemon: Daemon) -> None:
     marks = get_json(f"{daemon.url}/v1/marks")
     assert sorted(marks) == sorted(DEMO_MARKETS)
     for market, mark in marks.items():
+        perp = mark.pop("perp", None)  # a perp market's perp mark (tests/e2e/test_perp_daemon.py)
+        assert (perp is not None) == (market in PERP_MARKETS), market
         assert set(mark) == MARK_FIELDS, market
         assert mark["status"] == "ok" and mark["tier"] == 1 and mark["seq"] >= 1
         assert isinstance(mark["sources"], list) and "bitstamp" not in mark["sources"]
@@ -188,7 +191,7 @@ def test_metrics_hold_every_metric_of_the_contract(
     assert {
         s.labels["reason"] for s in families["markd_quote_excluded"].samples if s.labels["source"] == "bitstamp"
     } == {"deviation"}
-    assert {s.labels["source"] for s in families["markd_source_up"].samples} == VENUES
+    assert {s.labels["source"] for s in families["markd_source_up"].samples} == VENUES | PERP_VENUES
     assert families["markd_build_info"].samples[0].value == 1
     # Ages are as of the scrape: every mark validated within max_age_ms, every live quote recent.
     assert all(0 <= s.value <= 5 for s in families["markd_mark_age_seconds"].samples if s.labels["market"] != "SOL-USD")

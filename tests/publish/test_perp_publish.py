@@ -110,3 +110,26 @@ async def test_markd_marks_shows_a_perp_column_where_a_market_has_a_perp_mark(se
     btc = (await print_marks(settings.url, prefix="t", markets=["BTC-USD"])).splitlines()[1]
     assert "30100.50 (stale)" in btc  # a perp status that is not the index's is shown
     await pub.close()
+
+
+async def test_the_reader_returns_a_verified_perp_mark_and_names_every_bad_one(settings: RedisSettings) -> None:
+    from oracle.client import MarkForged, MarkMissing, MarkReader
+
+    key = bytes(range(32))
+    raw = Redis.from_url(settings.url, decode_responses=True)
+    pub = publisher(settings, signer=Signer("hmac-sha256", key))
+    await RedisPerpPublisher(pub).publish([perp(status=Status.STALE, c=math.nan)])
+    async with MarkReader(settings, verify_key=key) as reader:
+        (got,) = (await reader.read_perps(["BTC-USD"])).values()
+        assert isinstance(got, PerpMark) and (got.price, got.seq, got.status) == (30_100.0, 1, Status.STALE)
+        assert math.isnan(got.c1) and got.c2 == 30_105.5 and math.isnan(got.c3)  # empty: not computed
+        assert (await reader.read_perps(["ETH-USD"])) == {"ETH-USD": None}
+        await raw.hset(PERP, "price", "1.0")  # a writer without the key
+        forged = (await reader.read_perps(["BTC-USD"]))["BTC-USD"]
+        assert isinstance(forged, MarkForged) and "does not match" in str(forged)
+        await raw.hdel(PERP, "sig")
+        assert "unsigned" in str((await reader.read_perps(["BTC-USD"]))["BTC-USD"])
+        await raw.hset(PERP, "seq", "x")
+        assert isinstance((await reader.read_perps(["BTC-USD"]))["BTC-USD"], MarkMissing)
+    await pub.close()
+    await raw.aclose()

@@ -14,6 +14,8 @@ from oracle.sim.demo import (
     to_toml,
 )
 from oracle.sim.venues import DEFAULT_PAIRS, SimVenues
+from oracle.sim.venues.own_book import PATH as BOOK_PATH
+from oracle.sim.venues.own_book import perp_name
 
 DEMO_TOML = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 
@@ -24,14 +26,34 @@ async def test_demo_config_over_live_venues_validates(sim: SimVenues) -> None:
     assert settings.market_order()[0] == "USDT-USD"  # everything else converts through it
     assert {s.transport for s in settings.sources.values()} == {"rest", "ws"}
     for name, source in settings.sources.items():
-        assert source.base_url == sim.urls[name][source.transport]
+        document = BOOK_PATH if name == "own_book" else ""  # an http_json source names its document
+        assert source.base_url == sim.urls[name][source.transport] + document
 
 
 def test_every_demo_pair_is_listed_by_its_simulated_venue() -> None:
     settings = parse_settings(demo_config(PLACEHOLDER_URLS, PLACEHOLDER_REDIS_URL, PLACEHOLDER_HTTP_PORT))
     for market in settings.markets.values():
-        for ref in (ref for tier in market.tiers for ref in tier):
-            assert ref.pair in DEFAULT_PAIRS[ref.source], (ref.source, ref.pair)
+        for ref in market.feed_refs:  # the tiers' and the perp's
+            listed = DEFAULT_PAIRS[ref.source]
+            if ref.source == "own_book":  # it lists the USD markets whose perpetuals it trades
+                listed = [perp_name(p) for p in listed]
+            assert ref.pair in listed, (ref.source, ref.pair)
+
+
+def test_btc_and_eth_have_a_perp_mark_over_the_own_book_and_the_other_perps() -> None:
+    settings = parse_settings(demo_config(PLACEHOLDER_URLS, PLACEHOLDER_REDIS_URL, PLACEHOLDER_HTTP_PORT))
+    perps = {m: ms.perp for m, ms in settings.markets.items() if ms.perp}
+    assert sorted(perps) == ["BTC-USD", "ETH-USD"]
+    btc = perps["BTC-USD"]
+    assert (btc.book.source, btc.book.pair, btc.book.bid_path) == ("own_book", "BTC-PERP", "markets.BTC-PERP.bid")
+    assert [(e.source, e.weight) for e in btc.external] == [("binance_perp", 3), ("okx_perp", 2), ("bybit_perp", 2)]
+    assert {settings.sources[e.source].product for e in btc.external} == {"perp"}
+    # Without the own book there is no perp mark; without some external perps, c3 has the others.
+    no_book = {v: u for v, u in PLACEHOLDER_URLS.items() if v != "own_book"}
+    assert not any(m.perp for m in parse_settings(demo_config(no_book, PLACEHOLDER_REDIS_URL, 0)).markets.values())
+    few = {v: u for v, u in PLACEHOLDER_URLS.items() if v not in ("okx_perp", "bybit_perp")}
+    perp = parse_settings(demo_config(few, PLACEHOLDER_REDIS_URL, 0)).markets["BTC-USD"].perp
+    assert perp is not None and [e.source for e in perp.external] == ["binance_perp"]
 
 
 def test_pyth_and_chainlink_are_an_optional_fallback_tier() -> None:

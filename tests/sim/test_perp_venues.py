@@ -82,3 +82,43 @@ async def test_perps_trade_at_a_premium_to_spot(http: aiohttp.ClientSession) -> 
         perp = await _get(http, sim.urls["binance_perp"]["rest"] + "/fapi/v1/ticker/bookTicker?symbol=BTCUSDT")
     mid = [(float(d["bidPrice"]) + float(d["askPrice"])) / 2 for d in (spot, perp)]  # type: ignore[index]
     assert mid[1] / mid[0] - 1 == pytest.approx(10e-4, abs=0.5e-4)
+
+
+async def test_the_own_book_serves_every_perp_as_the_demo_config_reads_it(
+    sim: SimVenues, http: aiohttp.ClientSession
+) -> None:
+    """The perp venue's own matching engine: one document, read through the demo's http_json book refs."""
+    import json
+
+    from feeds.http_json import HttpJson
+    from oracle.settings import parse_settings
+    from oracle.sim.demo import PERP_MARKETS, demo_config
+
+    settings = parse_settings(demo_config(sim.urls, "redis://127.0.0.1:1/0", 0))
+    refs = [p.book for m in PERP_MARKETS if (p := settings.markets[m].perp)]
+    source = settings.sources["own_book"]
+    assert source.base_url is not None
+    doc = await _get(http, source.base_url)
+    assert sorted(doc["markets"]) == ["BTC-PERP", "ETH-PERP"]  # type: ignore[index]
+    adapter = HttpJson("own_book", refs, source.base_url, "rest")
+    result = adapter.parse(json.dumps(doc), 1.0, tuple(r.pair for r in refs))
+    assert result.errors == ()
+    quotes = {q.pair: q for q in result.quotes}
+    btc, eth = quotes["BTC-PERP"], quotes["ETH-PERP"]
+    assert btc.bid is not None and btc.ask is not None and btc.last in (btc.bid, btc.ask)  # the last trade hit one side
+    assert 25_000 < btc.bid < btc.ask < 35_000 and 1_500 < eth.price < 2_500
+
+
+async def test_the_own_book_quotes_at_its_premium_to_spot(http: aiohttp.ClientSession) -> None:
+    from oracle.clock import VirtualClock
+    from oracle.sim.market import SimMarket, VenueSpec
+    from oracle.sim.venues import DEFAULT_MARKETS
+
+    market = SimMarket(DEFAULT_MARKETS, clock=VirtualClock(1_700_000_000.0), seed=3)
+    quiet = {"coinbase": VenueSpec(noise_bps=0.0), "own_book": VenueSpec(bias_bps=10.0, noise_bps=0.0)}
+    async with SimVenues(market, venues=["coinbase", "own_book"], specs=quiet) as sim:
+        spot = await _get(http, sim.urls["coinbase"]["rest"] + "/products/BTC-USD/ticker")
+        book = await _get(http, sim.urls["own_book"]["rest"] + "/book")
+    perp = book["markets"]["BTC-PERP"]  # type: ignore[index]
+    mids = [(float(d["bid"]) + float(d["ask"])) / 2 for d in (spot, perp)]  # type: ignore[index]
+    assert mids[1] / mids[0] - 1 == pytest.approx(10e-4, abs=0.5e-4)

@@ -9,7 +9,8 @@ WebSocket endpoint (Binance's is the root, to which a client appends `/stream?st
 includes `/ws/v5/public`). Bybit, Bitstamp and Pyth (Hermes) are simulated over REST only, and
 Chainlink as an Ethereum JSON-RPC endpoint (`rest` is the RPC URL). `binance_perp`, `okx_perp` and
 `bybit_perp` are those venues' perpetuals (USD-M futures, SWAP, linear) for `product = "perp"`
-sources, each a few bps above spot, as perps usually trade.
+sources, each a few bps above spot, as perps usually trade; `own_book` is the perp venue's own
+matching engine (one JSON document of every perp's bid, ask and last, read as an `http_json` book).
 """
 
 from __future__ import annotations
@@ -30,13 +31,27 @@ from oracle.sim.venues.coinbase import Coinbase
 from oracle.sim.venues.kraken import Kraken
 from oracle.sim.venues.okx import Okx
 from oracle.sim.venues.okx_perp import OkxPerp
+from oracle.sim.venues.own_book import OwnBook
 from oracle.sim.venues.pyth import Pyth
 
 __all__ = ["DEFAULT_MARKETS", "DEFAULT_PAIRS", "DEFAULT_SPECS", "VENUES", "OutageKind", "SimVenues"]
 
 VENUES: dict[str, type[VenueServer]] = {
     v.name: v
-    for v in (Binance, Coinbase, Kraken, Okx, Bybit, Bitstamp, Pyth, Chainlink, BinancePerp, OkxPerp, BybitPerp)
+    for v in (
+        Binance,
+        Coinbase,
+        Kraken,
+        Okx,
+        Bybit,
+        Bitstamp,
+        Pyth,
+        Chainlink,
+        BinancePerp,
+        OkxPerp,
+        BybitPerp,
+        OwnBook,
+    )
 }
 
 # Start prices of the true USD markets; a venue's USDT pairs are crossed through USDT-USD.
@@ -62,6 +77,7 @@ DEFAULT_PAIRS: dict[str, list[str]] = {
     "binance_perp": _USDT[:3],
     "okx_perp": _USDT[:3],
     "bybit_perp": _USDT[:3],
+    "own_book": ["BTC-USD", "ETH-USD"],  # served as BTC-PERP, ETH-PERP
 }
 
 # A few bps of constant disagreement and different speeds, as between real venues.
@@ -78,6 +94,8 @@ DEFAULT_SPECS: dict[str, VenueSpec] = {
     "binance_perp": VenueSpec(bias_bps=3.0, noise_bps=1.0, spread_bps=0.5, latency_ms=15, push_ms=100),
     "okx_perp": VenueSpec(bias_bps=3.5, noise_bps=1.2, spread_bps=1.0, latency_ms=25, push_ms=200),
     "bybit_perp": VenueSpec(bias_bps=2.5, noise_bps=1.5, spread_bps=1.5, latency_ms=35),
+    # the perp venue's own book: a few bps over spot too, its spread a market maker's
+    "own_book": VenueSpec(bias_bps=4.0, noise_bps=1.0, spread_bps=2.0, latency_ms=5),
 }
 
 
