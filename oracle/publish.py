@@ -508,21 +508,38 @@ def _describe(exc: BaseException) -> str:
 
 # --- the perp mark (oracle.perp): P:{M}:perp, perp_history, perp_updates --------------------------
 
+# What PERP_LUA's negative codes below -1 name: the market's key at fault.
+_PERP_BAD_KEY = {-2: "perp", -3: "perp_history", -5: "fence"}
+
 # KEYS: per perp: perp hash, perp history, fence; then, standalone with a token, the epoch.
 # ARGV: token ('' = unfenced), history maxlen, then per perp: seq, channel, price, index, c1, c2, c3,
-#       ts_ms, status, kid, sig (kid '' = unsigned). The same fence and seq rules as PUBLISH_LUA:
-# returns per perp 0 written, -1 refused by the fence, else the stored seq that refused it.
+#       ts_ms, status, kid, sig (kid '' = unsigned). The same fence, seq and isolation rules as
+# PUBLISH_LUA: returns per perp 0 written, -1 refused by the fence, -2 / -3 / -5 when its perp hash,
+# perp history or fence holds the wrong type or a non-number (checked before anything of it is
+# written, so one broken market never aborts the others' writes of the call), else the stored seq
+# that refused it. A perp write never claims the fence: the index's write of the tick did.
 PERP_LUA = """
 local token = tonumber(ARGV[1])
 local deposed = token and #KEYS % 3 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
+local function number_at(reply)  -- the number a read returned; nil for an error or a non-number
+  if type(reply) == 'table' then return nil end
+  return tonumber(reply or '0')
+end
+local function of_type(key, want)
+  local t = redis.call('TYPE', key).ok
+  return t == 'none' or t == want
+end
 local out = {}
 for i = 0, math.floor(#KEYS / 3) - 1 do
   local k, a = i * 3, 2 + i * 11
   local seq = tonumber(ARGV[a + 1])
-  local stored = tonumber(redis.call('HGET', KEYS[k + 1], 'seq') or '0')
-  local seen = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+  local stored = number_at(redis.pcall('HGET', KEYS[k + 1], 'seq'))
+  local seen = number_at(redis.pcall('GET', KEYS[k + 3]))
   local verdict = 0
-  if deposed or (token and seen > token) then verdict = -1
+  if not stored then verdict = -2
+  elseif not of_type(KEYS[k + 2], 'stream') then verdict = -3
+  elseif not seen then verdict = -5
+  elseif deposed or (token and seen > token) then verdict = -1
   elseif seq <= stored then verdict = stored end
   if verdict == 0 then
     local f = {'price', ARGV[a + 3], 'index', ARGV[a + 4], 'c1', ARGV[a + 5], 'c2', ARGV[a + 6],
@@ -533,10 +550,11 @@ for i = 0, math.floor(#KEYS / 3) - 1 do
     if ARGV[a + 10] ~= '' then
       table.insert(f, 'kid'); table.insert(f, ARGV[a + 10]); table.insert(f, 'sig'); table.insert(f, ARGV[a + 11])
       json = json .. ',"kid":"' .. ARGV[a + 10] .. '","sig":"' .. ARGV[a + 11] .. '"'
-    else
-      redis.call('HDEL', KEYS[k + 1], 'kid', 'sig')
     end
+    -- HSET first: Redis refuses a script over maxmemory at its first write only if that write may
+    -- grow memory, and an HDEL first let the whole write through an out-of-memory Redis.
     redis.call('HSET', KEYS[k + 1], unpack(f))
+    if ARGV[a + 10] == '' then redis.call('HDEL', KEYS[k + 1], 'kid', 'sig') end
     redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', ARGV[2], '*', unpack(f))
     redis.call('PUBLISH', ARGV[a + 2], json .. '}')
   end
@@ -558,53 +576,149 @@ def perp_fields(p: PerpMark) -> tuple[str, ...]:
 
 
 class RedisPerpPublisher:
-    """Writes perp marks with the mark publisher's guarantees that matter to a reader: `seq` strictly
-    rising per market (read back from Redis before a market's first write, never below our own),
-    the leader fence, the signature. Shares the mark publisher's connection; never raises."""
+    """Writes perp marks with the mark publisher's guarantees: `seq` strictly rising per market (read
+    back from Redis before a market's first write, after a failure and in a new leader term, never
+    below our own), the leader fence, the signature, and its failure model. Shares the mark
+    publisher's connection and its reconnect; never raises.
+
+    A perp not written (Redis down or reconnecting, a publish over its budget, a key of its market
+    holding the wrong type, a call Redis refused) is kept, the newest per market only, and goes out
+    with the next publish unless a newer one of its market comes with it: after an outage the newest
+    perp mark of every market reaches Redis with the first publish that finds it back, even one that
+    brings no perp mark of its own. One market's fault stops that market only; it is counted and
+    logged like a mark's (markd_publish_market_errors_total) and kept in `market_errors`."""
 
     def __init__(self, marks: RedisPublisher) -> None:
         self._marks = marks
         self._seq: dict[str, int] = {}
-        self._synced: set[str] = set()
+        self._synced: set[str] = set()  # markets whose stored seq was read since a failure/new term
+        self._fence: int | None = None
+        self._pending: dict[str, PerpMark] = {}  # newest unwritten perp per market, written next time
+        self._market_errors: dict[str, str] = {}
+        self._refused: str | None = None  # Redis' message while it refuses our calls (OOM...)
+
+    @property
+    def market_errors(self) -> dict[str, str]:
+        """The markets whose last perp write failed through a fault of their own or a refused call."""
+        return dict(self._market_errors)
+
+    @property
+    def pending(self) -> list[str]:
+        """The markets with a perp mark kept for the next publish."""
+        return sorted(self._pending)
 
     async def publish(self, perps: Sequence[PerpMark], *, fence: int | None = None) -> list[PerpMark]:
+        """Write this tick's perp marks and those kept from before; returns those written, seq set."""
         m = self._marks
-        if not perps or m._closed or m._reconnect is not None:
+        if fence != self._fence:
+            self._fence = fence
+            self._synced.clear()  # a new leader term reads every stored seq back first
+        batch = {**self._pending, **{p.market: p for p in perps}}  # the newest per market
+        if not batch:
             return []
-        try:
-            async with asyncio.timeout(m.budget_s(len(perps))):
-                await self._sync([p.market for p in perps if p.market not in self._synced])
-                stamped = [replace(p, seq=self._next(p.market)) for p in perps]
-                # In a Cluster one call may touch one slot only: one call per market there.
-                chunks = [[p] for p in stamped] if m._settings.cluster else [stamped]
-                results = await _PERP.run_many(m._redis, [self._call(c, fence) for c in chunks])
-                verdicts = []
-                for result in results:
-                    if isinstance(result, Exception):
-                        raise result
-                    verdicts += [int(v) for v in result]
-        except Exception as exc:  # never into the tick loop; the marks' reconnect restores the link
-            log.warning("perp publish failed (%s)", _describe(exc))
+        if m._closed or m._reconnect is not None:  # Redis is known down: keep them, wait no time
+            self._pending = batch
+            self._synced.clear()  # it may come back empty, or another replica write meanwhile
             m._metrics.publish_failed(len(perps))
-            self._synced.clear()
             return []
-        written = []
-        for p, verdict in zip(stamped, verdicts, strict=True):
-            if verdict == 0:
-                written.append(p)
-            elif verdict > 0:  # someone wrote a higher seq: continue above it
-                self._seq[p.market] = max(self._seq[p.market], int(verdict))
+        self._pending = {}
+        try:
+            async with asyncio.timeout(m.budget_s(len(batch))):
+                written, again = await self._write(list(batch.values()), fence)
+        except Exception as exc:  # never into the tick loop; the marks' reconnect restores the link
+            log.warning("perp publish failed (%s); kept for the next publish", _describe(exc))
+            m._metrics.publish_failed(len(batch))
+            self._synced.clear()  # the write may have landed or not: read the seqs back next time
+            self._keep(batch.values())
+            return []
+        self._keep(again)
+        if len(written) < len(batch):
+            m._metrics.publish_failed(len(batch) - len(written))
         return written
 
-    async def _sync(self, markets: list[str]) -> None:
+    def _keep(self, perps: Iterable[PerpMark]) -> None:
+        for p in perps:  # the newest of its market (publish merged them): its seq is set anew
+            self._pending[p.market] = replace(p, seq=0)
+
+    async def _write(self, perps: list[PerpMark], fence: int | None) -> tuple[list[PerpMark], list[PerpMark]]:
+        """Write `perps`; returns those written and those to try again (their market's fault, or a
+        call Redis refused). Raises only when the connection failed."""
+        again = await self._sync([p.market for p in perps if p.market not in self._synced], perps)
+        ready = [replace(p, seq=self._next(p.market)) for p in perps if p.market in self._synced]
+        # In a Cluster one call may touch one slot only: one call per market there.
+        chunks = [[p] for p in ready] if self._marks._settings.cluster else [ready] if ready else []
+        results = await _PERP.run_many(self._marks._redis, [self._call(c, fence) for c in chunks])
+        written: list[PerpMark] = []
+        for chunk, result in zip(chunks, results, strict=True):
+            if _refused_call(result):
+                self._call_refused(chunk, result)
+                again += chunk
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            if self._refused is not None:
+                log.info("Redis accepts our perp writes again")
+                self._refused = None
+            for p, verdict in zip(chunk, (int(v) for v in result), strict=True):
+                if verdict == 0:
+                    written.append(p)
+                    if self._market_errors.pop(p.market, None) is not None:
+                        log.info("%s perp mark publishes again", p.market)
+                elif verdict in _PERP_BAD_KEY:
+                    self._failed(p, "wrong_type", self._bad_key(p.market, verdict))
+                    again.append(p)
+                elif verdict > 0:  # someone wrote a higher seq: continue above it
+                    self._seq[p.market] = max(self._seq[p.market], verdict)
+        return written, again
+
+    async def _sync(self, markets: list[str], perps: list[PerpMark]) -> list[PerpMark]:
+        """Read the markets' stored perp seqs back; returns the perps of markets whose perp hash
+        cannot be read (the wrong type), which stay unsynced and are tried again next time."""
         if not markets:
-            return
+            return []
         pipe = self._marks._redis.pipeline(transaction=False)
         for market in markets:
             pipe.hget(self._marks._keys.perp(market)[0], "seq")
-        for market, stored in zip(markets, await pipe.execute(), strict=True):
-            self._seq[market] = max(self._seq.get(market, 0), int(stored or 0))
+        broken: set[str] = set()
+        for market, stored in zip(markets, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(stored, BaseException) and not _refused_call(stored):
+                raise stored  # the link, not the market
+            try:
+                seq = int(stored or 0)  # WRONGTYPE (a ResponseError) or a seq that is not a number
+            except (TypeError, ValueError):
+                broken.add(market)
+                continue
+            self._seq[market] = max(self._seq.get(market, 0), seq)
             self._synced.add(market)
+        again = [p for p in perps if p.market in broken]
+        for p in again:
+            self._failed(p, "wrong_type", self._bad_key(p.market, -2))
+        return again
+
+    def _failed(self, perp: PerpMark, code: str, why: str) -> None:
+        """A perp of `perp.market` not written through no fault of the link: counted, logged once per
+        fault (a refused call: once for all, by _call_refused), its seq given back (so its market's
+        seqs stay gapless)."""
+        if perp.seq and self._seq.get(perp.market) == perp.seq:
+            self._seq[perp.market] = perp.seq - 1
+        self._marks._metrics.market_publish_failed(perp.market, code)
+        if self._market_errors.get(perp.market) != why:
+            self._market_errors[perp.market] = why
+            if code == "wrong_type":
+                log.warning("%s perp mark not published: %s (the other markets go on)", perp.market, why)
+
+    def _call_refused(self, chunk: Sequence[PerpMark], exc: ResponseError) -> None:
+        why = f"Redis refused the write: {_describe(exc)}"
+        if why != self._refused:
+            log.warning("%s (%d perp marks of this call not published)", why, len(chunk))
+        self._refused = why
+        for p in chunk:
+            self._failed(p, "redis_error", why)
+
+    def _bad_key(self, market: str, code: int) -> str:
+        perp, history, _ = self._marks._keys.perp(market)
+        key = {"perp": perp, "perp_history": history, "fence": self._marks._keys_of(market).fence}
+        return f"key {key[_PERP_BAD_KEY[code]]} holds the wrong type or a non-number"
 
     def _next(self, market: str) -> int:
         self._seq[market] = self._seq.get(market, 0) + 1

@@ -127,6 +127,7 @@ class Service:
         self._forgotten: list[tuple[int, set[str], set[tuple[str, str]]]] = []  # see _forget_removed
         self._forgotten_lock = threading.Lock()  # appended on the loop, taken on the metrics thread
         self._retiring: list[Mark] = []  # removed markets' last marks (status stale), for the next publish
+        self._retiring_perps: list[PerpMark] = []  # the same for perp marks no longer computed
         self._reloading = asyncio.Lock()
         self._reload_tasks: set[asyncio.Future[bool]] = set()
 
@@ -248,12 +249,13 @@ class Service:
             due = out.publish if was_leading else [m for m in out.marks if not math.isnan(m.price)]
             perps = out.perp_publish if was_leading else out.perps
             due, self._retiring = due + self._retiring, []
+            perps, self._retiring_perps = perps + self._retiring_perps, []
             task = self._publish(due, self.lease.token, perps)
             self._publishing = asyncio.create_task(task, name="markd-publish")
             if not overlap:
                 await self._publish_done()
         else:
-            self._retiring = []  # the leader writes them (it reloads too)
+            self._retiring, self._retiring_perps = [], []  # the leader writes them (it reloads too)
         if out.events and self.leading:
             self._events += out.events
             self._events_queued.set()
@@ -267,8 +269,9 @@ class Service:
     async def _publish(self, marks: list[Mark], fence: int | None, perps: list[PerpMark] | None = None) -> None:
         written = await self.publisher.publish(marks, fence=fence)  # never raises
         self._published.update({m.market: m for m in written})
-        if perps:  # after the marks: a perp never reaches Redis before the index it was computed on
-            await self.perp_publisher.publish(perps, fence=fence)  # never raises
+        # After the marks: a perp never reaches Redis before the index it was computed on. Called with
+        # none too: perp marks kept through an outage or a market's fault go out with the next publish.
+        await self.perp_publisher.publish(perps or [], fence=fence)  # never raises
 
     async def _publish_done(self) -> None:
         task, self._publishing = self._publishing, None
@@ -412,6 +415,7 @@ class Service:
         last = [self._marks[m] for m in change.removed if m in self._marks]
         retiring = self._retiring + [replace(mark, status=Status.STALE) for mark in last if not math.isnan(mark.price)]
         self._retiring = [m for m in retiring if m.market not in new.markets]  # back before it was written
+        self._retire_perps(new)
         for market in change.removed:
             self._marks.pop(market, None)
             self._published.pop(market, None)
@@ -423,6 +427,17 @@ class Service:
             self.metrics.set_max_age(market, new.policy_for(market).max_age_ms / 1000)
         logging.getLogger().setLevel(new.service.log_level)
         self.settings = new
+
+    def _retire_perps(self, new: Settings) -> None:
+        """A perp mark no longer computed (its market removed, or its perp table) gets one last write
+        with status `stale`, its last price kept and no components, as an unusable index gives it."""
+        nan = math.nan
+        gone = [p for m, p in self.perps.items() if not new.markets.get(m) or not new.markets[m].perp]
+        retiring = self._retiring_perps + [replace(p, status=Status.STALE, c1=nan, c2=nan, c3=nan) for p in gone]
+        perp_markets = {m for m, ms in new.markets.items() if ms.perp}
+        self._retiring_perps = [p for p in retiring if p.market not in perp_markets]  # back before written
+        for perp in gone:
+            self.perps.pop(perp.market, None)
 
     # --- what HTTP reads ---
     def current_marks(self) -> dict[str, tuple[Mark, bool]]:

@@ -77,6 +77,10 @@ def mark(store: redis_py.Redis, market: str) -> dict[str, str]:
     return store.hgetall(f"{PREFIX}:{{{market}}}:mark")
 
 
+def perp(store: redis_py.Redis, market: str) -> dict[str, str]:
+    return store.hgetall(f"{PREFIX}:{{{market}}}:perp")
+
+
 def seq(store: redis_py.Redis, market: str) -> int:
     return int(mark(store, market).get("seq") or 0)
 
@@ -127,6 +131,8 @@ def test_markets_added_and_removed_while_the_others_keep_their_seq(
     btc_before = rises(store, "BTC-USD")
     eth_before = seq(store, "ETH-USD")
     assert not mark(store, "SOL-USD")
+    wait_for("ETH-USD's perp mark ok", lambda: perp(store, "ETH-USD").get("status") == "ok", 10)
+    eth_perp_before = int(perp(store, "ETH-USD")["seq"])
 
     def swap(config: dict[str, Any]) -> None:
         full = demo_config(venues.urls, config["redis"]["url"], http_port=0)
@@ -139,9 +145,15 @@ def test_markets_added_and_removed_while_the_others_keep_their_seq(
     # The removed one got one last write saying it is stale, then nothing more.
     eth = wait_for("ETH-USD's last write", lambda: (m := mark(store, "ETH-USD")).get("status") == "stale" and m, 5)
     assert int(eth["seq"]) == eth_before + 1 or int(eth["seq"]) > eth_before
+    # ... and so did its perp mark: its last price, no candidates (as for an index not usable)
+    eth_perp = wait_for(
+        "ETH-USD's last perp write", lambda: (p := perp(store, "ETH-USD"))["status"] == "stale" and p, 5
+    )
+    assert int(eth_perp["seq"]) > eth_perp_before and (eth_perp["c1"], eth_perp["c2"], eth_perp["c3"]) == ("", "", "")
     rises(store, "BTC-USD")
     rises(store, "BTC-USD")
     assert mark(store, "ETH-USD") == eth, "a removed market must not be written again"
+    assert perp(store, "ETH-USD") == eth_perp, "nor its perp mark"
     # A kept market's seq went on from where it was: no reset, no gap back.
     assert seq(store, "BTC-USD") > btc_before
     marks = get_json(f"{daemon.url}/v1/marks")
@@ -155,6 +167,25 @@ def test_markets_added_and_removed_while_the_others_keep_their_seq(
     assert reload(daemon, to_toml(base)) == "ok"
     wait_for("ETH-USD back to ok", lambda: mark(store, "ETH-USD").get("status") == "ok", 15)
     assert seq(store, "ETH-USD") > int(eth["seq"])
+    wait_for("ETH-USD's perp mark back", lambda: int(perp(store, "ETH-USD")["seq"]) > int(eth_perp["seq"]), 15)
+
+
+@pytest.mark.timeout(60)
+def test_a_perp_table_removed_gets_one_last_stale_write_and_its_market_goes_on(
+    daemon: Daemon, store: redis_py.Redis, base: dict[str, Any], restore: None
+) -> None:
+    wait_for("BTC-USD's perp mark ok", lambda: perp(store, "BTC-USD").get("status") == "ok", 10)
+
+    def no_perp(config: dict[str, Any]) -> None:
+        del config["markets"]["BTC-USD"]["perp"]
+
+    assert reload(daemon, edited(base, no_perp)) == "ok", daemon.stderr()[-3000:]
+    last = wait_for("BTC-USD's last perp write", lambda: (p := perp(store, "BTC-USD"))["status"] == "stale" and p, 5)
+    rises(store, "BTC-USD")
+    rises(store, "BTC-USD")
+    assert mark(store, "BTC-USD")["status"] == "ok"  # the index goes on
+    assert perp(store, "BTC-USD") == last, "a perp mark no longer computed must not be written again"
+    assert "perp" not in get_json(f"{daemon.url}/v1/marks")["BTC-USD"]
 
 
 @pytest.mark.timeout(60)
