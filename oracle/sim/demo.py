@@ -51,7 +51,7 @@ KINDS: dict[str, tuple[str, str]] = {
     OWN_BOOK: ("http_json", "spot"),
 }
 
-# What config/demo.toml holds: loopback ports 18101-18108 (nothing listens there until the demo).
+# What config/demo.toml holds: loopback ports 18101-18112 (nothing listens there until the demo).
 PLACEHOLDER_URLS: dict[str, dict[str, str]] = {
     venue: {
         "rest": f"http://127.0.0.1:{18101 + i}",

@@ -1,6 +1,6 @@
 """`markd sim`: the simulated venues alone, on the loopback ports config/demo.toml names.
 
-    markd sim &                                            # venues on 127.0.0.1:18101-18108
+    markd sim &                                            # venues on 127.0.0.1:18101-18112
     MARKD_REDIS_URL=redis://127.0.0.1:6379/0 markd run --config config/demo.toml
 
 The same venues as `markd demo` (real paths and wire formats, one seeded random walk), without the

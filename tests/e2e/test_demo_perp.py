@@ -30,7 +30,7 @@ async def test_the_demo_publishes_and_shows_a_live_perp_mark(
     monkeypatch.setenv("MARKD_REDIS_URL", redis_server.url)
     frames: list[Frame] = []
     out = io.StringIO()
-    options = Options(seconds=10.0, seed=5, calm=True, on_frame=frames.append)
+    options = Options(seconds=7.0, seed=5, calm=True, on_frame=frames.append)
     demo = asyncio.create_task(run_demo(options, out=out, err=io.StringIO()))
     served = await _marks_over_http(frames)
     assert await demo == 0
