@@ -22,7 +22,7 @@ from feeds.runner import FeedRunner
 from oracle.clock import Clock, WallClock
 from oracle.metrics import Metrics
 from oracle.settings import ConfigError, Settings, load_settings
-from oracle.ticks import TicksWriter
+from oracle.ticks import TicksError, TicksWriter
 
 __all__ = ["record", "run_record"]
 
@@ -69,6 +69,9 @@ def run_record(config_path: str, out: str, seconds: float | None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 2
+    except TicksError as exc:
+        print(exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stopped; ticks are in {out}", file=sys.stderr)

@@ -4,7 +4,14 @@ CSV with a header, one quote a row: `ts,source,pair,price` and optionally `bid,a
 `confidence` (the venue's own uncertainty, Pyth's conf) and `last` (the last trade of a book row),
 in any order after the first four; `ts` is the receive time in Unix seconds. Rows may come in any
 order: `read_ticks` sorts them (stably, so rows with equal `ts` keep their file order). `.csv.gz` is
-read and written transparently.
+read and written transparently; `.parquet` (the same columns, typed) needs the `parquet` extra.
+
+Reading a CSV takes two paths to one answer. pandas' C parser reads a well-formed file at disk speed
+(about ten times the csv module, README "Benchmarks"); anything it cannot read, or reads where the
+line-by-line reader would not (an empty name, a missing price, a short row, a blank line, a value
+that only Python's float accepts), sends the whole file to the line-by-line reader, which either
+reads it exactly as before or names the line and the column that is wrong. Both parse a number to
+the same float (Python's correctly rounded one), so the replay's answers do not depend on the path.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ from __future__ import annotations
 import csv
 import gzip
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
+import pandas as pd
 
 from oracle.clock import Clock
 from oracle.models import Quote
@@ -25,6 +34,8 @@ from oracle.models import Quote
 HEADER = ("ts", "source", "pair", "price", "bid", "ask", "venue_ts")
 EXTRA = ("confidence", "last")  # second-round columns: read in any position, written when present
 REQUIRED = HEADER[:4]
+NUMBERS = ("ts", "price", "bid", "ask", "venue_ts", *EXTRA)
+PARQUET_EXTRA = "pip install 'markd[parquet]'"
 
 
 class TicksError(ValueError):
@@ -89,23 +100,26 @@ def _open(path: Path, mode: str) -> IO[str]:
     return path.open(mode, encoding="utf-8", newline="")
 
 
-def _float(text: str) -> float:
-    return float(text) if text else math.nan
-
-
 def read_ticks(path: str | Path) -> Ticks:
     p = Path(path)
+    if p.suffix == ".parquet":
+        return _read_parquet(p)
     try:
-        with _open(p, "r") as fh:
-            return _parse(p, csv.reader(fh))
+        fast = _read_columns(p, _check_header(p, _first_row(p)))
+        return fast if fast is not None else _read_rows(p)
     except FileNotFoundError:
         raise TicksError(f"{p}: no such file") from None
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise TicksError(f"{p}: unreadable ({exc})") from None
 
 
-def _parse(p: Path, reader: Iterator[list[str]]) -> Ticks:
-    header = next(reader, None)
+def _first_row(p: Path) -> list[str] | None:
+    with _open(p, "r") as fh:
+        return next(csv.reader(fh), None)
+
+
+def _check_header(p: Path, header: Sequence[str] | None) -> list[str]:
+    """The column names (stripped of spaces); TicksError unless they are right."""
     if header is None:
         raise TicksError(f"{p}: empty file (expected a header {','.join(REQUIRED)}...)")
     header = [h.strip() for h in header]
@@ -113,37 +127,189 @@ def _parse(p: Path, reader: Iterator[list[str]]) -> Ticks:
     unknown = [c for c in header if c not in HEADER + EXTRA]
     if missing or unknown:
         raise TicksError(f"{p}: header needs {','.join(REQUIRED)} (missing {missing}, unknown {unknown})")
-    col = {name: header.index(name) for name in header}
+    return header
+
+
+def _read_columns(p: Path, names: list[str]) -> Ticks | None:
+    """The fast path: the whole file through pandas' C parser; None when the line reader must judge."""
+    numbers = [n for n in names if n in NUMBERS]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. a row longer than the header: the line reader decides
+            frame = pd.read_csv(
+                p,
+                header=0,
+                names=names,
+                index_col=False,
+                dtype={"source": "category", "pair": "category", **dict.fromkeys(numbers, "float64")},
+                keep_default_na=False,  # only an empty cell is absent: "NA" is a bad number, "null" a name
+                na_values={name: [""] for name in numbers},
+                skip_blank_lines=False,  # a blank line becomes a row without ts, so the line reader judges it
+                encoding="utf-8",
+                compression="gzip" if p.name.endswith(".gz") else None,
+                engine="c",
+            )
+    except (ValueError, OSError, EOFError, Warning):  # pandas' ParserError is a ValueError
+        return None
+    ts, price = frame["ts"].to_numpy(dtype=float), frame["price"].to_numpy(dtype=float)
+    source, pair = frame["source"].cat, frame["pair"].cat
+    if not np.isfinite(ts).all() or np.isnan(price).any():
+        return None  # a bad or missing ts, an empty price (or a "nan" one): the line reader's call
+    if "" in source.categories or "" in pair.categories or (source.codes < 0).any() or (pair.codes < 0).any():
+        return None  # an empty name, or a row too short to have one
+    keys, feed = _keys(source.codes.to_numpy(), list(source.categories), pair.codes.to_numpy(), list(pair.categories))
+    optional = [_column(frame, name) for name in ("bid", "ask", "venue_ts", "confidence", "last")]
+    return Ticks(keys, feed, ts, price, *optional).sorted()
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype=float) if name in frame else np.full(len(frame), np.nan)
+
+
+def _keys(
+    source_codes: np.ndarray, sources: Sequence[str], pair_codes: np.ndarray, pairs: Sequence[str]
+) -> tuple[tuple[tuple[str, str], ...], np.ndarray]:
+    """The (source, pair) keys numbered in the order they first appear, as the line reader numbers them,
+    and each row's key number; from each name column as integer codes into its list of names."""
+    combined = source_codes.astype(np.int64) * max(1, len(pairs)) + pair_codes
+    unique, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    keys = tuple((str(sources[c // max(1, len(pairs))]), str(pairs[c % max(1, len(pairs))])) for c in unique[order])
+    return keys, rank[inverse.reshape(-1)]
+
+
+def _pyarrow(p: Path) -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet, or a TicksError that says how to install them (an optional extra)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TicksError(f"{p}: Parquet needs pyarrow, which is not installed: {PARQUET_EXTRA}") from None
+    return pa, pq
+
+
+def _read_parquet(p: Path) -> Ticks:
+    """A Parquet file of the same columns: numbers as integers or floats (null = absent), names as strings."""
+    pa, pq = _pyarrow(p)
+    try:
+        table = pq.read_table(p)
+    except FileNotFoundError:
+        raise TicksError(f"{p}: no such file") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise TicksError(f"{p}: unreadable as Parquet ({exc})") from None
+    _check_header(p, table.column_names)
+    if len(set(table.column_names)) != len(table.column_names):
+        raise TicksError(f"{p}: a column name is repeated ({', '.join(table.column_names)})")
+    codes = [_parquet_names(p, table, name) for name in ("source", "pair")]
+    numbers = {name: _parquet_numbers(p, table, name) for name in NUMBERS if name in table.column_names}
+    bad_ts = np.flatnonzero(~np.isfinite(numbers["ts"]))
+    if len(bad_ts):
+        raise TicksError(f"{p}: row {bad_ts[0] + 1}: ts must be a finite number")
+    (source_codes, sources), (pair_codes, pairs) = codes
+    keys, feed = _keys(source_codes, sources, pair_codes, pairs)
+    optional = [numbers.get(name, np.full(table.num_rows, np.nan)) for name in ("bid", "ask", "venue_ts", *EXTRA)]
+    return Ticks(keys, feed, numbers["ts"], numbers["price"], *optional).sorted()
+
+
+def _parquet_names(p: Path, table: Any, name: str) -> tuple[np.ndarray, list[str]]:
+    """A string column as integer codes into its names (in order of first appearance)."""
+    import pyarrow as pa
+
+    column = table.column(name)
+    if pa.types.is_dictionary(column.type):  # pandas writes a categorical this way
+        column = column.cast(column.type.value_type)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise TicksError(f"{p}: column {name} is {column.type}, expected strings")
+    _no_nulls(p, column, name)
+    encoded = column.combine_chunks().dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _parquet_numbers(p: Path, table: Any, name: str) -> np.ndarray:
+    """A numeric column as floats, a null as NaN (absent); ts and price may not be null (as in a CSV)."""
+    import pyarrow as pa
+
+    column = table.column(name)
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise TicksError(f"{p}: column {name} is {column.type}, expected numbers (integers or floats)")
+    if name in REQUIRED:
+        _no_nulls(p, column, name)
+    return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
+
+
+def _no_nulls(p: Path, column: Any, name: str) -> None:
+    missing = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
+    if len(missing):
+        raise TicksError(f"{p}: row {missing[0] + 1}: {name} is absent (null)")
+
+
+def _read_rows(p: Path) -> Ticks:
+    """The line-by-line reader: slower, and it names the line and column of the first bad row."""
+    with _open(p, "r") as fh:
+        return _parse(p, csv.reader(fh))
+
+
+class _BadCell(Exception):
+    def __init__(self, column: str, why: str) -> None:
+        super().__init__(column, why)
+        self.column, self.why = column, why
+
+
+def _parse(p: Path, reader: Iterable[list[str]]) -> Ticks:
+    rows = iter(reader)
+    header = _check_header(p, next(rows, None))
+    col = {name: header.index(name) for name in header}  # a repeated name: its first column counts
     keys: dict[tuple[str, str], int] = {}
     feed: list[int] = []
     nums: list[list[float]] = [[] for _ in range(7)]
-    optional = [col.get(name) for name in ("bid", "ask", "venue_ts", "confidence", "last")]
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(rows, start=2):
         if not row:
             continue
         try:
-            key = (row[col["source"]], row[col["pair"]])
-            values = (float(row[col["ts"]]), float(row[col["price"]]))
-            extra = [_float(row[i]) if i is not None and i < len(row) else math.nan for i in optional]
-        except (IndexError, ValueError) as exc:
-            raise TicksError(f"{p}:{line}: bad row {row!r} ({exc})") from None
+            key = (_cell(row, col, "source"), _cell(row, col, "pair"))
+            values = [_number(row, col, name) for name in ("ts", "price", "bid", "ask", "venue_ts", *EXTRA)]
+        except _BadCell as bad:
+            raise TicksError(f"{p}:{line}: {bad.column} {bad.why} (row {row!r})") from None
         if not math.isfinite(values[0]):
             raise TicksError(f"{p}:{line}: ts must be a finite number")
         feed.append(keys.setdefault(key, len(keys)))
-        for out, v in zip(nums, (*values, *extra), strict=True):
+        for out, v in zip(nums, values, strict=True):
             out.append(v)
     ticks = Ticks(tuple(keys), np.array(feed, dtype=np.intp), *(np.array(c, dtype=float) for c in nums))
     return ticks.sorted()
 
 
+def _cell(row: list[str], col: dict[str, int], name: str) -> str:
+    if col[name] >= len(row):
+        raise _BadCell(name, f"is missing (the row has {len(row)} fields)")
+    return row[col[name]]
+
+
+def _number(row: list[str], col: dict[str, int], name: str) -> float:
+    """A column's float; an optional column's empty cell, or its absence from a short row, is NaN."""
+    if name not in REQUIRED and (name not in col or col[name] >= len(row) or not row[col[name]]):
+        return math.nan
+    text = _cell(row, col, name)
+    if not text:
+        raise _BadCell(name, "is empty")
+    try:
+        return float(text)
+    except ValueError:
+        raise _BadCell(name, f"{text!r} is not a number") from None
+
+
 def write_ticks(path: str | Path, ticks: Ticks) -> int:
-    """Write the ticks file (gzip when the name ends in .gz); returns the number of rows.
+    """Write the ticks file (gzip when the name ends in .gz, Parquet in .parquet); returns the number of rows.
 
     Times keep microseconds and prices ten significant digits: finer than any venue quotes, and
     several times faster to format than repr (a day of ticks is half a million rows). `confidence`
     and `last` are written when some row has them (synthetic ticks have neither)."""
-    labels = [f"{s},{p}" for s, p in ticks.keys]
     extra = [name for name in EXTRA if not np.isnan(getattr(ticks, name)).all()]
+    if Path(path).suffix == ".parquet":
+        return _write_parquet(Path(path), ticks, extra)
+    labels = [f"{s},{p}" for s, p in ticks.keys]
     cols = [ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, *(getattr(ticks, name) for name in extra)]
     formats = [_g, _g, _f, *(_g for _ in extra)]
     rows = zip(ticks.ts.tolist(), [labels[f] for f in ticks.feed.tolist()], *(c.tolist() for c in cols), strict=True)
@@ -153,6 +319,19 @@ def write_ticks(path: str | Path, ticks: Ticks) -> int:
             f"{ts:.6f},{label},{price:.10g}," + ",".join(fmt(x) for fmt, x in zip(formats, rest, strict=True)) + "\n"
             for ts, label, price, *rest in rows
         )
+    return len(ticks)
+
+
+def _write_parquet(path: Path, ticks: Ticks, extra: list[str]) -> int:
+    """The same columns, typed: floats stored exactly (no rounding, unlike the CSV), names as strings."""
+    pa, pq = _pyarrow(path)
+    names = np.array(ticks.keys, dtype=object).reshape(-1, 2)
+    columns = {"ts": ticks.ts, "source": names[ticks.feed, 0], "pair": names[ticks.feed, 1], "price": ticks.price}
+    columns |= {name: getattr(ticks, name) for name in ("bid", "ask", "venue_ts", *extra)}
+    types = {name: pa.string() if name in ("source", "pair") else pa.float64() for name in columns}
+    nullable = {"bid", "ask", "venue_ts", *extra}  # NaN there is "absent", a null; a NaN price stays NaN, as in a CSV
+    table = pa.table({n: pa.array(v, type=types[n], from_pandas=n in nullable) for n, v in columns.items()})
+    pq.write_table(table, path)
     return len(ticks)
 
 
@@ -169,6 +348,8 @@ class TicksWriter:
 
     def __init__(self, path: str | Path, clock: Clock, flush_s: float = 1.0) -> None:
         self.path = Path(path)
+        if self.path.suffix == ".parquet":  # Parquet is written whole, not a row at a time
+            raise TicksError(f"{self.path}: a recording is CSV (.csv or .csv.gz); `markd synth` writes Parquet")
         self.clock = clock
         self.flush_s = flush_s
         self.rows = 0

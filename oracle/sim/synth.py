@@ -27,7 +27,7 @@ import numpy as np
 
 from oracle.sim import walk
 from oracle.sim.market import default_vol
-from oracle.ticks import Ticks, write_ticks
+from oracle.ticks import Ticks, TicksError, write_ticks
 
 DEFAULT_START_TS = 1_700_000_000.0  # a fixed default keeps a seed's output identical across days
 # Quote currencies worth their peg unless simulated or given: a synthetic session rarely wants a de-peg.
@@ -269,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a ticks file of simulated venues: one seeded random walk per market, "
         "observed by each source with its own bias, noise and latency.",
     )
-    p.add_argument("--out", required=True, help="ticks file to write (.csv or .csv.gz)")
+    p.add_argument("--out", required=True, help="ticks file to write (.csv, .csv.gz, or .parquet: the parquet extra)")
     p.add_argument("--markets", required=True, type=_assignments, help="MARKET=START_PRICE,... e.g. BTC-USD=30000")
     p.add_argument(
         "--sources",
@@ -327,7 +327,7 @@ def run_synth(argv: list[str]) -> int:
             quote_rates=args.quote_rates,
             perps=args.perps,
         )
-    except SynthError as exc:
+    except (SynthError, TicksError) as exc:
         print(f"markd synth: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
