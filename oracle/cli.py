@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="KEY=V1,V2",
-        help="a config key path and its values, e.g. policy.min_sources=2,3 (repeatable: the cartesian product)",
+        help="a config key path and its TOML values, e.g. policy.min_sources=2,3 (repeatable: the cartesian "
+        'product); a comma inside quotes or brackets is part of a value: notify.url="http://h/?a,b",""',
     )
     c.add_argument("--out", required=True, help="directory for sweep.csv and sweep.html")
     c.add_argument("--jobs", type=_jobs, default=None, help="combinations run at once (default: every core)")

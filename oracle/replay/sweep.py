@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import html
 import itertools
+import json
 import math
 import multiprocessing
 import os
@@ -44,14 +45,38 @@ class Axis:
 
 
 def parse_value(text: str) -> Any:
-    """A TOML scalar (`0.5`, `3`, `true`, `"median"`); a bare word that is not TOML is a string."""
+    """A TOML value (`0.5`, `3`, `true`, `"median"`, `["a", "b"]`); a bare word that is not TOML is a string."""
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-    if isinstance(value, (list, dict)):
-        raise ConfigError([f"--set: {text!r} is not a scalar (a number, true/false or a string)"])
+    if isinstance(value, dict):
+        raise ConfigError([f"--set: {text!r} is a table; give a number, true/false, a string or an array"])
     return value
+
+
+def split_values(text: str) -> list[str]:
+    """`V1,V2,...` split at the commas outside quotes and brackets: `"a,b",c` is two values and
+    `[1,2],[3]` two arrays, so a string or an array holding a comma can be one value."""
+    values: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            values.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    values.append("".join(current))
+    return [v.strip() for v in values]
 
 
 def parse_axis(option: str) -> Axis:
@@ -61,7 +86,7 @@ def parse_axis(option: str) -> Axis:
         raise ConfigError([f"--set {option}: write KEY=V1,V2,... (e.g. policy.min_sources=2,3)"])
     if any(not part for part in key.split(".")):
         raise ConfigError([f"--set {option}: '{key}' is not a key path (dotted, e.g. policy.min_sources)"])
-    parsed = tuple(parse_value(v.strip()) for v in values.split(","))
+    parsed = tuple(parse_value(v) for v in split_values(values))
     return Axis(key, parsed)
 
 
@@ -183,9 +208,12 @@ def run(p: Plan, jobs: int, progress: Callable[[float], None] | None = None) -> 
 
 
 def format_value(value: Any) -> str:
-    """A cell: floats as repr (they read back to the same float), true/false, None as empty."""
+    """A cell: floats as repr (they read back to the same float), true/false, None as empty, an array
+    as TOML (the JSON of numbers, strings and booleans is TOML too)."""
     if value is None:
         return ""
+    if isinstance(value, list):
+        return json.dumps(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

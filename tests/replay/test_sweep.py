@@ -13,7 +13,7 @@ import pytest
 import oracle.replay as replay_module
 from oracle.cli import main
 from oracle.replay import run_scenario
-from oracle.replay.sweep import FIGURES, format_value, parse_value
+from oracle.replay.sweep import FIGURES, format_value, parse_axis, parse_value, plan
 
 from .conftest import SCENARIOS
 
@@ -128,6 +128,39 @@ def test_an_unknown_key_or_bad_value_exits_2_naming_it_before_anything_runs(
 def test_values_are_toml_scalars_and_a_bare_word_is_a_string(text, value):
     got = parse_value(text)
     assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("option", "values"),
+    [
+        ("policy.max_deviation_bps=50, 150", (50, 150)),
+        ('notify.url="http://h/?a=1,b=2",""', ("http://h/?a=1,b=2", "")),  # a comma inside quotes
+        ("notify.url='x,y',z", ("x,y", "z")),  # a TOML literal string, then a bare word
+        ('redis.sentinels=["h1:26379", "h2:26379"],[]', (["h1:26379", "h2:26379"], [])),  # TOML arrays
+        ("policy.method=median,trimmed_mean", ("median", "trimmed_mean")),  # bare words, as before
+    ],
+)
+def test_a_value_may_hold_a_comma_inside_quotes_or_brackets(option, values):
+    assert parse_axis(option).values == values
+
+
+def test_a_sweep_over_arrays_builds_each_config_and_writes_the_array_as_toml(tmp_path):
+    scenario = tmp_path / "spike.toml"
+    scenario.write_text(SPIKE)
+    p = plan(scenario, ['redis.sentinels=["h1:26379","h2:26379"],[]', 'notify.url="http://h/?a=1,b=2"'])
+    assert [dict(c) for c in p.combos] == [
+        {"redis.sentinels": ["h1:26379", "h2:26379"], "notify.url": "http://h/?a=1,b=2"},
+        {"redis.sentinels": [], "notify.url": "http://h/?a=1,b=2"},
+    ]
+    assert format_value(["h1:26379", "h2:26379"]) == '["h1:26379", "h2:26379"]'
+    assert parse_value(format_value(["h1:26379", 2.5, True])) == ["h1:26379", 2.5, True]  # reads back as TOML
+
+
+def test_a_table_value_exits_2(tmp_path, capsys):
+    scenario = tmp_path / "spike.toml"
+    scenario.write_text(SPIKE)
+    assert main(["sweep", str(scenario), "--set", "policy={a = 1}", "--out", str(tmp_path / "out")]) == 2
+    assert "is a table" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("x", [0.1, 1 / 3, 2.5e-7, 1e22, 12345.678901234567])
