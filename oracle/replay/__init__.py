@@ -173,13 +173,23 @@ def replay_loaded(
     attacks = loaded.scenario.attack
     attacked, missed = apply_and_check(ticks, attacks, read_keys(loaded.settings))
     check_matches(loaded, ticks, missed)
-    run = replay(loaded.settings, attacked, progress)
-    if not attacks and loaded.reference_settings == loaded.settings:
-        # Same config, same ticks: the reference run would be this run again (replay is deterministic).
+    # Same config, same ticks: the reference run would be this run again (replay is deterministic).
+    one_run = not attacks and loaded.reference_settings == loaded.settings
+    share = 1.0 if one_run else 0.5  # the progress bar covers every run, each its share of the bar
+    run = replay(loaded.settings, attacked, _part(progress, 0.0, share))
+    if one_run:
         reference = run
     else:
         genuine = [a for a in attacks if a.genuine]
-        reference = replay(loaded.reference_settings, apply_attacks(ticks, genuine) if genuine else ticks)
+        reference_ticks = apply_attacks(ticks, genuine) if genuine else ticks
+        reference = replay(loaded.reference_settings, reference_ticks, _part(progress, share, share))
     t0 = float(ticks.ts.min())
     report = build_report(run, reference, loaded.settings, attacks, t0, loaded.scenario.expect)
     return ReplayOutcome(report, run, reference), attacked
+
+
+def _part(progress: Callable[[float], None] | None, start: float, share: float) -> Callable[[float], None] | None:
+    """The progress of one run as its share of the whole bar: its 0..1 is start..start+share."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + share * fraction)

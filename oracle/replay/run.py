@@ -202,7 +202,8 @@ def _record(s: Series, k: int, mark: Mark) -> None:
 
 def terminal_progress(unit: str = "ticks", after_s: float = 2.0) -> Callable[[float], None] | None:
     """A progress bar with the time left (rich) on stderr when it is a terminal, shown only once the
-    run has taken `after_s` seconds (a quick replay prints nothing extra); None (silence) otherwise."""
+    run has taken `after_s` seconds (a quick replay prints nothing extra); None (silence) otherwise.
+    Its clock starts here: make it when the run starts (the bar's elapsed time is the run's)."""
     console = Console(stderr=True)
     if not console.is_terminal:
         return None
@@ -228,6 +229,7 @@ class _LateProgress:
                                 console=self.console, transient=True)  # fmt: skip
             self.bar.start()
             self.task = self.bar.add_task("replay", total=1.0)
+            self.bar.tasks[0].start_time = self.started  # the elapsed time counts from the run's start
         assert self.task is not None
         self.bar.update(self.task, completed=min(fraction, 1.0), refresh=True)
         if fraction >= 1.0:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
+from oracle.replay import load_scenario, replay_loaded, scenario_ticks
 from oracle.replay.run import _LateProgress, terminal_progress
+
+from .conftest import SCENARIOS
 
 
 def _terminal() -> tuple[Console, io.StringIO]:
@@ -35,3 +39,43 @@ def test_a_quick_run_prints_nothing():
     for f in (0.0, 0.5, 1.0):
         show(f)
     assert buf.getvalue() == ""
+
+
+def test_the_elapsed_time_counts_from_the_start_of_the_run_not_from_the_bar():
+    console, buf = _terminal()
+    show = _LateProgress(console, "ticks", after_s=60.0)
+    show.started -= 65.0  # the run began 65 s ago; the bar appears now, past after_s
+    show(0.5)
+    assert "0:01:05" in buf.getvalue()
+    show(1.0)
+
+
+_SPIKE = f"""config = "{SCENARIOS / "compound_dai_spike.markd.toml"}"
+[synth]
+markets = {{ "DAI-USD" = 1.0 }}
+sources = ["coinbase", "kraken", "bitstamp", "okx"]
+seconds = 2400
+seed = 3
+[[attack]]
+kind = "spike"
+sources = ["coinbase"]
+pair = "DAI-USD"
+start_s = 300
+duration_s = 300
+magnitude = 0.30
+"""
+
+
+@pytest.mark.parametrize("attacked", [True, False], ids=["two-runs", "one-run"])
+def test_the_bar_covers_every_run_of_a_replay(tmp_path, attacked):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(_SPIKE if attacked else _SPIKE.split("[[attack]]")[0])
+    loaded = load_scenario(scenario)
+    seen: list[float] = []
+    replay_loaded(loaded, scenario_ticks(loaded), seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and seen.count(1.0) == 1  # one end, after every run
+    first_run = [f for f in seen if f <= 0.5]
+    if attacked:  # the attacked run fills the first half, the reference run the second
+        assert 0.0 < max(first_run) == 0.5 and any(0.5 < f < 1.0 for f in seen)
+    else:  # one run (no work twice) fills the whole bar
+        assert any(0.5 < f < 1.0 for f in seen) and seen.count(0.5) <= 1
