@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 
 from oracle.clock import Clock
 from oracle.models import Quote
@@ -132,6 +131,8 @@ def _check_header(p: Path, header: Sequence[str] | None) -> list[str]:
 
 def _read_columns(p: Path, names: list[str]) -> Ticks | None:
     """The fast path: the whole file through pandas' C parser; None when the line reader must judge."""
+    import pandas as pd  # here, not at the top: it takes a second to import, and only reading needs it
+
     numbers = [n for n in names if n in NUMBERS]
     try:
         with warnings.catch_warnings():
@@ -162,7 +163,7 @@ def _read_columns(p: Path, names: list[str]) -> Ticks | None:
     return Ticks(keys, feed, ts, price, *optional).sorted()
 
 
-def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+def _column(frame: Any, name: str) -> np.ndarray:
     return frame[name].to_numpy(dtype=float) if name in frame else np.full(len(frame), np.nan)
 
 
