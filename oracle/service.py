@@ -463,9 +463,9 @@ class Service:
     async def readiness(self) -> list[str]:
         """Why the margin engine could not use this oracle now (empty: ready). Every replica checks
         Redis answers and its own marks are validated within `max_age_ms`. The leader also checks
-        what reached Redis: a write Redis refuses (OOM, a market's key of the wrong type) and a
-        market whose mark in Redis is older than `max_age_ms` though a fresh one was computed. A
-        standby writes nothing, so it answers for itself only: ready to take over."""
+        what reached Redis: a write Redis refuses (OOM, a market's key of the wrong type, its perp
+        mark's too) and a market whose mark in Redis is older than `max_age_ms` though a fresh one
+        was computed. A standby writes nothing, so it answers for itself only: ready to take over."""
         reasons = [] if await self.publisher.ping(timeout_s=0.5) else ["redis: unreachable"]
         refused = self.publisher.refused if self.leading else None
         if refused:
@@ -487,6 +487,8 @@ class Service:
                     reasons.append(f"{market}: no mark in Redis yet")
                 elif now - stored.ts > max_age:
                     reasons.append(f"{market}: mark in Redis is {now - stored.ts:.1f}s old")
+        perps_failing = self.perp_publisher.market_errors if self.leading else {}
+        reasons += [f"{market}: perp mark not published: {why}" for market, why in sorted(perps_failing.items())]
         return reasons
 
 

@@ -22,7 +22,7 @@ from oracle.settings import RedisSettings
 from oracle.signing import Verifier, perp_payload
 from oracle.sim.demo import PERP_MARKETS
 from oracle.testing import RedisServer
-from tests.e2e.stack import PREFIX, Daemon, VenueThread, get_json, wait_for
+from tests.e2e.stack import PREFIX, Daemon, VenueThread, get, get_json, wait_for
 
 KEY = bytes(range(40, 72))  # an HMAC-SHA256 key
 SIGNED = set(PERP_FIELDS) | {"kid", "sig"}
@@ -62,15 +62,16 @@ def verifies(market: str, fields: dict[str, Any]) -> bool:
     return Verifier("hmac-sha256", KEY).verify(perp_payload(market, fields), str(fields["sig"]))
 
 
-def usable(fields: dict[str, str]) -> bool:
-    return fields.get("status") in ("ok", "degraded") and all(fields.get(c) for c in ("c1", "c2", "c3"))
+def usable(fields: dict[str, str], *statuses: str) -> bool:
+    """A perp mark computed on a usable index (`statuses`: ok or degraded), with its three candidates."""
+    return fields.get("status") in (statuses or ("ok", "degraded")) and all(fields.get(c) for c in ("c1", "c2", "c3"))
 
 
 @pytest.mark.timeout(60)
 def test_the_perp_hash_history_and_channel_hold_the_contract_fields_signed(
     signing_daemon: Daemon, store: redis_py.Redis
 ) -> None:
-    wait_for("BTC-USD's perp mark ok with its three candidates", lambda: usable(store.hgetall(PERP)), 20)
+    wait_for("BTC-USD's perp mark ok with its three candidates", lambda: usable(store.hgetall(PERP), "ok"), 20)
     pubsub = store.pubsub()
     pubsub.subscribe(UPDATES)
     try:
@@ -140,12 +141,13 @@ def test_the_perp_status_follows_the_index_when_the_exchanges_are_cut(
     last_usable = next(h for h in reversed(before) if h["c1"])
     assert kept == last_usable["price"] and verifies("BTC-USD", perp)
 
-    wait_for("BTC-USD's perp mark ok again after the outage", lambda: usable(store.hgetall(PERP)), 40, every_s=0.2)
+    wait_for("BTC-USD's perp mark usable again after the outage", lambda: usable(store.hgetall(PERP)), 40, every_s=0.2)
     history = [h for _, h in store.xrange(HISTORY) if int(h["seq"]) > seq_before]
     seqs = [int(h["seq"]) for h in history]
     assert seqs == sorted(set(seqs))  # strictly rising through the outage
     statuses = [h["status"] for h in history]
-    assert statuses[0] == "ok" and perp["status"] in statuses and statuses[-1] == "ok"
+    # back to usable: `degraded` while only the fallback tier has come back, then `ok`
+    assert statuses[0] == "ok" and perp["status"] in statuses and statuses[-1] in ("ok", "degraded")
 
 
 def _follows(store: redis_py.Redis) -> tuple[dict[str, str], dict[str, str]] | None:
@@ -165,3 +167,32 @@ def _messages(pubsub: Any, n: int) -> list[dict[str, Any]]:
 
     wait_for(f"{n} messages on {UPDATES}", one_more, 20, every_s=0.0)
     return out
+
+
+@pytest.mark.timeout(60)
+def test_a_broken_perp_key_stops_that_perp_only_and_says_so_on_readyz(
+    signing_daemon: Daemon, store: redis_py.Redis
+) -> None:
+    # Ready first: every market back from the outage test's cut, so the perp is the only reason below.
+    wait_for("/readyz to answer 200", lambda: get(f"{signing_daemon.url}/readyz")[0] == 200, 40, every_s=0.2)
+    wait_for("BTC-USD's perp mark ok", lambda: usable(store.hgetall(PERP)), 20)
+    eth_perp = Keys(PREFIX).perp("ETH-USD")[0]
+    pipe = store.pipeline(transaction=True)  # the last seq written and the break, atomically
+    pipe.hget(PERP, "seq")
+    pipe.set(PERP, "not a hash")  # someone else's write, of the wrong type
+    before = int(pipe.execute()[0])
+    try:
+        _, body = wait_for(
+            "/readyz to answer 503", lambda: (r := get(f"{signing_daemon.url}/readyz"))[0] == 503 and r, 10
+        )
+        assert json.loads(body)["reasons"] == [
+            f"BTC-USD: perp mark not published: key {PERP} holds the wrong type or a non-number"
+        ]
+        eth_seq = int(store.hget(eth_perp, "seq") or 0)
+        wait_for("ETH-USD's perp mark going on", lambda: int(store.hget(eth_perp, "seq") or 0) > eth_seq, 5)
+        assert store.hget(MARK, "status") in ("ok", "degraded")  # BTC-USD's index too
+    finally:
+        store.delete(PERP)
+    wait_for("/readyz to answer 200 again", lambda: get(f"{signing_daemon.url}/readyz")[0] == 200, 10)
+    wait_for("BTC-USD's perp mark back", lambda: usable(store.hgetall(PERP)), 5)
+    assert int(store.hget(PERP, "seq") or 0) == before + 1  # Redis lost it: ours goes on, gapless
