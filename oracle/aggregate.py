@@ -346,7 +346,7 @@ def _trimmed_mean(s: np.ndarray, rows: np.ndarray, lo: np.ndarray, n: np.ndarray
     pos = np.arange(s.shape[1])[None, :]
     keep = (pos >= (lo + k)[:, None]) & (pos < (lo + n - k)[:, None])
     with np.errstate(invalid="ignore"):
-        mean = np.where(keep, s, 0.0).sum(axis=1) / keep.sum(axis=1)
+        mean = row_sum(np.where(keep, s, 0.0)) / keep.sum(axis=1)
     # Rounding can put the mean of equal prices an ulp outside them: keep it within the kept values.
     last = s.shape[1] - 1
     lowest = s[rows, np.clip(lo + k, 0, last)]
@@ -382,7 +382,18 @@ def _weighted(price: np.ndarray, ok: np.ndarray, weight: np.ndarray) -> tuple[np
 def _own_half_width(own: np.ndarray, ok: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Mean over accepted quotes of their own uncertainty (Pyth conf, else half the bid/ask spread)."""
     own = np.where(ok & (own >= 0), own, 0.0)  # NaN >= 0 is False; what is left sums without NaN
-    return np.where(n > 0, own.sum(axis=1) / np.maximum(n, 1), 0.0)
+    return np.where(n > 0, row_sum(own) / np.maximum(n, 1), 0.0)
+
+
+def row_sum(values: np.ndarray) -> np.ndarray:
+    """Each row's sum, added column by column from the left. numpy's own row reduction picks its
+    order of additions by the SIMD width of the CPU (AVX-512 or AVX2), so the last bits of a sum,
+    and with them a replay's outputs, would differ between two machines; one exactly rounded add
+    per column gives the same bits on every CPU."""
+    out = values[:, 0].copy()
+    for k in range(1, values.shape[1]):
+        out += values[:, k]
+    return out
 
 
 # --- from arrays to domain values -------------------------------------------------------------

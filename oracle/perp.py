@@ -18,6 +18,7 @@ it the index's status), E is left alone so its next update's dt spans the gap, a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,13 +146,20 @@ def _median_of(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _expm1(x: np.ndarray) -> np.ndarray:
+    """exp(x) - 1 through the C library, element by element. numpy's vectorised expm1 differs in the
+    last bit between CPUs (AVX-512 builds use another implementation), and the EMA carries that bit
+    from tick to tick; the perp markets are few, so the loop is cheap. Capped below the overflow."""
+    return np.fromiter(map(math.expm1, np.minimum(x, 700.0).tolist()), dtype=float, count=len(x))
+
+
 def _advance_basis(
     state: PerpState, basis: np.ndarray, update: np.ndarray, now: float, ema_s: np.ndarray
 ) -> np.ndarray:
     """Step E where `update` (the index usable and a mid present) and return E, 0 before any mid."""
     started = ~np.isnan(state.basis)
     with np.errstate(invalid="ignore"):
-        alpha = -np.expm1(-(now - state.basis_ts) / ema_s)  # 1 - exp(-dt / ema_s), exact for small dt
+        alpha = -_expm1(-(now - state.basis_ts) / ema_s)  # 1 - exp(-dt / ema_s), exact for small dt
         stepped = np.where(started, state.basis + alpha * (basis - state.basis), basis)
     state.basis = np.where(update, stepped, state.basis)
     state.basis_ts = np.where(update, now, state.basis_ts)

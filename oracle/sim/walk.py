@@ -10,6 +10,7 @@ market or a venue never changes the numbers drawn for the others.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -37,7 +38,10 @@ def log_steps(rng: np.random.Generator, vol: float, dts: np.ndarray) -> np.ndarr
 def gbm_path(start: float, vol: float, n: int, dt: float, rng: np.random.Generator) -> np.ndarray:
     """`n` prices `dt` seconds apart, the first one being `start`."""
     steps = log_steps(rng, vol, np.full(max(n - 1, 0), dt))
-    return start * np.exp(np.concatenate(([0.0], np.cumsum(steps))))
+    levels = np.concatenate(([0.0], np.cumsum(steps))).tolist()
+    # math.exp, not np.exp: numpy's vectorised exp gives other last bits on an AVX-512 CPU, and a
+    # scenario's ticks (so its golden outputs) must be the same on every machine.
+    return start * np.fromiter(map(math.exp, levels), dtype=float, count=len(levels))
 
 
 def observe(true: np.ndarray, bias_bps: float, noise_bps: float, rng: np.random.Generator) -> np.ndarray:

@@ -15,10 +15,11 @@ from . import GOLDEN, SCENARIOS, kept, outputs, scenario_names
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.replay.golden", description=__doc__)
     ap.add_argument("--write", action="store_true", help="overwrite the golden files (default: only compare)")
+    ap.add_argument("--only", action="append", metavar="NAME", help="only this scenario (repeatable)")
     args = ap.parse_args(argv)
     differ = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in scenario_names():
+        for name in args.only or scenario_names():
             folder = Path(tmp) / name
             run_scenario(SCENARIOS / f"{name}.toml", folder, html=False)
             got = outputs(name, folder)
