@@ -393,6 +393,20 @@ def test_market_overrides_of_policy_resolve() -> None:
     assert s.policy == Policy(max_age_ms=3000, max_deviation_bps=200, min_sources=3)
 
 
+def test_a_resolved_policy_is_kept_and_follows_a_copy_with_a_new_base_or_market() -> None:
+    s = config({"A-USD": {"sources": refs("abc", "A-USD"), "max_deviation_bps": 40}}, max_jump_bps=500)
+    first = s.policy_for("A-USD")
+    assert s.policy_for("A-USD") is first  # resolved once: a reload of 1,000 markets asks thousands of times
+
+    # A copy shares the cache; it must not hand out the old base's or the old market's policy.
+    rebased = s.model_copy(update={"policy": s.policy.model_copy(update={"max_jump_bps": 700.0})})
+    assert rebased.policy_for("A-USD").max_jump_bps == 700
+    market = s.markets["A-USD"].model_copy(update={"max_deviation_bps": 25.0})
+    retuned = s.model_copy(update={"markets": {"A-USD": market}})
+    assert retuned.policy_for("A-USD").max_deviation_bps == 25
+    assert s.policy_for("A-USD") == first and first.max_jump_bps == 500 and first.max_deviation_bps == 40
+
+
 def test_market_override_is_checked_against_the_policy() -> None:
     with pytest.raises(ConfigError) as err:
         config({"A-USD": {"sources": refs("abc", "A-USD"), "min_price": 5.0}}, max_price=2.0)
