@@ -159,6 +159,7 @@ class PerpMark:
     ts: float  # when `price` was computed
     seq: int
     status: Status
+    c3_fallback: bool = False  # c3 is the index: no external perp counted this tick (replay reports it)
 
     @property
     def ts_ms(self) -> int:

@@ -87,6 +87,7 @@ class PerpResult:
     c3: np.ndarray
     usable: np.ndarray  # bool: the index was usable, so the price is this tick's
     ts: np.ndarray  # when `price` was computed
+    c3_fallback: np.ndarray  # bool: usable, and no external perp counted, so c3 is the index
 
 
 def perp_tick(
@@ -111,17 +112,18 @@ def perp_tick(
 
     c1 = index + _advance_basis(state, (bid + ask) / 2.0 - index, usable & two_sided, now, plan.ema_s)
     c2 = _or(_median_of(np.stack([bid, ask, last], axis=1)), index)
-    c3 = index
+    c3, fallback = index, usable.copy()
     if plan.external is not None:
         ext = run_block(plan.external, book, now, rates, rate_ts, conv_max_age_s)
-        c3 = _or(ext.price, index)
+        c3, fallback = _or(ext.price, index), usable & np.isnan(ext.price)
 
     c2, c3 = np.where(usable, c2, np.nan), np.where(usable, c3, np.nan)  # c1 is NaN there already
     median = _median_of(np.stack([c1, c2, c3], axis=1))
     price = np.clip(median, index * (1 - plan.max_premium), index * (1 + plan.max_premium))
     state.price = np.where(usable, price, state.price)
     state.ts = np.where(usable, now, state.ts)
-    return PerpResult(state.price.copy(), np.asarray(index_price, dtype=float), c1, c2, c3, usable, state.ts.copy())
+    index_price = np.asarray(index_price, dtype=float)
+    return PerpResult(state.price.copy(), index_price, c1, c2, c3, usable, state.ts.copy(), fallback)
 
 
 def _fresh(values: np.ndarray, fresh: np.ndarray) -> np.ndarray:
@@ -197,11 +199,11 @@ class PerpStage:
         out = []
         rows = zip(
             plan.markets, r.price.tolist(), self._last_index.tolist(), r.c1.tolist(), r.c2.tolist(),
-            r.c3.tolist(), r.ts.tolist(), status, strict=True,
+            r.c3.tolist(), r.ts.tolist(), status, r.c3_fallback.tolist(), strict=True,
         )  # fmt: skip
-        for market, price, idx, c1, c2, c3, ts, st in rows:
+        for market, price, idx, c1, c2, c3, ts, st, fallback in rows:
             if price == price:  # not NaN: the perp has had a price
-                out.append(PerpMark(market, price, idx, c1, c2, c3, ts, 0, st))
+                out.append(PerpMark(market, price, idx, c1, c2, c3, ts, 0, st, fallback))
         return out
 
     def carry(self, old: PerpStage) -> None:

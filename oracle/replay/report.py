@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from oracle.display import metric_text, percent_text
-from oracle.models import Status
+from oracle.models import PerpMark, Status
 from oracle.replay.attacks import Attack
 from oracle.replay.run import STATUS_CODES, RunResult, Series
-from oracle.replay.scenario import METRICS, Expect
+from oracle.replay.scenario import METRICS, PERP_FIGURES, PERP_PREFIX, Expect
 from oracle.settings import Settings
 from oracle.ticks import Ticks
 
@@ -142,11 +142,17 @@ def _count(items: Any) -> dict[str, int]:
     return out
 
 
-def check(expect: list[Expect], markets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def check(
+    expect: list[Expect], markets: dict[str, dict[str, Any]], perp: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Each [[expect]] against the report: a `perp_NAME` metric reads the market's `perp` entry."""
     ops = {"<=": float.__le__, ">=": float.__ge__, "==": float.__eq__, "<": float.__lt__, ">": float.__gt__}
     out = []
     for e in expect:
-        got = markets[e.market][e.metric]
+        if e.metric.startswith(PERP_PREFIX):
+            got = (perp or {}).get(e.market, {}).get(e.metric.removeprefix(PERP_PREFIX))
+        else:
+            got = markets[e.market][e.metric]
         ok = got is not None and ops[e.op](float(got), e.value)
         out.append(
             {
@@ -166,11 +172,11 @@ def build_report(
     run: RunResult, ref: RunResult, settings: Settings, attacks: list[Attack], t0: float, expect: list[Expect]
 ) -> dict[str, Any]:
     markets = {m: market_report(m, run, ref, settings, attacks, t0) for m in run.series}
-    perp = {"perp": perp_report(run, ref, settings.service.tick_ms / 1000)} if run.perps else {}
+    perp = perp_report(run, ref, settings) if run.perps else {}
     return {
-        **perp,
+        **({"perp": perp} if perp else {}),
         "markets": markets,
-        "expectations": check(expect, markets),
+        "expectations": check(expect, markets, perp),
         "run": {
             "ticks": len(run.grid),
             "seconds": run.seconds,
@@ -181,25 +187,55 @@ def build_report(
     }
 
 
-def perp_report(run: RunResult, ref: RunResult, tick_s: float) -> dict[str, dict[str, float]]:
+def perp_report(run: RunResult, ref: RunResult, settings: Settings) -> dict[str, dict[str, float | None]]:
     """Per perp market, the perp mark's error against the reference run's at the same ticks (both
-    priced): max and p99 in bps, and seconds over 50 bps, as for the index."""
+    priced): max and p99 in bps, and seconds over 50 bps, as for the index; and what the mark did at
+    the ticks where its index was usable (the perp scenarios' [[expect]]s read these, as perp_NAME):
+
+    - max_premium_bps: the largest |price / index - 1|;
+    - final_premium_bps, final_basis_bps: price / index - 1 and c1 / index - 1 (the basis EMA E / I)
+      at the run's last usable tick, signed;
+    - clamped_s: seconds the mark sat on the clamp, index x (1 +- max_premium_bps / 1e4);
+    - c3_fallback_s: seconds c3 was the index, no external perp counting."""
+    tick_s = settings.service.tick_ms / 1000
     theirs = {(t, p.market): p.price for t, p in ref.perps}
     errors: dict[str, list[float]] = {}
+    usable: dict[str, list[PerpMark]] = {}
     for t, p in run.perps:
         other = theirs.get((t, p.market))
         errors.setdefault(p.market, [])
         if other is not None and other > 0:
             errors[p.market].append(abs(p.price / other - 1.0) * 1e4)
+        if p.status in (Status.OK, Status.DEGRADED):
+            usable.setdefault(p.market, []).append(p)
     out = {}
     for market, errs in sorted(errors.items()):
         e = np.array(errs) if errs else np.zeros(1)
+        perp = settings.markets[market].perp
+        assert perp is not None  # only a perp market has perp marks
         out[market] = {
             "max_error_bps": float(e.max()),
             "p99_error_bps": float(np.percentile(e, 99)),
             "seconds_over_50bps": float((e > 50).sum() * tick_s),
+            **_premiums(usable.get(market, []), perp.max_premium_bps, tick_s),
         }
     return out
+
+
+def _premiums(marks: list[PerpMark], max_premium_bps: float, tick_s: float) -> dict[str, float | None]:
+    if not marks:
+        return dict.fromkeys(PERP_FIGURES, None)
+    price, index, c1, fallback = (
+        np.array([getattr(p, f) for p in marks]) for f in ("price", "index", "c1", "c3_fallback")
+    )
+    premium = (price / index - 1.0) * 1e4
+    return {
+        "max_premium_bps": float(np.abs(premium).max()),
+        "final_premium_bps": float(premium[-1]),
+        "final_basis_bps": float((c1[-1] / index[-1] - 1.0) * 1e4),
+        "clamped_s": float((np.abs(premium) >= max_premium_bps * (1 - 1e-9)).sum() * tick_s),
+        "c3_fallback_s": float(fallback.sum() * tick_s),
+    }
 
 
 def write_report_json(path: Path, report: dict[str, Any]) -> None:
@@ -246,9 +282,22 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 <p>{report["run"]["ticks"]} ticks of {report["run"]["tick_ms"]} ms, replayed at
 {report["run"]["ticks_per_s"]:.0f} ticks/s. Error is the usable mark's distance from the reference run
 (the same ticks without the attacks, under the scenario's reference_config if it names one), in basis points.</p>
-<table><tr><th>market</th>{header}</tr>{rows}</table>
+<table><tr><th>market</th>{header}</tr>{rows}</table>{_perp_table(report.get("perp", {}))}
 <h2>Expectations</h2><ul>{checks or "<li>none stated</li>"}</ul>{body}</body></html>"""
     path.write_text(page, encoding="utf-8")
+
+
+def _perp_table(perp: dict[str, dict[str, Any]]) -> str:
+    """The perp marks' figures (report.json's `perp` entry), one row per perp market."""
+    if not perp:
+        return ""
+    header = "".join(f"<th>{name.replace('_', ' ')}</th>" for name in PERP_FIGURES)
+    rows = "".join(
+        f"<tr><td>{html.escape(m)} perp</td>" + "".join(f"<td>{metric_text(k, r[k])}</td>" for k in PERP_FIGURES)
+        + "</tr>"
+        for m, r in perp.items()
+    )  # fmt: skip
+    return f"<h2>Perp mark</h2><table><tr><th>market</th>{header}</tr>{rows}</table>"
 
 
 def _exclusion_table(excluded: list[tuple[float, str, str, float, str]]) -> str:
@@ -422,6 +471,14 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"{market}: {error}, availability {percent_text(r['availability'])}, "
             f"{r['disputes']} dispute(s)" + (f", detected after {latency:.1f} s" if latency is not None else "")
+        )
+    for market, r in report.get("perp", {}).items():
+        lines.append(
+            f"{market} perp: max error {metric_text('max_error_bps', r['max_error_bps'])}, "
+            f"max premium {metric_text('max_premium_bps', r['max_premium_bps'])}, "
+            f"final {metric_text('final_premium_bps', r['final_premium_bps'])}, "
+            f"{metric_text('clamped_s', r['clamped_s'])} on the clamp, "
+            f"{metric_text('c3_fallback_s', r['c3_fallback_s'])} with c3 on the index"
         )
     for c in report["expectations"]:
         value, got = metric_text(c["metric"], c["value"]), metric_text(c["metric"], c["got"])

@@ -9,6 +9,7 @@ Additions to the contract, all optional:
     [synth]                        # generate the ticks instead of reading them (seeded, in memory)
     [import_ohlc]                  # or build them from 1-minute OHLC files (the SVB de-peg data)
     [[expect]]                     # the outcome the scenario expects, checked by `markd replay --check`
+                                   # (a perp market's figures too: metric = "perp_max_premium_bps", ...)
     reference_config = "usd.toml"  # the reference run's config (default: `config`), e.g. only the
                                    # USD-quoted venues, to measure a market against them
     [window]                       # replay only the ticks received in [start, end) (TOML datetimes)
@@ -38,6 +39,20 @@ Metric = Literal[
 # The report's per-market figures an [[expect]] may name, in the order report.html shows them: the
 # one list of them (oracle/replay/report.py computes and draws these).
 METRICS: tuple[Metric, ...] = get_args(Metric)
+# A perp market's figures (report.json's `perp` entry), named in an [[expect]] as `perp_` + the name.
+PerpMetric = Literal[
+    "perp_max_error_bps",
+    "perp_p99_error_bps",
+    "perp_seconds_over_50bps",
+    "perp_max_premium_bps",
+    "perp_final_premium_bps",
+    "perp_final_basis_bps",
+    "perp_clamped_s",
+    "perp_c3_fallback_s",
+]
+PERP_PREFIX = "perp_"
+PERP_METRICS: tuple[PerpMetric, ...] = get_args(PerpMetric)
+PERP_FIGURES = tuple(m.removeprefix(PERP_PREFIX) for m in PERP_METRICS)  # the `perp` entry's keys
 
 
 class Rounds(Strict):
@@ -93,7 +108,7 @@ class Window(Strict):
 
 class Expect(Strict):
     market: str
-    metric: Metric
+    metric: Metric | PerpMetric
     op: Literal["<=", ">=", "==", "<", ">"]
     value: float
     why: str = ""
@@ -142,6 +157,12 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         f"{p}: expect[{i}].market: '{e.market}' is not a market of the config"
         for i, e in enumerate(scenario.expect)
         if e.market not in settings.markets
+    ]
+    problems += [
+        f"{p}: expect[{i}].metric: '{e.metric}' needs a perp mark, and market '{e.market}' has no "
+        f"[markets.{e.market}.perp] table"
+        for i, e in enumerate(scenario.expect)
+        if e.metric.startswith(PERP_PREFIX) and e.market in settings.markets and not settings.markets[e.market].perp
     ]
     if problems:
         raise ConfigError(problems)

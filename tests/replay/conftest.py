@@ -19,6 +19,10 @@ INCIDENTS = [
     "svb_usdc_depeg_real",
     "chainlink_quiet_exchanges_down",
 ]
+# The perp mark's scenarios (DESIGN.md "Perpetual mark price"): an own-book pump, a basis regime,
+# the outside perps silent, a squeeze against the clamp.
+PERPS = ["perp_own_book_pump", "perp_basis_regime", "perp_externals_silent", "perp_squeeze"]
+LIBRARY = INCIDENTS + PERPS  # every scenario of scenarios/
 
 
 class _Replays(dict[str, tuple[ReplayOutcome, Path]]):

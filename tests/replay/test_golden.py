@@ -10,17 +10,20 @@ from pathlib import Path
 import pytest
 from numpy._core import _multiarray_umath as numpy_core
 
-from .conftest import INCIDENTS
-from .golden import FILES, GOLDEN, kept, outputs, scenario_names
+from .conftest import LIBRARY, PERPS
+from .golden import FILES, GOLDEN, PERP_FILE, kept, outputs, scenario_names
+
+# Every kept file of every scenario: perp.csv too for the perp scenarios.
+KEPT = [(name, f) for name in LIBRARY for f in FILES + ((PERP_FILE,) if name in PERPS else ())]
 
 
 def test_every_scenario_has_golden_outputs_and_the_session_replays_them_all():
-    assert scenario_names() == sorted(INCIDENTS)
-    assert sorted(p.name for p in GOLDEN.iterdir() if p.is_dir() and not p.name.startswith("_")) == sorted(INCIDENTS)
+    assert scenario_names() == sorted(LIBRARY)
+    assert sorted(p.name for p in GOLDEN.iterdir() if p.is_dir() and not p.name.startswith("_")) == sorted(LIBRARY)
+    assert [n for n in LIBRARY if (GOLDEN / n / PERP_FILE).exists()] == PERPS
 
 
-@pytest.mark.parametrize("name", INCIDENTS)
-@pytest.mark.parametrize("file", FILES)
+@pytest.mark.parametrize(("name", "file"), KEPT)
 def test_a_replay_gives_the_golden_outputs_byte_for_byte(name, file, replayed):
     _, folder = replayed[name]
     got, want = outputs(name, folder)[file], kept(name)[file]

@@ -102,3 +102,49 @@ def test_report_json_gives_the_perp_marks_error_against_the_reference(tmp_path: 
     bound = 0.05 * (1 - math.exp(-30 / 150)) * 1e4  # the attack moves the mark by the EMA's share only
     assert perp["max_error_bps"] == pytest.approx(bound, rel=0.03)
     assert perp["seconds_over_50bps"] > 0
+
+
+def test_report_json_gives_the_perp_figures_an_expect_may_name_and_check_reads_them(tmp_path: Path) -> None:
+    import json
+
+    from oracle.replay.scenario import PERP_FIGURES, PERP_METRICS
+
+    (tmp_path / "c.toml").write_text(CONFIG)
+    _ticks(tmp_path / "t.csv", (200, 230), 1.05)
+    expect = "".join(f'[[expect]]\nmarket = "BTC-USD"\nmetric = "{m}"\nop = ">="\nvalue = -1e9\n' for m in PERP_METRICS)
+    (tmp_path / "s.toml").write_text('ticks = "t.csv"\nconfig = "c.toml"\n' + expect)
+    outcome = run_scenario(tmp_path / "s.toml", tmp_path / "out")
+    perp = json.loads((tmp_path / "out" / "report.json").read_text())["perp"]["BTC-USD"]
+    assert set(PERP_FIGURES) <= set(perp) and all(perp[k] is not None for k in PERP_FIGURES)
+    got = {c["metric"]: c["got"] for c in outcome.report["expectations"]}
+    assert got == {f"perp_{k}": perp[k] for k in PERP_FIGURES}
+    bound = 0.05 * (1 - math.exp(-30 / 150)) * 1e4
+    assert perp["max_premium_bps"] == pytest.approx(bound, rel=0.03)  # the pump's EMA share
+    assert perp["clamped_s"] == 0 and perp["c3_fallback_s"] == 0
+    assert abs(perp["final_premium_bps"]) < 1 and abs(perp["final_basis_bps"]) < 50  # E decays after
+    assert "<h2>Perp mark</h2>" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_perp_expect_on_a_market_without_a_perp_table_exits_2(tmp_path: Path, capsys) -> None:
+    from oracle.cli import main
+
+    (tmp_path / "c.toml").write_text(CONFIG.split("[markets.BTC-USD.perp]")[0])
+    _ticks(tmp_path / "t.csv", (0, 0), 1.0)
+    expect = '[[expect]]\nmarket = "BTC-USD"\nmetric = "perp_max_premium_bps"\nop = "<="\nvalue = 1000\n'
+    (tmp_path / "s.toml").write_text('ticks = "t.csv"\nconfig = "c.toml"\n' + expect)
+    assert main(["replay", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "expect[0].metric: 'perp_max_premium_bps' needs a perp mark" in err and "Traceback" not in err
+
+
+def test_replay_check_fails_when_a_perp_expect_fails(tmp_path: Path, capsys) -> None:
+    from oracle.cli import main
+
+    (tmp_path / "c.toml").write_text(CONFIG)
+    _ticks(tmp_path / "t.csv", (200, 230), 1.05)
+    expect = '[[expect]]\nmarket = "BTC-USD"\nmetric = "perp_max_premium_bps"\nop = "<="\nvalue = 50\n'
+    (tmp_path / "s.toml").write_text('ticks = "t.csv"\nconfig = "c.toml"\n' + expect)
+    assert main(["replay", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--check", "--no-html"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL BTC-USD perp_max_premium_bps <= 50.0 bps (got 90." in out
+    assert "BTC-USD perp: max error" in out

@@ -1,4 +1,5 @@
-"""The scenario library: each incident of INCIDENTS.md meets the outcome its scenario states."""
+"""The scenario library: each incident of INCIDENTS.md and each perp scenario meets the outcome its
+scenario states."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from oracle.replay.report import mark_at, mark_segments, quote_lines
 from oracle.replay.run import STATUS_CODES
 from oracle.replay.scenario import load_scenario
 
-from .conftest import INCIDENTS, SCENARIOS
+from .conftest import LIBRARY, SCENARIOS
 
 # Attacks on one venue (or a minority) of a market: the error stays within the clean cross-venue
 # spread, the p99 of the reference run's confidence (floored at 2.5 bps: an excluded venue moves a
@@ -29,7 +30,7 @@ SINGLE_VENUE = {
 }
 
 
-@pytest.mark.parametrize("name", INCIDENTS)
+@pytest.mark.parametrize("name", LIBRARY)
 def test_every_scenario_states_its_outcome_and_meets_it(name, replayed):
     outcome, folder = replayed[name]
     loaded = load_scenario(SCENARIOS / f"{name}.toml")

@@ -1,4 +1,5 @@
-"""Golden replays: every scenario's marks.csv, disputes.csv and report.json, kept byte for byte.
+"""Golden replays: every scenario's marks.csv, disputes.csv and report.json (and perp.csv for a
+config with a perp mark), kept byte for byte.
 
 A speed-up must not change an answer, so each scenario of scenarios/ is replayed and its outputs
 compared with the copies kept here (tests/replay/test_golden.py). report.json is kept without what
@@ -20,6 +21,7 @@ from typing import Any
 GOLDEN = Path(__file__).resolve().parent
 SCENARIOS = GOLDEN.parents[2] / "scenarios"
 FILES = ("marks.csv", "disputes.csv", "report.json")
+PERP_FILE = "perp.csv"  # kept too where the replay writes it (a config with a [markets.M.perp] table)
 TIMINGS = ("seconds", "ticks_per_s")
 
 
@@ -39,14 +41,18 @@ def stable_report(report: dict[str, Any], name: str) -> str:
 
 
 def outputs(name: str, folder: Path) -> dict[str, bytes]:
-    """The three kept outputs of a replay written to `folder` (report.json made stable)."""
+    """The kept outputs of a replay written to `folder` (report.json made stable)."""
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    return {
+    out = {
         "marks.csv": (folder / "marks.csv").read_bytes(),
         "disputes.csv": (folder / "disputes.csv").read_bytes(),
         "report.json": stable_report(report, name).encode(),
     }
+    if (folder / PERP_FILE).exists():
+        out[PERP_FILE] = (folder / PERP_FILE).read_bytes()
+    return out
 
 
 def kept(name: str) -> dict[str, bytes]:
-    return {f: (GOLDEN / name / f).read_bytes() for f in FILES}
+    files = FILES + ((PERP_FILE,) if (GOLDEN / name / PERP_FILE).exists() else ())
+    return {f: (GOLDEN / name / f).read_bytes() for f in files}
