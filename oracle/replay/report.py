@@ -187,7 +187,7 @@ def build_report(
     }
 
 
-def perp_report(run: RunResult, ref: RunResult, settings: Settings) -> dict[str, dict[str, float | None]]:
+def perp_report(run: RunResult, ref: RunResult, settings: Settings) -> dict[str, dict[str, float]]:
     """Per perp market, the perp mark's error against the reference run's at the same ticks (both
     priced): max and p99 in bps, and seconds over 50 bps, as for the index; and what the mark did at
     the ticks where its index was usable (the perp scenarios' [[expect]]s read these, as perp_NAME):
@@ -217,14 +217,14 @@ def perp_report(run: RunResult, ref: RunResult, settings: Settings) -> dict[str,
             "max_error_bps": float(e.max()),
             "p99_error_bps": float(np.percentile(e, 99)),
             "seconds_over_50bps": float((e > 50).sum() * tick_s),
-            **_premiums(usable.get(market, []), perp.max_premium_bps, tick_s),
+            **_premiums(usable[market], perp.max_premium_bps, tick_s),
         }
     return out
 
 
-def _premiums(marks: list[PerpMark], max_premium_bps: float, tick_s: float) -> dict[str, float | None]:
-    if not marks:
-        return dict.fromkeys(PERP_FIGURES, None)
+def _premiums(marks: list[PerpMark], max_premium_bps: float, tick_s: float) -> dict[str, float]:
+    """The premium figures of perp_report over the perp marks of the usable ticks: there is one, as
+    a perp mark has a price only once its index was usable."""
     price, index, c1, fallback = (
         np.array([getattr(p, f) for p in marks]) for f in ("price", "index", "c1", "c3_fallback")
     )
