@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oracle.freeze import FreezeState, freeze_step
+from oracle.freeze import FreezeRule, FreezeState
 from oracle.models import Candidate, Excluded, Exclusion, Mark, TierResult
 from oracle.quotebook import BookSnapshot, QuoteBook
 from oracle.settings import Settings, SourceRef
@@ -206,15 +206,17 @@ def build_block(lanes: Sequence[Lane], s: Settings, index: dict[str, int], book:
 def run_block(
     block: Block,
     book: BookSnapshot,
-    now: float,
+    now: float | np.ndarray,
     rates: np.ndarray,
     rate_ts: np.ndarray,
     conv_max_age_s: np.ndarray,
-    freeze: FreezeState | None = None,
+    freeze: FreezeRule | None = None,
 ) -> BlockResult:
     """One vectorised pass over a block. `rates`/`rate_ts` hold each market's latest validated price
     and its validation time (NaN when none); `freeze` is the block's freeze-rule state, advanced by
-    this pass (None: no freeze rule, as for a one-off pass)."""
+    this pass (None: no freeze rule, as for a one-off pass). `now` may be a (rows, 1) column, one
+    instant per row, for a block without conversion: a replay chunk stacks several ticks' rows into
+    one pass (oracle.replay.chunked)."""
     raw = book.price[block.slot]
     received = book.received_ts[block.slot]
     present = block.present_cols & ~np.isnan(received)
@@ -241,7 +243,7 @@ def run_block(
         if no_rate is not None:
             live &= ~no_rate
         quoted = np.where(present, raw, np.nan)
-        rules.append((freeze_step(freeze, quoted, price, live), FROZEN))
+        rules.append((freeze.step(quoted, price, live), FROZEN))
     if no_rate is not None:
         rules.append((no_rate, CONVERSION))
     if out_of_bounds is not insane:
@@ -306,7 +308,7 @@ def _row_counts(mask: np.ndarray) -> np.ndarray:
 
 
 def _conversion_rates(
-    convert: np.ndarray, rates: np.ndarray, rate_ts: np.ndarray, max_age_s: np.ndarray, now: float
+    convert: np.ndarray, rates: np.ndarray, rate_ts: np.ndarray, max_age_s: np.ndarray, now: float | np.ndarray
 ) -> np.ndarray:
     """Per cell: 1.0 without conversion, the convert market's mark while fresh, else NaN."""
     fresh = np.where(now - rate_ts <= max_age_s[: len(rates)], rates, np.nan)
@@ -482,12 +484,21 @@ class Aggregator:
             if was_at is not None:
                 self.rates[k], self.rate_ts[k] = old.rates[was_at], old.rate_ts[was_at]
 
-    def run(self, book: BookSnapshot, now: float, validate: Callable[[list[Candidate]], Sequence[Mark]]) -> list[Mark]:
+    def run(
+        self,
+        book: BookSnapshot,
+        now: float,
+        validate: Callable[[list[Candidate]], Sequence[Mark]],
+        done: Sequence[list[Candidate]] = (),
+    ) -> list[Mark]:
+        """`done`: the candidates of the first len(done) levels, aggregated already (a replay chunk
+        runs level 0 for many ticks in one pass, oracle.replay.chunked); those levels' blocks and
+        freeze states are not run again here."""
         marks: list[Mark] = []
         plan = self.plan
-        for level, states in zip(plan.levels, self.freeze, strict=True):
-            cands: list[Candidate] = []
-            for block, state in zip(level, states, strict=True):
+        for i, (level, states) in enumerate(zip(plan.levels, self.freeze, strict=True)):
+            cands: list[Candidate] = done[i] if i < len(done) else []
+            for block, state in zip(level, states, strict=True) if i >= len(done) else ():
                 result = run_block(block, book, now, self.rates, self.rate_ts, plan.conv_max_age_s, state)
                 cands += candidates(result, plan.markets, now)
             level_marks = validate(cands)

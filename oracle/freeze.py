@@ -28,6 +28,7 @@ Pure numpy, one pass per block and tick; the state is a few (rows x cols) arrays
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -61,6 +62,18 @@ class FreezeState:
             bool((ticks > 0).any()),
             np.zeros(shape, dtype=bool),
         )
+
+    def step(self, quoted: np.ndarray, price: np.ndarray, live: np.ndarray) -> np.ndarray:
+        return freeze_step(self, quoted, price, live)
+
+
+class FreezeRule(Protocol):
+    """What `run_block` asks of the rule: is it on, and one step over the block's cells."""
+
+    @property
+    def on(self) -> bool: ...
+
+    def step(self, quoted: np.ndarray, price: np.ndarray, live: np.ndarray) -> np.ndarray: ...
 
 
 def peer_median(values: np.ndarray) -> np.ndarray:
@@ -106,3 +119,58 @@ def freeze_step(state: FreezeState, quoted: np.ndarray, price: np.ndarray, live:
     state.moved = ~changed & (np.abs(peers - state.ref) > state.frac * state.ref)  # False at a NaN
     state.over = np.where(state.moved, state.over + 1, 0)
     return state.over >= state.need
+
+
+def freeze_steps(state: FreezeState, quoted: np.ndarray, price: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """`freeze_step` for T ticks at once: inputs and the result are (T, rows, cols), tick by tick;
+    the state ends as after T calls of `freeze_step` (a replay chunk, oracle.replay.chunked).
+
+    The peers' medians are stateless, one call for the T ticks; the recurrences become scans along
+    time. `last` always equals the quoted price in value (NaN aside), so a cell changed at t exactly
+    when its quote differs from the one at t - 1. Its `ref` is the peers' median at the first tick
+    with peers on or after its latest change (or, without a change in the chunk, the carried `ref`,
+    or from tick 0 when that is NaN); `over` counts the ticks since the latest tick it did not move.
+    """
+    n, rows, cols = quoted.shape
+    peers = peer_median(np.where(live, price, np.nan).reshape(n * rows, cols)).reshape(n, rows, cols)
+    before = np.concatenate((state.last[None], quoted[:-1]))
+    changed = quoted != before
+    t = np.arange(n)[:, None, None]
+    # Latest change at or before each tick; -1 if none in the chunk (then the carried ref holds,
+    # unless it is NaN: then every tick re-takes its peers, as from a change at tick 0).
+    change_at = np.maximum.accumulate(np.where(changed, t, -1), axis=0)
+    carried = (change_at < 0) & ~np.isnan(state.ref)[None]
+    since = np.maximum(change_at, 0)
+    # First tick at or after each tick whose peers exist (n: none).
+    has_peers = ~np.isnan(peers)
+    next_peers = np.flip(np.minimum.accumulate(np.flip(np.where(has_peers, t, n), axis=0), axis=0), axis=0)
+    taken_at = np.minimum(t, np.take_along_axis(next_peers, since, axis=0))
+    ref = np.where(carried, state.ref[None], np.take_along_axis(peers, taken_at, axis=0))
+    moved = ~changed & (np.abs(peers - ref) > state.frac[None] * ref)
+    still_at = np.maximum.accumulate(np.where(moved, -1, t), axis=0)  # latest tick it did not move
+    over = np.where(still_at < 0, state.over[None] + t + 1, t - still_at)
+    last_change = change_at[-1]
+    state.last = np.where(
+        last_change >= 0, np.take_along_axis(quoted, np.maximum(last_change, 0)[None], axis=0)[0], state.last
+    )
+    state.ref, state.moved, state.over = ref[-1], moved[-1], over[-1]
+    state.inputs = quoted[-1].tobytes() + price[-1].tobytes() + live[-1].tobytes()
+    return over >= state.need[None]
+
+
+@dataclass
+class FreezeChunk:
+    """A block's rule over `ticks` ticks stacked as one matrix (rows of tick 0, then of tick 1...):
+    what `run_block` runs on a replay chunk (oracle.replay.chunked)."""
+
+    state: FreezeState
+    ticks: int
+
+    @property
+    def on(self) -> bool:
+        return self.state.on
+
+    def step(self, quoted: np.ndarray, price: np.ndarray, live: np.ndarray) -> np.ndarray:
+        shape = (self.ticks, -1, quoted.shape[1])
+        frozen = freeze_steps(self.state, quoted.reshape(shape), price.reshape(shape), live.reshape(shape))
+        return frozen.reshape(quoted.shape)

@@ -8,6 +8,7 @@ in-memory sink in a replay), which is what keeps a replay faithful to the live p
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from disputes.model import Event
@@ -16,7 +17,7 @@ from oracle.aggregate import Aggregator
 from oracle.metrics import Metrics
 from oracle.models import Candidate, Mark, PerpMark
 from oracle.perp import PerpPlan, PerpStage
-from oracle.quotebook import QuoteBook
+from oracle.quotebook import BookSnapshot, QuoteBook
 from oracle.settings import Settings
 
 
@@ -50,23 +51,17 @@ class Pipeline:
 
     def tick(self, now: float) -> TickOutput:
         started, cpu_started = time.perf_counter(), time.thread_time()
-        out = TickOutput([], [], [])
-
-        def validate(cands: list[Candidate]) -> list[Mark]:
-            marks = []
-            for cand in cands:
-                decision = self.stage.process(cand, now)
-                marks.append(decision.mark)
-                if decision.publish:
-                    out.publish.append(decision.mark)
-                out.events += decision.events
-                for ex in cand.excluded:
-                    self.metrics.quote_excluded(cand.market, ex.source, ex.reason.value)
-            out.candidates += cands
-            return marks
-
         snapshot = self.book.snapshot(self._snapshot)
-        out.marks = self.aggregator.run(snapshot, now, validate)
+        out = self.tick_on(snapshot, now)
+        self.metrics.aggregation_seconds.observe(time.perf_counter() - started)
+        self.metrics.tick_cpu_seconds.observe(time.thread_time() - cpu_started)
+        return out
+
+    def tick_on(self, snapshot: BookSnapshot, now: float, done: Sequence[list[Candidate]] = ()) -> TickOutput:
+        """The tick on a given view of the book; `done`: the candidates of the first levels, already
+        aggregated (a replay chunk aggregates level 0 for many ticks at once: oracle.replay.chunked)."""
+        out = TickOutput([], [], [])
+        out.marks = self.aggregator.run(snapshot, now, lambda cands: self._validate(cands, now, out), done)
         if self.perp is not None:
             agg = self.aggregator
             by_market = {m.market: m for m in out.marks}
@@ -74,6 +69,18 @@ class Pipeline:
             out.perp_publish = self.perp.due(out.perps, {m.market for m in out.publish})
             for p in out.perps:
                 self.metrics.perp_mark(p)
-        self.metrics.aggregation_seconds.observe(time.perf_counter() - started)
-        self.metrics.tick_cpu_seconds.observe(time.thread_time() - cpu_started)
         return out
+
+    def _validate(self, cands: list[Candidate], now: float, out: TickOutput) -> list[Mark]:
+        """The dispute stage turns a level's candidates into marks, in order (dispute ids count up)."""
+        marks = []
+        for cand in cands:
+            decision = self.stage.process(cand, now)
+            marks.append(decision.mark)
+            if decision.publish:
+                out.publish.append(decision.mark)
+            out.events += decision.events
+            for ex in cand.excluded:
+                self.metrics.quote_excluded(cand.market, ex.source, ex.reason.value)
+        out.candidates += cands
+        return marks

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from oracle.replay.attacks import Attack, apply_and_check, apply_attacks
+from oracle.replay.chunked import CHUNK_TICKS
 from oracle.replay.report import (
     build_report,
     write_disputes_csv,
@@ -135,11 +136,16 @@ def _describe(a: Attack) -> str:
 
 
 def run_scenario(
-    path: str | Path, out_dir: str | Path, progress: Callable[[float], None] | None = None, html: bool = True
+    path: str | Path,
+    out_dir: str | Path,
+    progress: Callable[[float], None] | None = None,
+    html: bool = True,
+    chunk: int = CHUNK_TICKS,
 ) -> ReplayOutcome:
+    """`chunk`: ticks aggregated per pass (1: the daemon's tick path, tick by tick; the same outputs)."""
     loaded = load_scenario(path)
     ticks = scenario_ticks(loaded)
-    outcome, attacked = replay_loaded(loaded, ticks, progress)
+    outcome, attacked = replay_loaded(loaded, ticks, progress, chunk)
     outcome.report["scenario"] = {"path": str(path), "description": loaded.scenario.description}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +173,7 @@ def scenario_ticks(loaded: LoadedScenario) -> Ticks:
 
 
 def replay_loaded(
-    loaded: LoadedScenario, ticks: Ticks, progress: Callable[[float], None] | None = None
+    loaded: LoadedScenario, ticks: Ticks, progress: Callable[[float], None] | None = None, chunk: int = CHUNK_TICKS
 ) -> tuple[ReplayOutcome, Ticks]:
     """The reference and attacked runs and their report (the outcome), and the attacked ticks."""
     attacks = loaded.scenario.attack
@@ -176,13 +182,13 @@ def replay_loaded(
     # Same config, same ticks: the reference run would be this run again (replay is deterministic).
     one_run = not attacks and loaded.reference_settings == loaded.settings
     share = 1.0 if one_run else 0.5  # the progress bar covers every run, each its share of the bar
-    run = replay(loaded.settings, attacked, _part(progress, 0.0, share))
+    run = replay(loaded.settings, attacked, _part(progress, 0.0, share), chunk=chunk)
     if one_run:
         reference = run
     else:
         genuine = [a for a in attacks if a.genuine]
         reference_ticks = apply_attacks(ticks, genuine) if genuine else ticks
-        reference = replay(loaded.reference_settings, reference_ticks, _part(progress, share, share))
+        reference = replay(loaded.reference_settings, reference_ticks, _part(progress, share, share), chunk=chunk)
     t0 = float(ticks.ts.min())
     report = build_report(run, reference, loaded.settings, attacks, t0, loaded.scenario.expect)
     return ReplayOutcome(report, run, reference), attacked

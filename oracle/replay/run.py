@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,9 +34,10 @@ from disputes.stage import DisputeStage
 from feeds.adapter import CROSSED, STALE_VENUE_TIME, row_problems
 from oracle.metrics import Metrics
 from oracle.models import Mark, PerpMark, Status
-from oracle.pipeline import Pipeline
+from oracle.pipeline import Pipeline, TickOutput
 from oracle.publish import MemorySink
 from oracle.quotebook import QuoteBook, QuoteColumns
+from oracle.replay.chunked import CHUNK_TICKS, ChunkRunner, FrameFill
 from oracle.settings import Settings
 from oracle.ticks import Ticks
 
@@ -82,12 +83,15 @@ def replay(
     ticks: Ticks,
     progress: Callable[[float], None] | None = None,
     keep_excluded: int = 20_000,
+    chunk: int = CHUNK_TICKS,
 ) -> RunResult:
-    return asyncio.run(_replay(settings, ticks, progress, keep_excluded))
+    """`chunk`: ticks aggregated per pass (oracle.replay.chunked); 1 runs the daemon's own tick path,
+    `Pipeline.tick` on the QuoteBook, tick by tick. The outputs are the same."""
+    return asyncio.run(_replay(settings, ticks, progress, keep_excluded, chunk))
 
 
 async def _replay(
-    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int
+    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int, chunk: int
 ) -> RunResult:
     book = QuoteBook.for_settings(settings)
     stage = DisputeStage(settings)
@@ -103,9 +107,7 @@ async def _replay(
     ticks = checked(ticks, settings)
     feed = _Feeder(ticks, book, grid)
     started = time.perf_counter()
-    for k, t in enumerate(grid.tolist()):
-        feed.until(k)
-        out = pipeline.tick(t)
+    for k, t, out in _outputs(pipeline, feed, grid, chunk):
         for mark in await sink.publish(out.publish):
             result.published.append(mark)
             result.publish_ts.append(t)
@@ -123,6 +125,25 @@ async def _replay(
         progress(1.0)
     result.disputes = sorted(stage.disputes(), key=lambda d: (d.opened_ts, d.id))
     return result
+
+
+def _outputs(
+    pipeline: Pipeline, feed: _Feeder, grid: np.ndarray, chunk: int
+) -> Iterator[tuple[int, float, TickOutput]]:
+    """Each tick's output, in order: tick by tick through the QuoteBook (`chunk` 1, or rows out of
+    receive-time order, which the book would refuse), else `chunk` ticks a pass."""
+    rows = feed.rows()
+    if chunk <= 1 or not FrameFill.in_order(rows):
+        for k, t in enumerate(grid.tolist()):
+            feed.until(k)
+            yield k, t, pipeline.tick(t)
+        return
+    fill = FrameFill(rows, feed.batch, len(pipeline.book.keys))
+    runner = ChunkRunner(pipeline)
+    for k0 in range(0, len(grid), chunk):
+        k1 = min(k0 + chunk, len(grid))
+        for k, out in enumerate(runner.run(fill.frames(k0, k1), grid[k0:k1]), start=k0):
+            yield k, float(grid[k]), out
 
 
 def checked(ticks: Ticks, settings: Settings) -> Ticks:
@@ -182,6 +203,10 @@ class _Feeder:
         ticks_idx = np.arange(len(grid))
         self.start = np.searchsorted(self.batch, ticks_idx, side="left").tolist()
         self.end = np.searchsorted(self.batch, ticks_idx, side="right").tolist()
+
+    def rows(self) -> QuoteColumns:
+        """Every row it hands the book, in order (`self.batch[i]`: the tick before which row i goes in)."""
+        return QuoteColumns(self.slot, *self.cols)
 
     def until(self, k: int) -> None:
         a, b = self.start[k], self.end[k]

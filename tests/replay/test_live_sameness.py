@@ -4,8 +4,9 @@ The daemon's own tick path (`Service._tick_once`: lease, Pipeline, publish) runs
 that advances to each instant of its tick grid the way its tick loop computes it. Quotes reach it
 through its quote callback, as the feed runner delivers them, and a TicksWriter records each one as
 `markd record` does. Redis is replaced at its seams: a MemorySink as publisher, a lease that always
-leads, a dispute service that keeps nothing. The replay of the recorded file must publish the same
-(market, price, confidence, status, tier, sources, seq) sequence.
+leads, a dispute service that keeps nothing. The replay of the recorded file, tick by tick and chunked
+(oracle.replay.chunked), must publish the same (market, price, confidence, status, tier, sources, seq)
+sequence.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from oracle.clock import VirtualClock
 from oracle.models import Mark, Quote
 from oracle.publish import MemorySink
 from oracle.replay.attacks import Attack, apply_attacks
+from oracle.replay.chunked import CHUNK_TICKS
 from oracle.replay.run import replay
 from oracle.service import Service
 from oracle.settings import Settings
@@ -110,9 +112,10 @@ def test_a_recorded_session_and_its_replay_publish_the_same_marks(tmp_path):
     statuses = {m.status.value for m in live}
     assert {"ok", "held"} <= statuses, statuses  # the session saw the jump guard at work
 
-    replayed = replay(settings, read_ticks(path))
     assert len(live) > 60
-    assert _fields(replayed.published) == _fields(live)
+    for chunk in (1, 7, CHUNK_TICKS):  # tick by tick through the book, and many ticks a pass
+        replayed = replay(settings, read_ticks(path), chunk=chunk)
+        assert _fields(replayed.published) == _fields(live), chunk
 
 
 # --- the perp mark: the own book's bid, ask and last reach c2 in replay exactly as live ------------
@@ -217,7 +220,8 @@ def test_the_perp_marks_of_a_recorded_session_and_its_replay_are_the_same(tmp_pa
     assert len(live) > 300 and len({round(x, 6) for x in c2}) > 40  # c2 moved with each own-book frame
 
     recorded = read_ticks(path)
-    assert _perp_fields(replay(settings, recorded).perps) == _perp_fields(live)
+    for chunk in (1, 7, CHUNK_TICKS):
+        assert _perp_fields(replay(settings, recorded, chunk=chunk).perps) == _perp_fields(live), chunk
 
     blank, rows = tmp_path / "blank.csv", 0
     with path.open(newline="") as src, blank.open("w", newline="") as dst:
