@@ -403,39 +403,51 @@ def row_sum(values: np.ndarray) -> np.ndarray:
 
 def candidates(result: BlockResult, markets: Sequence[str], now: float) -> list[Candidate]:
     """One Candidate per market of the block, every tier's result included."""
-    block = result.block
-    tiers: dict[int, list[TierResult]] = {}
-    excluded: dict[int, list[Excluded]] = {}
-    has_quorum = result.quorum
+    return tick_candidates(result, result.block, markets, [now])[0]
+
+
+def tick_candidates(
+    result: BlockResult, block: Block, markets: Sequence[str], nows: Sequence[float]
+) -> list[list[Candidate]]:
+    """Per tick, `candidates` of `block`: `result` stacks the rows of `block` for each of the ticks
+    `nows` (one tick live; many in a replay chunk, oracle.replay.chunked), tick 0's rows first."""
+    rows = len(block.row_market)
     # A row whose every configured source was accepted (the usual case) names them all: only the
     # other rows pick their accepted names one by one.
-    every = (result.accepted == block.present_cols).all(axis=1)
-    rows = zip(
-        block.row_market.tolist(),
-        block.row_tier.tolist(),
-        result.price.tolist(),
-        result.confidence.tolist(),
-        has_quorum.tolist(),
-        every.tolist(),
-        block.names,
-        range(len(block.names)),
-        strict=True,
-    )
-    for m, tier, price, confidence, quorum, all_in, names, r in rows:
-        if all_in:
-            sources = names
-        else:
-            sources = tuple(name for name, a in zip(names, result.accepted[r].tolist(), strict=False) if a)
-        tiers.setdefault(m, []).append(TierResult(tier, price, confidence, sources, quorum))
+    every = (result.accepted.reshape(len(nows), rows, -1) == block.present_cols).all(axis=2).ravel().tolist()
+    prices, confidences = result.price.tolist(), result.confidence.tolist()
+    quorum = result.quorum.tolist()
+    row_market, row_tier = block.row_market.tolist(), block.row_tier.tolist()
+    excluded = _excluded_by_row(result, block)
+    out = []
+    for t, now in enumerate(nows):
+        tiers: dict[int, list[TierResult]] = {}
+        out_of: dict[int, list[Excluded]] = {}
+        for i, (m, tier, names) in enumerate(zip(row_market, row_tier, block.names, strict=True)):
+            r = t * rows + i
+            if every[r]:
+                sources = names
+            else:
+                sources = tuple(name for name, a in zip(names, result.accepted[r].tolist(), strict=False) if a)
+            tiers.setdefault(m, []).append(TierResult(tier, prices[r], confidences[r], sources, quorum[r]))
+            if r in excluded:
+                out_of.setdefault(m, []).extend(excluded[r])
+        out.append([Candidate(markets[m], now, tuple(tiers[m]), tuple(out_of.get(m, ()))) for m in block.markets])
+    return out
+
+
+def _excluded_by_row(result: BlockResult, block: Block) -> dict[int, list[Excluded]]:
+    """The excluded quotes of each row of `result` with any, in column order."""
     if not result.reason.any():
-        return [Candidate(markets[m], now, tuple(tiers[m]), ()) for m in block.markets]
-    for r, c in zip(*np.nonzero(result.reason), strict=True):
-        m = int(block.row_market[r])
-        code = int(result.reason[r, c])
-        excluded.setdefault(m, []).append(
-            Excluded(block.names[r][c], block.pairs[r][c], REASONS[code - 1], float(result.raw[r, c]))
-        )
-    return [Candidate(markets[m], now, tuple(tiers[m]), tuple(excluded.get(m, ()))) for m in block.markets]
+        return {}
+    rows = len(block.row_market)
+    r, c = np.nonzero(result.reason)
+    codes, raws = result.reason[r, c].tolist(), result.raw[r, c].tolist()
+    out: dict[int, list[Excluded]] = {}
+    for row, col, code, raw in zip(r.tolist(), c.tolist(), codes, raws, strict=True):
+        i = row % rows
+        out.setdefault(row, []).append(Excluded(block.names[i][col], block.pairs[i][col], REASONS[code - 1], raw))
+    return out
 
 
 def _cells(block: Block, markets: list[str]) -> list[tuple[tuple[str, int, str, str], int, int]]:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from oracle.aggregate import Block, BlockResult, candidates, run_block
+from oracle.aggregate import Block, run_block, tick_candidates
 from oracle.freeze import FreezeChunk
 from oracle.models import Candidate
 from oracle.pipeline import Pipeline, TickOutput
@@ -115,15 +115,6 @@ def tiled(block: Block, ticks: int, stride: int) -> Block:
     return dataclasses.replace(block, **tiles)  # type: ignore[arg-type]
 
 
-def _rows(result: BlockResult, block: Block, t: int) -> BlockResult:
-    """Tick t's rows of a tiled block's result, as `run_block` of `block` alone would give them."""
-    r = len(block.row_market)
-    sl = slice(t * r, (t + 1) * r)
-    return BlockResult(
-        block, result.price[sl], result.confidence[sl], result.accepted[sl], result.reason[sl], result.raw[sl]
-    )
-
-
 class ChunkRunner:
     """Runs a pipeline over frames, many ticks a pass (see the module's docstring)."""
 
@@ -145,13 +136,13 @@ class ChunkRunner:
         plan = agg.plan
         level0 = plan.levels[0]
         stacked = frames.stacked()
-        results = []
+        times = nows.tolist()
+        done: list[list[Candidate]] = [[] for _ in times]  # level 0's candidates, per tick
         for block, big, state in zip(level0, self._blocks(frames.ticks, frames.stride), agg.freeze[0], strict=True):
             now = np.repeat(nows, len(block.row_market))[:, None]
             freeze = FreezeChunk(state, frames.ticks)
-            results.append(run_block(big, stacked, now, agg.rates, agg.rate_ts, plan.conv_max_age_s, freeze))
-        for t, now_t in enumerate(nows.tolist()):
-            done: list[Candidate] = []
-            for block, result in zip(level0, results, strict=True):
-                done += candidates(_rows(result, block, t), plan.markets, now_t)
-            yield self.pipeline.tick_on(frames.at(t), now_t, (done,))
+            result = run_block(big, stacked, now, agg.rates, agg.rate_ts, plan.conv_max_age_s, freeze)
+            for cands, more in zip(done, tick_candidates(result, block, plan.markets, times), strict=True):
+                cands += more
+        for t, now_t in enumerate(times):
+            yield self.pipeline.tick_on(frames.at(t), now_t, (done[t],))
