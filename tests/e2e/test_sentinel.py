@@ -98,7 +98,7 @@ async def cut_off_and_kill(primary: RedisServer, replica: RedisServer) -> dict[s
     return last
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_daemon_and_reader_follow_a_kill_9_failover_and_the_old_primary_returns_as_a_replica(
     daemon: Daemon, topology: SentinelTopology
 ) -> None:
@@ -149,7 +149,9 @@ async def test_daemon_and_reader_follow_a_kill_9_failover_and_the_old_primary_re
                 info["role"] == "slave" and info["master_port"] == replica.port and info["master_link_status"] == "up"
             )
 
-        took = await until("the old primary to return as a replica", replicates_new_primary, 40)
+        # Sentinel's own pace, not markd's: ~15 s here, but a Sentinel whose timer ran late on a
+        # loaded machine enters TILT mode and does nothing for 30 s (seen: 1 run in 8 at load 10).
+        took = await until("the old primary to return as a replica", replicates_new_primary, 80)
         print(f"old primary a replica again {took:.1f} s after its restart")
     finally:
         follower.cancel()
