@@ -195,7 +195,9 @@ def _read_parquet(p: Path) -> Ticks:
     """A Parquet file of the same columns: numbers as integers or floats (null = absent), names as strings."""
     pa, pq = _pyarrow(p)
     try:
-        table = pq.read_table(p)
+        schema = pq.read_schema(p)
+        names = [n for n in ("source", "pair") if n in schema.names and _is_text(pa, schema.field(n).type)]
+        table = pq.read_table(p, read_dictionary=names)  # names as integer codes: 4 bytes a row, not a string
     except FileNotFoundError:
         raise TicksError(f"{p}: no such file") from None
     except (OSError, pa.ArrowException) as exc:
@@ -215,17 +217,27 @@ def _read_parquet(p: Path) -> Ticks:
 
 
 def _parquet_names(p: Path, table: Any, name: str) -> tuple[np.ndarray, list[str]]:
-    """A string column as integer codes into its names (in order of first appearance)."""
+    """A string column as integer codes into its names."""
     import pyarrow as pa
 
     column = table.column(name)
-    if pa.types.is_dictionary(column.type):  # pandas writes a categorical this way
-        column = column.cast(column.type.value_type)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise TicksError(f"{p}: column {name} is {column.type}, expected strings")
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if not _is_text(pa, kind):
+        raise TicksError(f"{p}: column {name} is {kind}, expected strings")
     _no_nulls(p, column, name)
-    encoded = column.combine_chunks().dictionary_encode()
-    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+    if not pa.types.is_dictionary(column.type):  # read_dictionary did not apply (the schema said otherwise)
+        column = column.dictionary_encode()
+    column = column.unify_dictionaries()  # one list of names for every row group
+    names = column.chunk(0).dictionary.to_pylist() if column.num_chunks else []
+    if len(set(names)) != len(names):  # a name listed twice would make two keys of one: encode afresh
+        column = column.cast(kind).dictionary_encode().unify_dictionaries()
+        names = column.chunk(0).dictionary.to_pylist()
+    codes = [chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    return (np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)), names
+
+
+def _is_text(pa: Any, kind: Any) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def _parquet_numbers(p: Path, table: Any, name: str) -> np.ndarray:
