@@ -17,7 +17,7 @@ from oracle.replay import run_scenario
 from oracle.replay.chunked import CHUNK_TICKS, FrameFill, tiled
 from oracle.settings import Settings
 
-from .conftest import INCIDENTS, SCENARIOS
+from .conftest import LIBRARY, SCENARIOS
 
 FILES = ("marks.csv", "disputes.csv", "perp.csv")
 
@@ -30,7 +30,7 @@ def _same_report(a: bytes, b: bytes) -> bool:
     return bool(ra == rb)
 
 
-@pytest.mark.parametrize("name", INCIDENTS)
+@pytest.mark.parametrize("name", LIBRARY)
 def test_every_scenario_replays_chunked_as_tick_by_tick(name, replayed, tmp_path):
     _, chunked = replayed[name]  # the library's session replays are chunked (the default)
     run_scenario(SCENARIOS / f"{name}.toml", tmp_path, html=False, chunk=1)
