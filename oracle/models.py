@@ -159,7 +159,9 @@ class PerpMark:
     ts: float  # when `price` was computed
     seq: int
     status: Status
-    c3_fallback: bool = False  # c3 is the index: no external perp counted this tick (replay reports it)
+    # c3 is the index: no external perp counted this tick (replay's report.json counts it). Not part
+    # of the Redis hash, so a perp mark read back has False and still equals the one written.
+    c3_fallback: bool = field(default=False, compare=False)
 
     @property
     def ts_ms(self) -> int:

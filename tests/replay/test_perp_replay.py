@@ -148,3 +148,13 @@ def test_replay_check_fails_when_a_perp_expect_fails(tmp_path: Path, capsys) -> 
     out = capsys.readouterr().out
     assert "FAIL BTC-USD perp_max_premium_bps <= 50.0 bps (got 90." in out
     assert "BTC-USD perp: max error" in out
+
+
+def test_a_perp_marks_c3_fallback_flag_is_no_part_of_its_identity() -> None:
+    """It is replay's figure, not a field of P:{M}:perp: a mark read back from Redis (no flag) is
+    the mark that was written."""
+    from oracle.models import PerpMark, Status
+
+    written = PerpMark("BTC-USD", 30_000.0, 30_000.0, 30_000.0, 30_000.0, 30_000.0, T0, 1, Status.OK, True)
+    read_back = PerpMark("BTC-USD", 30_000.0, 30_000.0, 30_000.0, 30_000.0, 30_000.0, T0, 1, Status.OK)
+    assert written == read_back and written.c3_fallback and not read_back.c3_fallback
