@@ -141,6 +141,14 @@ class Mark:
     def ts_ms(self) -> int:
         return round(self.ts * 1000)
 
+    def with_seq(self, seq: int) -> Mark:
+        """This mark with its publication `seq`: dataclasses.replace, spelled out (a sink calls it
+        for every mark it writes, and `replace` costs several times more per call)."""
+        return Mark(
+            self.market, self.price, self.confidence, self.ts, seq, self.status, self.tier, self.sources,
+            self.excluded, self.candidate,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class PerpMark:

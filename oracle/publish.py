@@ -183,7 +183,7 @@ class MemorySink:
         out = []
         for mark in marks:
             prev = self.latest.get(mark.market)
-            written = replace(mark, seq=(prev.seq if prev else 0) + 1)
+            written = mark.with_seq((prev.seq if prev else 0) + 1)
             self.latest[mark.market] = written
             out.append(written)
         self.history.extend(out)
@@ -416,7 +416,7 @@ class RedisPublisher:
         added to `stamped`, its length to `sizes`) just before it goes out, so that work overlaps
         Redis running the last."""
         for chunk in self._chunks(marks):
-            with_seq = [replace(m, seq=self._next_seq(m.market)) for m in chunk]
+            with_seq = [m.with_seq(self._next_seq(m.market)) for m in chunk]
             stamped += with_seq
             sizes.append(len(with_seq))
             yield self._publish_call(with_seq, now)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from oracle.connection import redact
-from oracle.models import Candidate, Mark, Quote, Status, TierResult
+from oracle.models import Candidate, Excluded, Exclusion, Mark, Quote, Status, TierResult
 
 from .helpers import NOW
 
@@ -41,6 +42,15 @@ def test_candidate_tier_is_the_first_with_quorum() -> None:
 def test_mark_ts_ms_is_its_validation_time_in_milliseconds() -> None:
     # The consumer's rule (ok/degraded and young enough) is MarkReader.get's, tested in tests/publish.
     assert Mark("BTC-USD", 100.0, 0.5, NOW, 7, Status.OK, 1, ("a",)).ts_ms == 1_700_000_000_000
+
+
+def test_mark_with_seq_is_replace_with_that_seq_every_field_kept() -> None:
+    excluded = (Excluded("b", "BTC-USD", Exclusion.DEVIATION, 90.0),)
+    mark = Mark("BTC-USD", 100.0, 0.5, NOW, 7, Status.HELD, 2, ("a",), excluded, 101.5)
+    got, want = mark.with_seq(8), dataclasses.replace(mark, seq=8)
+    assert [getattr(got, f.name) for f in dataclasses.fields(Mark)] == [
+        getattr(want, f.name) for f in dataclasses.fields(Mark)
+    ]  # the compare=False fields (excluded, candidate) too
 
 
 @pytest.mark.parametrize(
