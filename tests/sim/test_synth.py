@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +62,8 @@ def test_usdt_quotes_are_the_market_divided_by_the_quote_rate() -> None:
     np.testing.assert_allclose(by_venue_ts["BTC-USDT"] * 1.0005, by_venue_ts["BTC-USD"], rtol=1e-12)
 
 
-def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> None:
-    # CPU time, not wall time: on a shared machine other processes must not fail this test.
-    t0 = time.process_time()
+def test_a_day_of_one_second_ticks_for_six_venues_writes_every_row(tmp_path: Path) -> None:
+    # Its speed is bench/replay.py's to measure (it writes this very file): no timing asserted here.
     n = synth_ticks(
         tmp_path / "day.csv",
         {"BTC-USD": 30_000.0},
@@ -76,7 +74,6 @@ def test_a_day_of_one_second_ticks_for_six_venues_is_fast(tmp_path: Path) -> Non
         quote_rates={"USDT-USD": 1.0005},
     )
     assert n == 518_400
-    assert time.process_time() - t0 < 3.0
 
 
 def _feed_rows(ticks: Ticks, source: str, pair: str) -> np.ndarray:
