@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import redis.exceptions
+from redis.asyncio import Redis
 
 from feeds.adapter import Request
 from feeds.errors import ConnectError, FeedTimeout, HttpError, RateLimited, TooLarge, TransportError
@@ -276,9 +277,22 @@ class RedisHashPoller:
         self.clock = clock
         self.poll_s = poll_s
         self.timeout_s = timeout_s
+        self._commands: list[bytes] | None = None
+
+    def _packed(self, conn: Any) -> list[bytes]:
+        """The poll's commands, packed once: they are the same every poll."""
+        if self._commands is None:
+            self._commands = conn.pack_commands([("HMGET", key, *self.fields) for key in self.keys])
+        return self._commands
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         client = connect(RedisSettings(url=self.url), timeout_s=self.timeout_s, encoding_errors="replace")
+        # No per-reply socket timeout: redis-py wraps each reply's read in asyncio.timeout(), and with a
+        # thousand replies a poll on Python 3.11 a cancellation (the daemon stopping, a reload) was
+        # lost and the poller ran on (seen with 1,000 keys on a loaded machine). One timeout bounds
+        # the whole poll instead, in fetch().
+        assert isinstance(client, Redis)  # a single node: no cluster, no Sentinel in these settings
+        client.connection_pool.connection_kwargs["socket_timeout"] = None
         try:
             while True:
                 started = self.clock.now()
@@ -288,12 +302,22 @@ class RedisHashPoller:
             await client.aclose()
 
     async def fetch(self, client: Any) -> Frame:
+        """One round trip: every HMGET written at once, then every reply read (pipelining by hand on
+        one pooled connection, as oracle.connection does for the publisher's scripts). A failure or
+        a cancellation drops the connection, so no reply is left behind on it."""
+        pool = client.connection_pool
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for key in self.keys:
-                    pipe.hmget(key, self.fields)
-                replies = await pipe.execute(raise_on_error=False)
-        except redis.exceptions.TimeoutError as exc:
+            async with asyncio.timeout(self.timeout_s):
+                conn = await pool.get_connection()
+                try:
+                    await conn.send_packed_command(self._packed(conn), check_health=False)
+                    replies = [await _reply(conn) for _ in self.keys]
+                except BaseException:
+                    await conn.disconnect(nowait=True)
+                    raise
+                finally:
+                    await pool.release(conn)
+        except (TimeoutError, redis.exceptions.TimeoutError) as exc:
             raise FeedTimeout(f"{redact(self.url)}: no answer in time") from exc
         except (redis.exceptions.ConnectionError, OSError) as exc:  # refused, reset, AUTH failed
             raise ConnectError(f"{redact(self.url)}: {type(exc).__name__}: {exc}") from exc
@@ -304,3 +328,10 @@ class RedisHashPoller:
                 raise ConnectError(f"{redact(self.url)}: {type(reply).__name__}: {reply}")
             doc.append(str(reply) if isinstance(reply, Exception) else reply)
         return Frame(msgspec.json.encode(doc), received, self.pairs)
+
+
+async def _reply(conn: Any) -> Any:
+    try:
+        return await conn.read_response()
+    except redis.exceptions.ResponseError as exc:  # this key's own error (WRONGTYPE): returned, not raised
+        return exc

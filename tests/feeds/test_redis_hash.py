@@ -333,3 +333,39 @@ def test_check_config_refuses_a_bad_redis_hash_source_with_exit_2(tmp_path: Path
     assert "sources.engine.base_url: must start with redis://, rediss:// or unix://" in out.stderr
     assert "markets.BTC-USD.perp.book.heartbeat_s: required for a redis_hash source" in out.stderr
     assert "s3cret-pw" not in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_a_redis_that_never_answers_times_out() -> None:
+    """A server that takes the connection and the commands and says nothing: timeout_ms bounds the poll."""
+
+    done = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Feed(feed_settings(f"redis://127.0.0.1:{port}/0", ("BTC-PERP",))) as feed:
+            await until(lambda: feed.errors("timeout") >= 2)
+            assert feed.up() == 0.0 and not feed.quotes
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_thousand_keys_stop_promptly_when_cancelled(engine: redis.Redis, engine_redis: RedisServer) -> None:
+    """The daemon stopping cancels the poller mid-poll. With redis-py's per-reply read timeouts, on
+    Python 3.11, a loaded machine lost that cancellation and the poll went on for ever."""
+    pairs = tuple(f"M{i:04d}-PERP" for i in range(1000))
+    pipe = engine.pipeline(transaction=False)
+    for p in pairs:
+        pipe.hset(f"book:{p}", mapping={"bid": "1", "ask": "2", "ts_ms": str(now_ms())})
+    pipe.execute()
+    feed = Feed(feed_settings(engine_redis.url, pairs))
+    async with feed:
+        await until(lambda: len(feed.batches) >= 3, timeout=20)
+    # __aexit__ cancelled the runner and awaited it: reaching here is the test (pytest's timeout fails it)
+    assert feed.task.cancelled()
