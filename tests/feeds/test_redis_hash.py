@@ -29,7 +29,7 @@ from oracle.metrics import SOURCE_ERROR_CODES, Metrics
 from oracle.quotebook import QuoteBook
 from oracle.settings import ConfigError, Settings, SourceRef, parse_settings
 from oracle.sim.demo import to_toml
-from oracle.testing import RedisServer
+from oracle.testing import MissingBinary, RedisServer
 from tests.feeds.conftest import RUNNER_OPTIONS, Feed, until
 from tests.feeds.fakes import FastClock
 
@@ -369,3 +369,22 @@ async def test_a_thousand_keys_stop_promptly_when_cancelled(engine: redis.Redis,
         await until(lambda: len(feed.batches) >= 3, timeout=20)
     # __aexit__ cancelled the runner and awaited it: reaching here is the test (pytest's timeout fails it)
     assert feed.task.cancelled()
+
+
+async def test_rediss_with_a_password_works(caplog: pytest.LogCaptureFixture) -> None:
+    """TLS as for markd's own Redis (oracle.connection): rediss:// with the CA in the URL."""
+    secret = "s3cret-tls-pw"
+    try:
+        server = RedisServer(password=secret, tls=True).start()
+    except MissingBinary as exc:  # only the embedded redis-server, which has no TLS
+        pytest.skip(str(exc))
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        client.hset("book:BTC-PERP", mapping={"bid": "29999", "ask": "30001", "ts_ms": str(now_ms())})
+        client.close()
+        caplog.set_level(logging.DEBUG)
+        async with Feed(feed_settings(server.url, ("BTC-PERP",))) as feed:
+            assert (await feed.next_quote("BTC-PERP")).price == 30000.0
+        assert secret not in caplog.text
+    finally:
+        server.stop()
