@@ -293,7 +293,10 @@ def source_signatures(settings: Settings) -> dict[str, SourceSignature]:
     return {
         name: (
             settings.sources[name],
-            frozenset((r.pair, r.id, r.address, r.decimals, r.heartbeat_s, r.path, r.key) for r in refs),
+            frozenset(
+                (r.pair, r.id, r.address, r.decimals, r.heartbeat_s, r.path, r.bid_path, r.ask_path, r.last_path, r.key)
+                for r in refs
+            ),
         )
         for name, refs in refs_by_source(settings).items()
     }

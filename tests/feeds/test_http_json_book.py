@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from feeds.runner import source_signatures
 from oracle.settings import ConfigError, Settings, parse_settings
 from tests.feeds.conftest import Feed
 
@@ -65,3 +66,15 @@ def test_a_book_needs_both_sides_or_a_path() -> None:
         "markets.BTC-USD.perp.book.path: required for a http_json source (or last_path, or bid_path with ask_path)",
         "markets.BTC-USD.perp.book.ask_path: a book needs both sides",
     ]
+
+
+def test_changing_a_book_path_restarts_the_source() -> None:
+    """A reload that moves the book's sides must rebuild the adapter, not keep reading the old paths."""
+    before = source_signatures(Settings.model_validate(settings("http://x.test/b", BOOK)))
+    moved = {**BOOK, "ask_path": "book.asks.1.0"}
+    after = source_signatures(Settings.model_validate(settings("http://x.test/b", moved)))
+    with_last = source_signatures(
+        Settings.model_validate(settings("http://x.test/b", {**BOOK, "last_path": "last.px"}))
+    )
+    assert before["venue"] != after["venue"] and before["venue"] != with_last["venue"]
+    assert before["a"] == after["a"]
