@@ -32,8 +32,10 @@ def mark(
 
 
 def publisher(
-    settings: RedisSettings, metrics: Metrics | None = None, timeout_s: float = 0.25, signer: Signer | None = None
+    settings: RedisSettings, metrics: Metrics | None = None, timeout_s: float = 2.0, signer: Signer | None = None
 ) -> RedisPublisher:
+    # 2 s, not the daemon's one tick: a test that expects its write must not lose it to a loaded
+    # machine (a first publish also connects and loads the script). Budget tests pass their own.
     return RedisPublisher(settings, metrics or Metrics(), WallClock(), timeout_s=timeout_s, signer=signer)
 
 
