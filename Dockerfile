@@ -17,7 +17,7 @@ COPY feeds ./feeds
 COPY disputes ./disputes
 # The dependencies exactly as locked (--require-hashes: a changed file on the index fails the build),
 # then markd itself without resolving anything (--no-deps). The lock holds the [project] dependencies
-# only, never the dev or report extras. Every one ships a manylinux wheel for 3.11: no compiler.
+# and the `fast` extra (uvloop), never the dev or report extras. Every one ships a manylinux wheel for 3.11: no compiler.
 RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
  && pip wheel --no-deps --wheel-dir /wheels .
 
@@ -35,9 +35,9 @@ RUN groupadd --system --gid 10001 markd \
  && install -d -o markd -g markd /srv/markd
 
 # --no-index: install exactly the wheels the build stage resolved, nothing fetched afresh. The bind
-# mount keeps the wheels out of every layer of this image.
+# mount keeps the wheels out of every layer of this image. [fast]: uvloop, the daemon's event loop.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels markd
+    pip install --no-index --find-links=/wheels markd[fast]
 
 # The default config; mount a directory over /etc/markd to replace it.
 COPY config/markd.toml /etc/markd/markd.toml

@@ -29,11 +29,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/aggregate.py
 	$(BIN)/python bench/replay.py
 
-# requirements.lock: every runtime dependency pinned with its hashes; the Dockerfile installs exactly
-# these. Run after changing [project] dependencies (tests/deploy checks the lock matches them);
+# requirements.lock: every runtime dependency pinned with its hashes, and the `fast` extra (uvloop);
+# the Dockerfile installs exactly these. Run after changing [project] dependencies (tests/deploy checks the lock matches them);
 # `make lock LOCK_ARGS=--upgrade` moves every pin to the newest allowed release.
 lock: $(STAMP)
-	$(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url \
+	$(BIN)/pip-compile --quiet --extra fast --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url \
 		--no-emit-find-links $(LOCK_ARGS) --output-file requirements.lock pyproject.toml
 
 clean:

@@ -1,6 +1,7 @@
 """Quote-to-Redis latency of the running daemon: 1,000 markets x 8 sources at 10 quotes/s each.
 
     .venv/bin/python bench/latency.py [--markets 1000] [--sources 8] [--tick-ms 100] [--seconds 30] [--perp]
+                                      [--loop auto|asyncio|uvloop|both]
 
 The feed: one local aiohttp server holds 8 `http_json` sources, each one JSON document of every
 market's price (`{"M0000-USD": 100.01, ...}`), polled by the daemon every 100 ms, so every source
@@ -23,6 +24,9 @@ from /proc/PID/stat) and RSS (VmRSS, and the peak VmHWM, from /proc/PID/status) 
 `tick_cpu_ms_p50`/`_p99`: the CPU time of one tick of the pipeline (aggregation and validation, not
 parsing or publishing), from the daemon's `markd_tick_cpu_seconds` histogram over the same window.
 Prints a final JSON line: {"p50_ms", "p99_ms", "cpu_pct", "rss_mb", "tick_cpu_ms_p50", ...}.
+
+`--loop both` runs the daemon twice, on asyncio's loop and on uvloop's (MARKD_LOOP, oracle.loop), and
+prints both runs' figures side by side; the default, auto, is what `markd run` does (uvloop if installed).
 
 `--perp` runs the daemon twice, the second time with a `[markets.M.perp]` table on every market (the
 book: one more http_json document, `venue`; the externals: sources s0 and s1, weights 2 and 1), and
@@ -205,6 +209,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     url = f"http://127.0.0.1:{feed_port}"
     conf.write_text(to_toml(config(markets, sources, url, redis_server.url, http_port, args.tick_ms, args.perp)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKD_")}
+    env["MARKD_LOOP"] = args.loop  # oracle.loop: auto = uvloop when installed
     stderr = (workdir / "markd.log").open("wb")
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     cmd = [sys.executable, *profile, "-m", "oracle", "run", "--config", str(conf)]
@@ -287,6 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         "markets": args.markets,
         "sources": args.sources,
         "tick_ms": args.tick_ms,
+        "loop": args.loop,
         "seconds": args.seconds,
     }
 
@@ -346,7 +352,23 @@ def main() -> None:
     p.add_argument("--samples-out", help="write each step (seconds since the start, market, latency_s) as CSV")
     p.add_argument("--profile", help="run the daemon under cProfile, writing its stats to this file")
     p.add_argument("--perp", action="store_true", help="run again with a perp mark on every market; print both")
+    p.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop", "both"),
+        default="auto",
+        help="the daemon's event loop (MARKD_LOOP); both: one run on each, printed side by side",
+    )
     args = p.parse_args()
+    if args.loop == "both":
+        runs = {}
+        for kind in ("asyncio", "uvloop"):
+            args.loop = kind
+            runs[kind] = asyncio.run(run(args))
+        keys = ("p50_ms", "p99_ms", "cpu_pct", "rss_mb", "tick_cpu_ms_p50")
+        for key in keys:
+            print(f"{key:16s} asyncio {runs['asyncio'][key]:>8}   uvloop {runs['uvloop'][key]:>8}", file=sys.stderr)
+        print(json.dumps(runs))
+        return
     if args.perp:
         args.perp = False
         without = asyncio.run(run(args))

@@ -97,8 +97,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configure(settings.service.log_level)
 
+    from oracle.loop import LoopError, new_event_loop
+
+    try:
+        loop = new_event_loop()
+    except LoopError as exc:
+        print(f"markd run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     service = Service(settings, config_path=path)
-    loop = asyncio.new_event_loop()
     stop_on_signals(service, loop)  # before the loop runs: asyncio.run then leaves SIGINT alone
     reload_on_sighup(service, loop)
     try:

@@ -43,6 +43,7 @@ from oracle.clock import Clock, WallClock
 from oracle.connection import redact
 from oracle.http import build_app
 from oracle.leader import LeaderLease, LeaseKeeper
+from oracle.loop import name as loop_name
 from oracle.metrics import Metrics
 from oracle.models import Mark, PerpMark, Status
 from oracle.pipeline import Pipeline
@@ -147,6 +148,7 @@ class Service:
                     "replica": self.replica_id,
                     "redis": redact(self.settings.redis.url),
                     "markets": list(self.settings.markets),
+                    "loop": loop_name(asyncio.get_running_loop()),  # uvloop when installed (oracle.loop)
                 },
             )
             try:

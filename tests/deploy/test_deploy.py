@@ -474,7 +474,11 @@ def test_the_lock_pins_exactly_the_current_dependencies() -> None:
     from packaging.requirements import Requirement
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    wanted = [Requirement(r) for r in pyproject["project"]["dependencies"]]
+    # the [project] dependencies and the `fast` extra (uvloop), which the image installs too
+    wanted = [
+        Requirement(r)
+        for r in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["fast"]
+    ]
     lock = locked()
     for req in wanted:
         name = _norm(req.name)
@@ -510,7 +514,7 @@ def test_dockerfile_builds_a_wheel_and_installs_only_it_on_a_slim_base() -> None
     install = re.search(r"pip install ([^&;]*)", runs)
     assert install, "the runtime stage installs the wheel with pip"
     assert "--no-index" in install.group(1), "only the builder's wheels, nothing fetched afresh"
-    assert re.search(r"\bmarkd\s*$", install.group(1)), "installs `markd` itself, without extras"
+    assert re.search(r"\bmarkd\[fast\]\s*$", install.group(1)), "installs `markd` with uvloop (`fast`), no other extra"
     everything = " ".join(args for _, args in dockerfile_instructions())
     assert "[dev]" not in everything and "[report]" not in everything
     assert not re.search(r"apt-get|gcc|build-essential|requirements-dev", runs)
