@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from disputes.model import deviation_bps
 from oracle.models import TierResult
+from oracle.validation import Column, StateArrays
 
 ANCHOR_BUCKETS = 60
 
@@ -30,7 +31,23 @@ class Anchor:
     (amortised: a bucket's sums are dropped when it leaves the window) with bounded memory.
     """
 
-    def __init__(self, window_s: float, buckets: int = ANCHOR_BUCKETS) -> None:
+    window_s = Column("a_window_s", float)
+    buckets = Column("a_buckets", int)
+    width = Column("a_width", float)
+    _closed_pw = Column("a_closed_pw", float)
+    _closed_w = Column("a_closed_w", float)
+    _bucket = Column("a_bucket", int)
+    _pw = Column("a_pw", float)
+    _w = Column("a_w", float)
+    _price = Column("a_price", float)
+    _ts = Column("a_ts", float)
+
+    def __init__(
+        self, window_s: float, buckets: int = ANCHOR_BUCKETS, cols: StateArrays | None = None, row: int = 0
+    ) -> None:
+        # The sums live in a row of a StateArrays (oracle.validation), its own unless one is given;
+        # the closed buckets' deque is only touched when a bucket closes, so it stays here.
+        self._cols, self._row = cols if cols is not None else StateArrays(1), row
         self.window_s = window_s
         self.buckets = buckets
         self.width = window_s / buckets if window_s > 0 else math.inf

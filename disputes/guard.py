@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from disputes.model import deviation_bps
+from oracle.validation import Column, StateArrays
 
 
 class Verdict(Enum):
@@ -51,14 +52,40 @@ class GuardStep:
 
 
 class JumpGuard:
-    """The guard of one market. `max_jump_bps = 0` turns the guard off."""
+    """The guard of one market. `max_jump_bps = 0` turns the guard off. The state lives in a row of
+    a StateArrays (oracle.validation), its own unless one is given."""
 
-    def __init__(self, max_jump_bps: float, dispute_window_ms: int, max_deviation_bps: float) -> None:
+    max_jump_bps = Column("g_max_jump", float)
+    window_s = Column("g_window_s", float)
+    max_deviation_bps = Column("g_max_dev", float)
+    upheld = Column("g_upheld", bool)  # an upheld dispute: hold until the sources return
+
+    def __init__(
+        self,
+        max_jump_bps: float,
+        dispute_window_ms: int,
+        max_deviation_bps: float,
+        cols: StateArrays | None = None,
+        row: int = 0,
+    ) -> None:
+        self._cols, self._row = cols if cols is not None else StateArrays(1), row
         self.max_jump_bps = max_jump_bps
         self.window_s = dispute_window_ms / 1000.0
         self.max_deviation_bps = max_deviation_bps
-        self.window: DisputeWindow | None = None
-        self.upheld = False  # an upheld dispute: hold until the sources return
+        self.window = None
+        self.upheld = False
+
+    @property
+    def window(self) -> DisputeWindow | None:
+        opened = float(self._cols.g_opened[self._row])
+        return None if math.isnan(opened) else DisputeWindow(opened, float(self._cols.g_reference[self._row]))
+
+    @window.setter
+    def window(self, w: DisputeWindow | None) -> None:
+        i = self._row
+        self._cols.g_opened[i], self._cols.g_reference[i] = (
+            (math.nan, math.nan) if w is None else (w.opened_ts, w.reference)
+        )
 
     def step(self, price: float, last_validated: float, now: float, disputed: bool) -> GuardStep:
         """`disputed`: a dispute is open on the market, so nothing may validate."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from disputes.detectors import Anchor, anchor_breached, confirming_tier, divergent_tiers
 from disputes.guard import Change, JumpGuard, Verdict
@@ -36,6 +36,7 @@ from disputes.model import (
 from disputes.tiers import NO_TIER, TierMachine
 from oracle.models import Candidate, Exclusion, Mark, Status, TierResult
 from oracle.settings import Policy, Settings
+from oracle.validation import MUTE_ANCHOR, MUTE_DIVERGENCE, STATUS_CODE, Column, StateArrays
 
 _URL_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # an id goes into a URL path
 KEEP_CLOSED = 10_000  # closed disputes kept in memory (for replay's disputes.csv); Redis keeps all
@@ -61,28 +62,101 @@ class Validated:
 NOTHING_VALIDATED = Validated(math.nan, math.nan, 0.0, NO_TIER, ())
 
 
-@dataclass
 class MarketState:
-    policy: Policy
-    tiers: TierMachine
-    guard: JumpGuard
-    anchor: Anchor
-    last: Validated = NOTHING_VALIDATED
-    candidate: TierResult | None = None  # the tier in use's result at the latest tick
-    published: Mark | None = None
-    published_ts: float = -math.inf
-    frozen: frozenset[str] = frozenset()
-    muted: set[Reason] = field(default_factory=set)  # detectors silenced until their condition clears
-    anchor_confirmed: bool = False
+    """The validation state of one market: a view of its row of a StateArrays (oracle.validation),
+    which the quiet path advances in bulk. Only what is not a number lives here: the policy, the
+    frozen sources and the anchor's closed buckets."""
+
+    published_ts = Column("pub_ts", float)
+    anchor_confirmed = Column("anchor_confirmed", bool)
+
+    def __init__(self, policy: Policy, cols: StateArrays | None = None, row: int = 0) -> None:
+        cols = cols if cols is not None else StateArrays(1)
+        cols.reset_row(row)
+        self._cols, self._row = cols, row
+        self.tiers = TierMachine(policy.recover_ticks, policy.max_deviation_bps, cols, row)
+        self.guard = JumpGuard(policy.max_jump_bps, policy.dispute_window_ms, policy.max_deviation_bps, cols, row)
+        self.anchor = Anchor(policy.anchor_window_s, cols=cols, row=row)
+        self.policy = policy
+        self._frozen: frozenset[str] = frozenset()
+        cols.live[row] = True
 
     @staticmethod
     def new(policy: Policy) -> MarketState:
-        return MarketState(
-            policy=policy,
-            tiers=TierMachine(policy.recover_ticks, policy.max_deviation_bps),
-            guard=JumpGuard(policy.max_jump_bps, policy.dispute_window_ms, policy.max_deviation_bps),
-            anchor=Anchor(policy.anchor_window_s),
+        return MarketState(policy)
+
+    def rebind(self, cols: StateArrays, row: int) -> None:
+        """Point this view (and its machines) at another row, which already holds its state."""
+        for view in (self, self.tiers, self.guard, self.anchor):
+            view._cols, view._row = cols, row
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._policy = policy
+        c, i = self._cols, self._row
+        c.pol_max_dev[i], c.pol_anchor_dev[i] = policy.max_deviation_bps, policy.anchor_deviation_bps
+        c.pol_heartbeat_ms[i] = policy.heartbeat_ms
+
+    @property
+    def last(self) -> Validated:
+        c, i = self._cols, self._row
+        return Validated(
+            float(c.last_price[i]), float(c.last_conf[i]), float(c.last_ts[i]), int(c.last_tier[i]), c.last_sources[i]
         )
+
+    @last.setter
+    def last(self, v: Validated) -> None:
+        c, i = self._cols, self._row
+        c.last_price[i], c.last_conf[i], c.last_ts[i], c.last_tier[i] = v.price, v.confidence, v.ts, v.tier
+        c.last_sources[i] = v.sources
+
+    @property
+    def candidate(self) -> TierResult | None:
+        """The tier in use's result at the latest tick."""
+        c, i = self._cols, self._row
+        if not c.cand_has[i]:
+            return None
+        return TierResult(
+            int(c.cand_tier[i]),
+            float(c.cand_price[i]),
+            float(c.cand_conf[i]),
+            c.cand_sources[i],
+            bool(c.cand_quorum[i]),
+        )
+
+    @candidate.setter
+    def candidate(self, r: TierResult | None) -> None:
+        c, i = self._cols, self._row
+        if r is None:
+            c.cand_has[i], c.cand_price[i] = False, math.nan
+            return
+        c.cand_has[i], c.cand_tier[i], c.cand_price[i], c.cand_conf[i] = True, r.tier, r.price, r.confidence
+        c.cand_sources[i], c.cand_quorum[i] = r.sources, r.quorum
+
+    @property
+    def frozen(self) -> frozenset[str]:
+        return self._frozen
+
+    @frozen.setter
+    def frozen(self, sources: frozenset[str]) -> None:
+        self._frozen = sources
+        self._cols.frozen_any[self._row] = bool(sources)
+
+    @property
+    def muted(self) -> frozenset[Reason]:
+        """Detectors silenced until their condition clears."""
+        bits = int(self._cols.muted[self._row])
+        return frozenset(r for r, bit in _MUTE_BITS.items() if bits & bit)
+
+    def mute(self, reason: Reason) -> None:
+        self._cols.muted[self._row] |= _MUTE_BITS[reason]
+
+    def unmute(self, reason: Reason) -> None:
+        self._cols.muted[self._row] &= ~_MUTE_BITS[reason]
 
     def retune(self, policy: Policy) -> None:
         """New thresholds for the same history (a config reload)."""
@@ -92,11 +166,19 @@ class MarketState:
         self.anchor.rewindow(policy.anchor_window_s)
 
 
+_MUTE_BITS = {Reason.ANCHOR: MUTE_ANCHOR, Reason.DIVERGENCE: MUTE_DIVERGENCE}
+
+
 class DisputeStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._markets: dict[str, MarketState] = {}
         self._open: dict[str, dict[str, Dispute]] = {}  # market -> id -> open dispute
+        # Every market's validation state, a row each (oracle.validation); a MarketState is a view.
+        self.rows: dict[str, int] = {m: i for i, m in enumerate(settings.market_order())}
+        self.cols = StateArrays(len(self.rows), _max_tiers(settings))
+        self.generation = 0  # bumped when the rows are renumbered (a reload)
+        self._row_names: list[str] | None = None
         self._closed: dict[str, Dispute] = {}  # the latest KEEP_CLOSED closed ones, oldest first
         self._counter = 0
 
@@ -135,6 +217,18 @@ class DisputeStage:
         st.last = Validated(result.price, result.confidence, now, result.tier, result.sources)
         return False, events
 
+    def close_buckets(self, rows: Iterable[int], index: int) -> None:
+        """Close the anchor bucket of the markets at `rows` of `cols`: time has entered bucket `index`
+        (the quiet path of oracle.validation feeds the anchor in bulk, but closes buckets here)."""
+        markets = self._by_row()
+        for i in rows:
+            self._markets[markets[i]].anchor._close_bucket(index)
+
+    def _by_row(self) -> list[str]:
+        if self._row_names is None or len(self._row_names) != len(self.rows):
+            self._row_names = list(self.rows)
+        return self._row_names
+
     # --- detectors ---
     def _detect(self, st: MarketState, c: Candidate, result: TierResult | None, now: float) -> list[Event]:
         events = self._divergence(st, c, now)
@@ -145,7 +239,7 @@ class DisputeStage:
     def _anchor(self, st: MarketState, c: Candidate, result: TierResult, now: float) -> list[Event]:
         anchor = st.anchor.mean()
         if not anchor_breached(result.price, anchor, st.policy.anchor_deviation_bps):
-            st.muted.discard(Reason.ANCHOR)
+            st.unmute(Reason.ANCHOR)
             st.anchor_confirmed = False
             return self._revert(c.market, Reason.ANCHOR, now)
         confirmed_by = confirming_tier(result.price, result.tier, c.tiers, st.policy.max_deviation_bps)
@@ -164,7 +258,7 @@ class DisputeStage:
     def _divergence(self, st: MarketState, c: Candidate, now: float) -> list[Event]:
         pair = divergent_tiers(c.tiers, st.policy.max_deviation_bps)
         if pair is None:
-            st.muted.discard(Reason.DIVERGENCE)
+            st.unmute(Reason.DIVERGENCE)
             return self._revert(c.market, Reason.DIVERGENCE, now)
         price = st.candidate.price if st.candidate is not None else math.nan
         note = f"tiers {pair[0]} and {pair[1]} disagree"
@@ -230,6 +324,15 @@ class DisputeStage:
             del self._markets[market]
         for market in [m for m in self._open if m not in settings.markets]:
             del self._open[market]
+        rows = {m: i for i, m in enumerate(settings.market_order())}
+        cols = StateArrays(len(rows), _max_tiers(settings))
+        for market, st in self._markets.items():
+            cols.copy_row(rows[market], self.cols, self.rows[market])
+            st.rebind(cols, rows[market])
+        for market, ds in self._open.items():
+            cols.open_n[rows[market]] = len(ds)
+        self.rows, self.cols, self.generation = rows, cols, self.generation + 1
+        self._row_names = None
         for market, st in self._markets.items():
             policy = settings.policy_for(market)
             if policy != st.policy:
@@ -272,7 +375,7 @@ class DisputeStage:
             return closed
         st = self._state(d.market)
         if d.reason in (Reason.ANCHOR, Reason.DIVERGENCE):
-            st.muted.add(d.reason)  # a ruled-on condition must not reopen its dispute next tick
+            st.mute(d.reason)  # a ruled-on condition must not reopen its dispute next tick
         if outcome is Outcome.UPHELD:
             st.guard.uphold()
         else:
@@ -304,9 +407,11 @@ class DisputeStage:
 
     def _add(self, d: Dispute) -> None:
         self._open.setdefault(d.market, {})[d.id] = d
+        self.cols.open_n[self.rows[d.market]] += 1
 
     def _close(self, d: Dispute, outcome: Outcome, now: float) -> Dispute:
         del self._open[d.market][d.id]
+        self.cols.open_n[self.rows[d.market]] -= 1
         closed = self._closed[d.id] = d.closed(outcome, now)
         while len(self._closed) > KEEP_CLOSED:
             del self._closed[next(iter(self._closed))]
@@ -333,7 +438,8 @@ class DisputeStage:
         if st is None:
             if market not in self.settings.markets:
                 raise UnknownMarket(market)
-            st = self._markets[market] = MarketState.new(self.settings.policy_for(market))
+            st = MarketState(self.settings.policy_for(market), self.cols, self.rows[market])
+            self._markets[market] = st
         return st
 
     def _mark(self, st: MarketState, c: Candidate, status: Status, tier: int) -> Mark:
@@ -355,17 +461,23 @@ class DisputeStage:
     def _should_publish(self, st: MarketState, mark: Mark, now: float) -> bool:
         if math.isnan(mark.price):
             return False  # nothing validated yet: nothing the margin engine could use
-        prev = st.published
+        c, i = st._cols, st._row  # the last published mark's fields
+        status = STATUS_CODE[mark.status]
         changed = (
-            prev is None
-            or (prev.price, prev.status, prev.tier) != (mark.price, mark.status, mark.tier)
-            or not _same(prev.confidence, mark.confidence)
+            not c.pub_has[i]
+            or (c.pub_price[i], c.pub_status[i], c.pub_tier[i]) != (mark.price, status, mark.tier)
+            or not _same(float(c.pub_conf[i]), mark.confidence)
         )
         due = (now - st.published_ts) * 1000.0 >= st.policy.heartbeat_ms
         if changed or due:
-            st.published, st.published_ts = mark, now
+            c.pub_has[i], c.pub_price[i], c.pub_status[i], c.pub_tier[i] = True, mark.price, status, mark.tier
+            c.pub_conf[i], st.published_ts = mark.confidence, now
             return True
         return False
+
+
+def _max_tiers(settings: Settings) -> int:
+    return max((len(m.tiers) for m in settings.markets.values()), default=1)
 
 
 def dispute_event(d: Dispute) -> Event:

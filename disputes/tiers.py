@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from disputes.model import deviation_bps
 from oracle.models import Candidate, Status, TierResult
+from oracle.validation import Column, StateArrays
 
 NO_TIER = 0
 
@@ -34,13 +35,21 @@ class TierStep:
 
 
 class TierMachine:
-    """The tier state of one market. `step` once per tick."""
+    """The tier state of one market. `step` once per tick. The state lives in a row of a
+    StateArrays (oracle.validation), its own unless one is given: the quiet path advances it there."""
 
-    def __init__(self, recover_ticks: int, max_deviation_bps: float) -> None:
+    recover_ticks = Column("recover_ticks", int)
+    max_deviation_bps = Column("tier_max_dev", float)
+    tier = Column("tier", int)
+
+    def __init__(
+        self, recover_ticks: int, max_deviation_bps: float, cols: StateArrays | None = None, row: int = 0
+    ) -> None:
+        self._cols, self._row = cols if cols is not None else StateArrays(1), row
         self.recover_ticks = recover_ticks
         self.max_deviation_bps = max_deviation_bps
         self.tier = NO_TIER
-        self._streak: dict[int, int] = {}  # tier -> consecutive ticks with quorum
+        self._cols.streak[row] = 0  # tier t's consecutive ticks with quorum at [t - 1]
 
     def step(self, candidate: Candidate) -> TierStep:
         previous = self.tier
@@ -53,7 +62,12 @@ class TierMachine:
         return TierStep(self.tier, previous)
 
     def _count_streaks(self, tiers: tuple[TierResult, ...]) -> None:
-        self._streak = {t.tier: self._streak.get(t.tier, 0) + 1 if t.quorum else 0 for t in tiers}
+        self._cols.widen(max((t.tier for t in tiers), default=0))
+        row = self._cols.streak[self._row]
+        counts = [int(row[t.tier - 1]) + 1 if t.quorum else 0 for t in tiers]
+        row[:] = 0  # a tier the candidate does not have has no streak
+        for t, n in zip(tiers, counts, strict=True):
+            row[t.tier - 1] = n
 
     def _recovered(self, tiers: tuple[TierResult, ...], in_use: TierResult) -> int | None:
         """The highest tier above the one in use that has earned its way back, if any."""
@@ -61,7 +75,7 @@ class TierMachine:
             if t.tier >= in_use.tier:
                 return None
             if (
-                self._streak.get(t.tier, 0) >= max(self.recover_ticks, 1)
+                int(self._cols.streak[self._row, t.tier - 1]) >= max(self.recover_ticks, 1)
                 and deviation_bps(t.price, in_use.price) <= self.max_deviation_bps
             ):
                 return t.tier

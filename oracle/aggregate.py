@@ -27,7 +27,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -574,6 +574,24 @@ def _excluded_by_row(result: BlockResult, block: Block) -> dict[int, list[Exclud
     return out
 
 
+def candidate(result: BlockResult, market: str, rows: Sequence[int], now: float) -> Candidate:
+    """The Candidate of one market of the block, from its `rows` (its tiers' lanes, in order): what
+    `candidates` gives that market, for the few markets the validation stage looks at one by one."""
+    block = result.block
+    tiers = []
+    excluded = []
+    for r in rows:
+        names = block.names[r]
+        accepted = result.accepted[r].tolist()
+        sources = tuple(name for name, a in zip(names, accepted, strict=False) if a)
+        price = float(result.price[r])
+        tiers.append(TierResult(int(block.row_tier[r]), price, float(result.confidence[r]), sources, price == price))
+        for c in np.flatnonzero(result.reason[r]).tolist():
+            code = int(result.reason[r, c])
+            excluded.append(Excluded(names[c], block.pairs[r][c], REASONS[code - 1], float(result.raw[r, c])))
+    return Candidate(market, now, tuple(tiers), tuple(excluded))
+
+
 def _cells(block: Block, markets: list[str]) -> list[tuple[tuple[str, int, str, str], int, int]]:
     """Each configured cell of a block as ((market, tier, source, pair), row, column)."""
     out = []
@@ -627,19 +645,47 @@ class Aggregator:
         validate: Callable[[list[Candidate]], Sequence[Mark]],
         done: Sequence[list[Candidate]] = (),
     ) -> list[Mark]:
-        """`done`: the candidates of the first len(done) levels, aggregated already (a replay chunk
-        runs level 0 for many ticks in one pass, oracle.replay.chunked); those levels' blocks and
-        freeze states are not run again here."""
+        """Every level's candidates through `validate`, which returns their marks. `done`: the
+        candidates of the first len(done) levels, aggregated already (see `run_levels`)."""
         marks: list[Mark] = []
         plan = self.plan
-        for i, (level, states) in enumerate(zip(plan.levels, self.freeze, strict=True)):
-            cands: list[Candidate] = done[i] if i < len(done) else []
-            for block, state in zip(level, states, strict=True) if i >= len(done) else ():
-                result = run_block(block, book, now, self.rates, self.rate_ts, plan.conv_max_age_s, state)
-                cands += candidates(result, plan.markets, now)
+
+        def level(
+            results: list[BlockResult], ready: list[Candidate] | None
+        ) -> tuple[list[int], list[float], list[float]]:
+            cands = ready if ready is not None else [c for r in results for c in candidates(r, plan.markets, now)]
             level_marks = validate(cands)
-            for mk in level_marks:
-                j = plan.index[mk.market]
-                self.rates[j], self.rate_ts[j] = mk.price, mk.ts
             marks.extend(level_marks)
+            return (
+                [plan.index[mk.market] for mk in level_marks],
+                [mk.price for mk in level_marks],
+                [mk.ts for mk in level_marks],
+            )
+
+        self.run_levels(book, now, level)
         return marks
+
+    def run_levels(
+        self, book: BookSnapshot, now: float, validate: LevelValidator, done: Sequence[list[Candidate]] = ()
+    ) -> None:
+        """Run every level's blocks, then `validate(results, None)` the level's results: it returns
+        the markets it marked (plan indices) with their validated price and time, the rates of the
+        next levels. `done`: the candidates of the first len(done) levels, aggregated already (a
+        replay chunk runs level 0 for many ticks in one pass, oracle.replay.chunked): those levels'
+        blocks and freeze states are not run again, `validate([], candidates)` takes them."""
+        plan = self.plan
+        for i, (level, states) in enumerate(zip(plan.levels, self.freeze, strict=True)):
+            if i < len(done):
+                at, price, ts = validate([], done[i])
+            else:
+                results = [
+                    run_block(block, book, now, self.rates, self.rate_ts, plan.conv_max_age_s, state)
+                    for block, state in zip(level, states, strict=True)
+                ]
+                at, price, ts = validate(results, None)
+            self.rates[at], self.rate_ts[at] = price, ts
+
+
+# (a level's block results, or its candidates if aggregated already) -> (plan indices of the markets
+# marked, their prices, their times).
+LevelValidator = Callable[[list[BlockResult], list[Candidate] | None], tuple[Sequence[int] | np.ndarray, Any, Any]]

@@ -22,7 +22,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -109,7 +109,7 @@ class Service:
         )
         self.leading = False
         self.http_port: int | None = None
-        self._marks: dict[str, Mark] = {}  # this tick's mark per market (seq 0 until published)
+        self._marks: Mapping[str, Mark] = {}  # this tick's mark per market (seq 0 until published)
         self._published: dict[str, Mark] = {}  # the last mark written per market, seq assigned
         self.perps: dict[str, PerpMark] = {}  # this tick's perp mark per perp market (GET /v1/marks)
         self._last_tick = 0.0  # time.monotonic() when the last tick completed
@@ -242,7 +242,7 @@ class Service:
         was_leading, self.leading = self.leading, await self.lease.tick()
         now = self.clock.now()
         out = self.pipeline.tick(now)
-        self._marks = {m.market: m for m in out.marks}
+        self._marks = out.marks.by_market()  # built one by one only when read
         self.perps = {p.market: p for p in out.perps}
         await self._publish_done()
         if self.leading:
@@ -250,7 +250,7 @@ class Service:
             # gets fresh marks at the takeover, and /readyz knows what Redis holds from the start.
             due = out.publish if was_leading else [m for m in out.marks if not math.isnan(m.price)]
             perps = out.perp_publish if was_leading else out.perps
-            due, self._retiring = due + self._retiring, []
+            due, self._retiring = [*due, *self._retiring], []
             perps, self._retiring_perps = perps + self._retiring_perps, []
             task = self._publish(due, self.lease.token, perps)
             self._publishing = asyncio.create_task(task, name="markd-publish")
@@ -418,8 +418,9 @@ class Service:
         retiring = self._retiring + [replace(mark, status=Status.STALE) for mark in last if not math.isnan(mark.price)]
         self._retiring = [m for m in retiring if m.market not in new.markets]  # back before it was written
         self._retire_perps(new)
+        self._marks = marks = dict(self._marks)
         for market in change.removed:
-            self._marks.pop(market, None)
+            marks.pop(market, None)
             self._published.pop(market, None)
         self._reloads += 1
         with self._forgotten_lock:  # dropped by the next render (_forget_removed); not what is back
