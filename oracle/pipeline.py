@@ -18,7 +18,7 @@ from disputes.model import Event
 from disputes.stage import DisputeStage
 from oracle.aggregate import FROZEN, Aggregator, BlockResult, candidate
 from oracle.metrics import Metrics
-from oracle.models import Candidate, Mark, PerpMark
+from oracle.models import Candidate, Exclusion, Mark, PerpMark
 from oracle.perp import PerpPlan, PerpStage
 from oracle.quotebook import BookSnapshot, QuoteBook
 from oracle.settings import Settings
@@ -51,6 +51,11 @@ class _Layout:
 
 
 class Pipeline:
+    # Below this many markets a block (or an aggregated level) goes one by one through the dispute
+    # stage: the array steps cost a fixed ~0.3-0.5 ms, a market one by one ~20-60 µs (a replay's
+    # handful of markets). Both paths give the same answers (tests/oracle/test_validation.py).
+    array_min_markets = 24
+
     def __init__(self, settings: Settings, book: QuoteBook, metrics: Metrics, stage: DisputeStage) -> None:
         self.settings = settings
         self.book = book
@@ -112,9 +117,58 @@ class Pipeline:
 
     def _validate_candidates(
         self, cands: list[Candidate], table: MarkTable, out: TickOutput, due: list[np.ndarray], now: float
-    ) -> tuple[np.ndarray, list[float], list[float]]:
-        """A level aggregated already, one by one through the dispute stage, in order (dispute ids
-        count up). Returns its marks' plan indices, prices and times."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A level aggregated already (a replay chunk): the same split as `_validate`, the lanes read
+        from the candidates. Returns its marks' plan indices, prices and times."""
+        cols, n = self.stage.cols, len(cands)
+        if n < self.array_min_markets:
+            return self._one_by_one(cands, table, out, due, now)
+        tiers = [c.tiers for c in cands]
+        n_tiers = np.array([len(ts) for ts in tiers], dtype=np.intp)
+        k = max(1, int(n_tiers.max(initial=1)))
+        price, confidence = np.full((n, k), np.nan), np.full((n, k), np.nan)
+        quorum = np.zeros((n, k), dtype=bool)
+        cells = [(j, t.tier - 1, t.price, t.confidence, t.quorum) for j, ts in enumerate(tiers) for t in ts]
+        if cells:
+            j_, t_, p_, c_, q_ = (list(x) for x in zip(*cells, strict=True))
+            price[j_, t_], confidence[j_, t_], quorum[j_, t_] = p_, c_, q_
+        excluded = np.array([bool(c.excluded) for c in cands], dtype=bool)
+        frozen = np.array([any(e.reason is Exclusion.FROZEN for e in c.excluded) for c in cands], dtype=bool)
+        lanes = Lanes(price, confidence, quorum, quorum, n_tiers, excluded, frozen)
+        rows = np.array([self.stage.rows.get(c.market, -1) for c in cands], dtype=np.intp)
+        at = np.array([self._position[c.market] for c in cands], dtype=np.intp)
+        quiet = quiet_mask(cols, rows, lanes, now)
+        publish = np.zeros(n, dtype=bool)
+        for j in np.flatnonzero(~quiet.mask).tolist():
+            decision = self.stage.process(cands[j], now)
+            table.put(int(at[j]), decision.mark)
+            publish[j] = decision.publish
+            out.events += decision.events
+        calm = np.flatnonzero(quiet.mask)
+        if calm.size:
+            tier = quiet.tier[calm]
+            sources = np.empty(n, dtype=object)
+            for j, t in zip(calm.tolist(), tier.tolist(), strict=True):
+                sources[j] = tiers[j][t - 1].sources
+            advance_quiet(cols, rows, quiet, lanes, sources, now, self.stage.close_buckets)
+            status = np.where(tier == 1, OK, DEGRADED).astype(np.int8)
+            publish[calm] = publish_due(cols, rows[calm], status, now)
+            table.fill(at[calm], cols, rows[calm], status)
+            for j in calm[excluded[calm]].tolist():
+                table.exclude(int(at[j]), cands[j].excluded)
+        for cand in cands:
+            for ex in cand.excluded:
+                self.metrics.quote_excluded(cand.market, ex.source, ex.reason.value)
+        out.candidates += cands
+        due.append(at[publish])
+        index = self.aggregator.plan.index
+        plan = np.array([index[c.market] for c in cands], dtype=np.intp)
+        return plan, cols.last_price[rows], cols.last_ts[rows]
+
+    def _one_by_one(
+        self, cands: list[Candidate], table: MarkTable, out: TickOutput, due: list[np.ndarray], now: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates one by one through the dispute stage, in order (dispute ids count up)."""
         index = self.aggregator.plan.index
         at, price, ts, publish = [], [], [], []
         for cand in cands:
@@ -131,17 +185,21 @@ class Pipeline:
             ts.append(mark.ts)
         out.candidates += cands
         due.append(np.array(publish, dtype=np.intp))
-        return np.array(at, dtype=np.intp), price, ts
+        return np.array(at, dtype=np.intp), np.array(price), np.array(ts)
 
     def _validate(self, result: BlockResult, lay: _Layout, table: MarkTable, out: TickOutput, now: float) -> np.ndarray:
         """Turn one block's results into marks: the quiet markets in a few array steps, the others
         one by one through the dispute stage. Returns the table positions of the marks due."""
         cols = self.stage.cols
-        lanes = self._lanes(result, lay)
-        quiet = quiet_mask(cols, lay.rows, lanes, now)
         publish = np.zeros(len(lay.at), dtype=bool)
         markets = self.aggregator.plan.markets
-        for j in np.flatnonzero(~quiet.mask).tolist():
+        if len(lay.at) < self.array_min_markets:
+            quiet, slow = None, list(range(len(lay.at)))
+        else:
+            lanes = self._lanes(result, lay)
+            quiet = quiet_mask(cols, lay.rows, lanes, now)
+            slow = np.flatnonzero(~quiet.mask).tolist()
+        for j in slow:
             lane_rows = lay.row_at[j, : lay.n_tiers[j]].tolist()
             cand = candidate(result, markets[lay.plan[j]], lane_rows, now)
             decision = self.stage.process(cand, now)
@@ -151,8 +209,8 @@ class Pipeline:
             out.candidates.append(cand)
             for ex in cand.excluded:
                 self.metrics.quote_excluded(cand.market, ex.source, ex.reason.value)
-        calm = np.flatnonzero(quiet.mask)
-        if calm.size:
+        calm = np.flatnonzero(quiet.mask) if quiet is not None else np.zeros(0, dtype=np.intp)
+        if calm.size and quiet is not None:
             tier = quiet.tier[calm]
             sources = self._sources(result, lay, lanes, calm, tier)
             advance_quiet(cols, lay.rows, quiet, lanes, sources, now, self.stage.close_buckets)

@@ -91,6 +91,7 @@ class Arrays:
     def __init__(self, s: Settings, book: QuoteBook) -> None:
         self.stage = DisputeStage(s)
         self.pipeline = Pipeline(s, book, Metrics(), self.stage)
+        self.pipeline.array_min_markets = 0  # the array path for these few markets too
 
     def tick(self, now: float) -> Tick:
         out = self.pipeline.tick(now)
@@ -226,6 +227,7 @@ def test_a_reloaded_stage_keeps_each_market_state_in_its_new_row():
     new_book = QuoteBook.for_settings(new)
     new_book.carry(book)
     pipeline = Pipeline(new, new_book, Metrics(), arr.stage)
+    pipeline.array_min_markets = 0
     pipeline.carry(arr.pipeline)
     for quote in _quotes(levels, calm, 0.0, T0 + 5):
         new_book.update(quote)
