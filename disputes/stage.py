@@ -103,9 +103,9 @@ class MarketState:
 
     @property
     def last(self) -> Validated:
-        c, i = self._cols, self._row
+        c, i = self._cols, self._row  # .item: a Python scalar, as the scalar code always had
         return Validated(
-            float(c.last_price[i]), float(c.last_conf[i]), float(c.last_ts[i]), int(c.last_tier[i]), c.last_sources[i]
+            c.last_price.item(i), c.last_conf.item(i), c.last_ts.item(i), c.last_tier.item(i), c.last_sources[i]
         )
 
     @last.setter

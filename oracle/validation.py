@@ -191,7 +191,7 @@ class Column(Generic[T]):
     def __get__(self, obj: object, owner: type) -> Column[T] | T:
         if obj is None:
             return self
-        return self.cast(getattr(obj._cols, self.name)[obj._row])  # type: ignore[attr-defined]
+        return self.cast(getattr(obj._cols, self.name).item(obj._row))  # type: ignore[attr-defined]
 
     def __set__(self, obj: object, value: T) -> None:
         getattr(obj._cols, self.name)[obj._row] = value  # type: ignore[attr-defined]
