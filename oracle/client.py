@@ -326,12 +326,15 @@ class Subscription:
         self._queue: deque[Mark] = deque()
         self._node: Redis | None = None
         self._pubsub: PubSub | None = None
+        self._closed = False
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Mark:
         while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration  # closed, maybe while a read waited: the iteration ends
             if self._pubsub is None:
                 await self._connect()
             else:
@@ -347,6 +350,7 @@ class Subscription:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._drop()
         if self._node is not None:
             await self._node.aclose()
@@ -397,17 +401,20 @@ class Subscription:
         log.warning("dropping a forged mark: %s", exc)
 
     async def _receive(self) -> None:
-        assert self._pubsub is not None
+        pubsub = self._pubsub
+        assert pubsub is not None
         try:
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
         except Exception as exc:
             log.info("subscription lost (%s); resubscribing", type(exc).__name__)
             await self._drop()
             await self._back_off()
             return
+        if self._pubsub is not pubsub:
+            return  # closed (or dropped) while this read waited: its message, if any, is not ours to act on
         if message is not None and message.get("type") == "message":
             self._on_message(message)
-        elif message is None and self._node is not None and await primary_moved(self._node, self._pubsub.connection):
+        elif message is None and self._node is not None and await primary_moved(self._node, pubsub.connection):
             # A quiet second on a primary that Sentinel replaced while it stayed up: follow the new one.
             log.info("the primary moved; resubscribing")
             await self._drop()

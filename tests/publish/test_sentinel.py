@@ -123,3 +123,22 @@ async def test_publisher_lease_store_and_reader_follow_a_manual_failover_with_th
         await pub.close()
         await disputes.close()
         await reader.close()
+
+
+async def test_closing_a_subscription_while_its_read_waits_ends_the_iteration_quietly() -> None:
+    """Through Sentinel, a quiet second asks whether the primary moved. A close during that wait
+    (a consumer's `async with` ending) once made the pending read fail with AttributeError on the
+    dropped pubsub ("Task exception was never retrieved"); it must just end the iteration."""
+    topology = SentinelTopology(replicas=0, sentinels=1).start()
+    try:
+        settings = RedisSettings(url=topology.primary.url, prefix=PREFIX, sentinels=topology.addresses)
+        reader = MarkReader(settings, timeout_s=0.5)
+        subscription = reader.subscribe(["BTC-USD"], backoff_s=(0.05, 0.2))
+        waiting = asyncio.create_task(anext(subscription))  # nothing is published: it waits on the channel
+        await asyncio.sleep(0.3)
+        await subscription.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, timeout=5)  # the pending read ends within its 1 s wait
+        await reader.close()
+    finally:
+        topology.stop()
