@@ -4,6 +4,8 @@ asyncio's own otherwise or when MARKD_LOOP=asyncio says so; a bad MARKD_LOOP is 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +58,14 @@ def test_markd_run_serves_on_the_chosen_loop(monkeypatch: pytest.MonkeyPatch) ->
     assert main(["run", "--config", str(CONFIG)]) == 0
     expected = "asyncio" if _missing("uvloop") else "uvloop"
     assert seen == ["asyncio", expected]
+
+
+def test_after_markd_run_in_process_a_child_still_stops_on_sigterm() -> None:
+    """Runs after the test above (file order): its `markd run` blocked SIGTERM in this thread, and a
+    child inherits the mask. tests/conftest.py restores it; without that, this child ignores SIGTERM."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child.terminate()
+    assert child.wait(timeout=10) == -signal.SIGTERM
 
 
 def test_a_bad_markd_loop_exits_2_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
