@@ -69,6 +69,18 @@ PER_MARK_S = 0.0002
 # What PUBLISH_LUA's and CLAIM_LUA's negative codes below -1 name: the market's key at fault.
 _BAD_KEY = {-2: "mark", -3: "history", -4: "provisional", -5: "fence"}
 
+# The key checks both publish scripts (marks, perp marks) run before they write anything of a market.
+_KEY_CHECKS = """
+local function number_at(reply)  -- the number a read returned; nil for an error or a non-number
+  if type(reply) == 'table' then return nil end
+  return tonumber(reply or '0')
+end
+local function of_type(key, want)
+  local t = redis.call('TYPE', key).ok
+  return t == 'none' or t == want
+end
+"""
+
 # One call writes a chunk of marks (in a Cluster: one market's, so every key shares its slot).
 # KEYS: per mark: mark, history, provisional, fence; then, standalone with a token, the epoch.
 # ARGV: token ('' = unfenced), history maxlen, now_ms, then per mark: seq, channel, candidate price,
@@ -80,17 +92,9 @@ _BAD_KEY = {-2: "mark", -3: "history", -4: "provisional", -5: "fence"}
 # redis.call error would abort the whole call, every other market of the chunk with it.
 # The field names are oracle.schema.MARK_FIELDS (+ kid, sig); every value arrives as the exact
 # string to store, so what oracle.signing signed is what a reader finds.
-PUBLISH_LUA = """
+PUBLISH_LUA = _KEY_CHECKS + """
 local token = tonumber(ARGV[1])
 local deposed = token and #KEYS % 4 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
-local function number_at(reply)  -- the number a read returned; nil for an error or a non-number
-  if type(reply) == 'table' then return nil end
-  return tonumber(reply or '0')
-end
-local function of_type(key, want)
-  local t = redis.call('TYPE', key).ok
-  return t == 'none' or t == want
-end
 local out = {}
 for i = 0, math.floor(#KEYS / 4) - 1 do
   local k, a = i * 4, 3 + i * 11
@@ -518,17 +522,9 @@ _PERP_BAD_KEY = {-2: "perp", -3: "perp_history", -5: "fence"}
 # perp history or fence holds the wrong type or a non-number (checked before anything of it is
 # written, so one broken market never aborts the others' writes of the call), else the stored seq
 # that refused it. A perp write never claims the fence: the index's write of the tick did.
-PERP_LUA = """
+PERP_LUA = _KEY_CHECKS + """
 local token = tonumber(ARGV[1])
 local deposed = token and #KEYS % 3 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
-local function number_at(reply)  -- the number a read returned; nil for an error or a non-number
-  if type(reply) == 'table' then return nil end
-  return tonumber(reply or '0')
-end
-local function of_type(key, want)
-  local t = redis.call('TYPE', key).ok
-  return t == 'none' or t == want
-end
 local out = {}
 for i = 0, math.floor(#KEYS / 3) - 1 do
   local k, a = i * 3, 2 + i * 11
