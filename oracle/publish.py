@@ -92,7 +92,9 @@ end
 # redis.call error would abort the whole call, every other market of the chunk with it.
 # The field names are oracle.schema.MARK_FIELDS (+ kid, sig); every value arrives as the exact
 # string to store, so what oracle.signing signed is what a reader finds.
-PUBLISH_LUA = _KEY_CHECKS + """
+PUBLISH_LUA = (
+    _KEY_CHECKS
+    + """
 local token = tonumber(ARGV[1])
 local deposed = token and #KEYS % 4 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
 local out = {}
@@ -140,6 +142,7 @@ for i = 0, math.floor(#KEYS / 4) - 1 do
 end
 return out
 """
+)
 
 # Read markets' stored seqs back and, with a token, claim their fences (a new leader does this before
 # its first write). KEYS: per market: mark, fence. ARGV: token. Returns each market's stored seq, or
@@ -522,7 +525,9 @@ _PERP_BAD_KEY = {-2: "perp", -3: "perp_history", -5: "fence"}
 # perp history or fence holds the wrong type or a non-number (checked before anything of it is
 # written, so one broken market never aborts the others' writes of the call), else the stored seq
 # that refused it. A perp write never claims the fence: the index's write of the tick did.
-PERP_LUA = _KEY_CHECKS + """
+PERP_LUA = (
+    _KEY_CHECKS
+    + """
 local token = tonumber(ARGV[1])
 local deposed = token and #KEYS % 3 == 1 and tonumber(redis.call('GET', KEYS[#KEYS]) or '0') ~= token
 local out = {}
@@ -558,6 +563,7 @@ for i = 0, math.floor(#KEYS / 3) - 1 do
 end
 return out
 """
+)
 _PERP = Script(PERP_LUA)
 
 
