@@ -35,15 +35,6 @@ def venues() -> Iterator[VenueThread]:
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def base(venues: VenueThread, redis: RedisServer) -> dict[str, Any]:
     config = demo_config(venues.urls, redis.url, http_port=0)
     config["markets"] = {m: config["markets"][m] for m in START_MARKETS}
