@@ -81,10 +81,6 @@ class MarketState:
         self._frozen: frozenset[str] = frozenset()
         cols.live[row] = True
 
-    @staticmethod
-    def new(policy: Policy) -> MarketState:
-        return MarketState(policy)
-
     def rebind(self, cols: StateArrays, row: int) -> None:
         """Point this view (and its machines) at another row, which already holds its state."""
         for view in (self, self.tiers, self.guard, self.anchor):
