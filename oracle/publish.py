@@ -40,9 +40,10 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
-from typing import Any, Protocol, TypeAlias, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import chain, repeat
+from typing import Any, Protocol, TypeAlias, TypeVar, overload
 
 from redis.exceptions import ReadOnlyError, ResponseError
 
@@ -54,9 +55,11 @@ from oracle.models import Mark, PerpMark
 from oracle.schema import Keys, MarketKeys
 from oracle.settings import RedisSettings
 from oracle.signing import Signer
+from oracle.validation import STATUSES, MarkColumns
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_V = TypeVar("_V")
 _Call: TypeAlias = tuple[list[str], list[str | int]]  # one script call: keys, args
 
 __all__ = ["MarkSink", "MemorySink", "RedisPerpPublisher", "RedisPublisher"]
@@ -175,6 +178,10 @@ class MarkSink(Protocol):
         """Write the marks of one tick; returns those written, with their assigned `seq`."""
         ...
 
+    async def publish_columns(self, marks: MarkColumns, *, fence: int | None = None) -> Written:
+        """The same for marks given as columns (the daemon's call: it builds no Mark to publish)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -196,8 +203,114 @@ class MemorySink:
         self.history.extend(out)
         return out
 
+    async def publish_columns(self, marks: MarkColumns, *, fence: int | None = None) -> Written:
+        written = await self.publish(marks.marks(), fence=fence)
+        return Written(marks, [m.seq for m in written])
+
     async def close(self) -> None:
         return None
+
+
+class Written(Sequence[Mark]):
+    """The marks one publish wrote, with their seqs (`seqs[j]` is row j's): the columns they were
+    written from, each Mark built only when read (and then once). At 1,000 markets a tick the daemon
+    reads almost none of them: /v1/marks, /readyz and a scrape read the last one per market."""
+
+    def __init__(self, cols: MarkColumns, seqs: Sequence[int]) -> None:
+        self.cols, self.seqs = cols, seqs
+        self._built: list[Mark | None] = [None] * len(seqs)
+
+    @property
+    def markets(self) -> list[str]:
+        return self.cols.markets
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @overload
+    def __getitem__(self, k: int) -> Mark: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[Mark]: ...
+    def __getitem__(self, k: int | slice) -> Mark | list[Mark]:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        mark = self._built[k]
+        if mark is None:
+            mark = self._built[k] = self.cols.mark(k, self.seqs[k])
+        return mark
+
+
+_NOTHING_WRITTEN = Written(MarkColumns.of([]), [])
+
+
+class LastWritten(Mapping[str, Mark]):
+    """The last mark written per market, as `Written` holds it: recording a publish of 1,000 marks is
+    one dict update, and a Mark is built only for the markets read."""
+
+    def __init__(self, at: dict[str, tuple[Written, int]] | None = None) -> None:
+        self._at = at if at is not None else {}
+
+    def record(self, written: Written) -> None:
+        self._at.update(zip(written.markets, zip(repeat(written), range(len(written)), strict=False), strict=True))
+
+    def forget(self, market: str) -> None:
+        self._at.pop(market, None)
+
+    def copy(self) -> LastWritten:
+        """A copy that later records leave alone (what the metrics thread reads)."""
+        return LastWritten(dict(self._at))
+
+    def __getitem__(self, market: str) -> Mark:
+        written, k = self._at[market]
+        return written[k]
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._at)
+
+
+_STATUS_TEXT = [s.value for s in STATUSES]
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    """The exact strings stored for each row of some MarkColumns, built a column at a time (C loops,
+    not one Python call per field of each mark): repr is the shortest string that round-trips."""
+
+    price: list[str]
+    confidence: list[str]
+    ts_ms: list[str]
+    status: list[str]
+    tier: list[str]
+    sources: list[str]
+    candidate: list[str]
+
+    @staticmethod
+    def of(cols: MarkColumns) -> _Text:
+        return _Text(
+            list(map(repr, cols.price.tolist())),
+            list(map(repr, cols.confidence.tolist())),
+            list(map(str, map(round, (cols.ts * 1000).tolist()))),  # Mark.ts_ms: the same product, rounded
+            list(map(_STATUS_TEXT.__getitem__, cols.status.tolist())),
+            list(map(str, cols.tier.tolist())),
+            list(map(",".join, cols.sources.tolist())),
+            list(map(repr, cols.candidate.tolist())),
+        )
+
+
+class _PerMarket(dict[str, _V]):
+    """What a market's name alone determines (its keys), made on first use: looking up a tick's
+    markets with `map(cache.__getitem__, markets)` then runs in C."""
+
+    def __init__(self, make: Callable[[str], _V]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, market: str) -> _V:
+        value = self[market] = self._make(market)
+        return value
 
 
 class RedisPublisher:
@@ -227,7 +340,9 @@ class RedisPublisher:
         self._mark_gauges = mark_gauges
         self._signer = signer
         self._keys = Keys(settings.prefix)
-        self._market_keys: dict[str, MarketKeys] = {}
+        self._market_keys = _PerMarket(self._keys.market)
+        self._script_keys = _PerMarket(lambda m: _script_keys(self._keys_of(m)))
+        self._channels = _PerMarket(lambda m: self._keys_of(m).updates)
         # The socket's own timeouts are only a backstop, as long as the longest budget (a publish of
         # 5,000 marks reads its last reply well after a tick): asyncio.timeout bounds each call.
         self._redis: RedisClient = connect(settings, timeout_s=max(timeout_s, 2.0))
@@ -273,23 +388,27 @@ class RedisPublisher:
             return False
 
     async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        """MarkSink's call: `publish_columns` of these marks."""
+        return list(await self.publish_columns(MarkColumns.of(marks), fence=fence))
+
+    async def publish_columns(self, marks: MarkColumns, *, fence: int | None = None) -> Written:
+        """Write the marks of one tick, given as columns (MarkTable.columns: the daemon builds no Mark
+        to publish one); returns those written, with their assigned `seq`."""
         if fence != self._fence:
             self._fence = fence
             self._synced.clear()  # a new leader term reads every stored seq back first
-        if not marks and not self._pending:
-            return []
+        if not len(marks) and not self._pending:
+            return _NOTHING_WRITTEN
         if self._closed or self._reconnect is not None:
             return self._defer(marks)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.budget_s(len(marks) + len(self._pending))), self._lock:
-                # Marks refused last time (their market's fault) go again unless a newer one came.
-                batch = {**self._pending, **{m.market: m for m in marks}}
-                self._pending.clear()
+                batch = self._merged(marks)
                 try:
-                    written, again = await self._write(list(batch.values()))
+                    written, again = await self._write(batch)
                 except BaseException:
-                    self._keep(batch.values())
+                    self._keep(batch.marks())
                     raise
                 self._keep(again)
         except Exception as exc:  # the contract: never raise into the tick loop
@@ -308,54 +427,75 @@ class RedisPublisher:
                 await task
         await self._redis.aclose()
 
-    def _defer(self, marks: Sequence[Mark]) -> list[Mark]:
-        self._keep(marks)
+    def _defer(self, marks: MarkColumns) -> Written:
+        self._keep(marks.marks())
         self._metrics.publish_failed(len(marks))
-        return []
+        return _NOTHING_WRITTEN
+
+    def _merged(self, marks: MarkColumns) -> MarkColumns:
+        """Marks refused last time (their market's fault) go again unless a newer one came: the kept
+        marks, then these, the newest per market (in a dict merge's order). Usually nothing is kept."""
+        pending, self._pending = self._pending, {}
+        if not pending and len(set(marks.markets)) == len(marks):
+            return marks
+        return MarkColumns.of(list({**pending, **dict(zip(marks.markets, marks.marks(), strict=True))}.values()))
 
     def _keep(self, marks: Iterable[Mark]) -> None:
         for mark in marks:
             self._pending[mark.market] = mark  # the newest replaces older ones: never a backlog
 
-    async def _write(self, marks: Sequence[Mark]) -> tuple[list[Mark], list[Mark]]:
+    async def _write(self, marks: MarkColumns) -> tuple[Written, list[Mark]]:
         """Write `marks`; returns those written and those to try again (their market's fault).
         Raises only when the connection failed (the caller reconnects)."""
-        unsynced = sorted({m.market for m in marks} - self._synced)
+        unsynced = sorted(set(marks.markets) - self._synced)
         if unsynced:
             await self._claim(unsynced)
-        ready = [m for m in marks if m.market in self._synced]  # never a write before its seq is known
-        again = [m for m in marks if m.market not in self._synced]
+        synced = self._synced
+        again = [marks.mark(j) for j, m in enumerate(marks.markets) if m not in synced]
+        # never a write before its seq is known
+        ready = marks.take([j for j, m in enumerate(marks.markets) if m in synced]) if again else marks
         now = self._clock.now()
-        stamped: list[Mark] = []
-        sizes: list[int] = []
-        results = await _PUBLISH.run_many(self._redis, self._calls(ready, now, stamped, sizes))
-        written: list[Mark] = []
-        for chunk, result in zip(_split(stamped, sizes), results, strict=True):
+        seqs: list[int] = []
+        results = await _PUBLISH.run_many(self._redis, self._calls(ready, round(now * 1000), seqs))
+        written: list[int] = []  # rows of `ready`
+        for rows, result in zip(self._spans(len(ready)), results, strict=True):
             if _refused_call(result):
-                self._call_refused(chunk, result)
-                again += chunk
+                for j in rows:
+                    self._unwind_seq(ready.markets[j], seqs[j])
+                self._call_refused([ready.markets[j] for j in rows], result)
+                again += (ready.mark(j, seqs[j]) for j in rows)
                 continue
             if isinstance(result, BaseException):
                 raise result
             if self._refused is not None:
                 log.info("Redis accepts our writes again")
                 self._refused = None
-            for mark, verdict in zip(chunk, result, strict=True):
+            if not any(result):  # the usual: every mark of the call written
+                written += rows
+                continue
+            for j, verdict in zip(rows, result, strict=True):
+                market = ready.markets[j]
                 if verdict == 0:
-                    written.append(mark)
-                    self._market_ok(mark.market)
+                    written.append(j)
                 elif verdict in _BAD_KEY:
-                    self._unwind_seq(mark)
-                    self._market_failed(mark.market, "wrong_type", self._bad_key(mark.market, verdict))
-                    again.append(mark)
+                    self._unwind_seq(market, seqs[j])
+                    self._market_failed(market, "wrong_type", self._bad_key(market, verdict))
+                    again.append(ready.mark(j, seqs[j]))
                 else:
-                    self._outbid(mark, verdict)
+                    self._outbid(market, seqs[j], verdict)
+        if self._market_errors:
+            for j in written:
+                self._market_ok(ready.markets[j])
+        if len(written) == len(ready):
+            done = Written(ready, seqs)
+        else:
+            done = Written(ready.take(written), [seqs[j] for j in written])
         if self._mark_gauges:
-            for mark in written:
+            for mark in done:
                 self._metrics.mark_published(mark, now)
-        if len(written) < len(marks):
-            self._metrics.publish_failed(len(marks) - len(written))
-        return written, again
+        if len(done) < len(marks):
+            self._metrics.publish_failed(len(marks) - len(done))
+        return done, again
 
     async def _claim(self, markets: Sequence[str]) -> None:
         chunks = self._chunks(markets)
@@ -387,77 +527,74 @@ class RedisPublisher:
         if self._market_errors.pop(market, None) is not None:
             log.info("%s publishes again", market)
 
-    def _call_refused(self, chunk: Sequence[Mark] | Sequence[str], exc: ResponseError) -> None:
+    def _call_refused(self, markets: Sequence[str], exc: ResponseError) -> None:
         why = f"Redis refused the write: {_describe(exc)}"  # redis-py drops the "OOM" of the reply
         if why != self._refused:
-            log.warning("%s (%d markets of this call not published)", why, len(chunk))
+            log.warning("%s (%d markets of this call not published)", why, len(markets))
         self._refused = why
-        for item in chunk:
-            market = item if isinstance(item, str) else item.market
-            if isinstance(item, Mark):
-                self._unwind_seq(item)
+        for market in markets:
             self._market_failed(market, "redis_error", why)
 
-    def _unwind_seq(self, mark: Mark) -> None:
+    def _unwind_seq(self, market: str, seq: int) -> None:
         """A mark not written gives its seq back, so a market's seqs stay gapless across a fault."""
-        if self._last_seq.get(mark.market) == mark.seq:
-            self._last_seq[mark.market] = mark.seq - 1
+        if self._last_seq.get(market) == seq:
+            self._last_seq[market] = seq - 1
 
     def _chunks(self, items: Sequence[_T]) -> list[Sequence[_T]]:
-        """Script calls: in a Cluster one market each (one slot); else `batch` markets, so one call
-        does a lot while holding Redis only briefly."""
+        return [items[rows.start : rows.stop] for rows in self._spans(len(items))]
+
+    def _spans(self, n: int) -> list[range]:
+        """Script calls over n items: in a Cluster one market each (one slot); else `batch` markets,
+        so one call does a lot while holding Redis only briefly."""
         size = 1 if self._settings.cluster else self._batch
-        return [items[i : i + size] for i in range(0, len(items), size)]
+        return [range(a, min(a + size, n)) for a in range(0, n, size)]
 
     @property
     def _token(self) -> str:
         return "" if self._fence is None else str(self._fence)
 
-    def _next_seq(self, market: str) -> int:
-        seq = self._last_seq.get(market, 0) + 1
-        self._last_seq[market] = seq
-        return seq
+    def _calls(self, marks: MarkColumns, now_ms: int, seqs: list[int]) -> Iterator[_Call]:
+        """The script calls, built as they are sent: each chunk's seqs are assigned (and added to
+        `seqs`) just before it goes out, so that work overlaps Redis running the last, and a failed
+        link leaves the later chunks' seqs unused."""
+        text = _Text.of(marks)
+        last = self._last_seq
+        for rows in self._spans(len(marks)):
+            markets = marks.markets[rows.start : rows.stop]
+            chunk_seqs = [last.get(m, 0) + 1 for m in markets]
+            last.update(zip(markets, chunk_seqs, strict=True))
+            seqs += chunk_seqs
+            yield self._publish_call(markets, list(map(str, chunk_seqs)), text, slice(rows.start, rows.stop), now_ms)
 
-    def _calls(self, marks: Sequence[Mark], now: float, stamped: list[Mark], sizes: list[int]) -> Iterator[_Call]:
-        """The script calls, built as they are sent: each chunk's seqs are assigned (and its marks
-        added to `stamped`, its length to `sizes`) just before it goes out, so that work overlaps
-        Redis running the last."""
-        for chunk in self._chunks(marks):
-            with_seq = [m.with_seq(self._next_seq(m.market)) for m in chunk]
-            stamped += with_seq
-            sizes.append(len(with_seq))
-            yield self._publish_call(with_seq, now)
-
-    def _publish_call(self, chunk: Sequence[Mark], now: float) -> _Call:
-        keys: list[str] = []
-        args: list[str | int] = [self._token, self._settings.history_maxlen, round(now * 1000)]
-        for m in chunk:
-            k = self._keys_of(m.market)
-            keys += (k.mark, k.history, k.provisional, k.fence)
-            # The exact strings stored, and signed: oracle.signing.mark_payload's order.
-            fields = (repr(float(m.price)), repr(float(m.confidence)), str(m.ts_ms), str(m.seq), m.status.value,
-                      str(m.tier), ",".join(m.sources))  # fmt: skip
-            price, confidence, ts_ms, seq, status, tier, sources = fields
-            kid, sig = "", ""
-            if self._signer is not None:
-                kid, sig = self._signer.kid, self._signer.sign("\n".join((m.market, *fields)).encode())
-            args += (seq, k.updates, repr(float(m.candidate)), price, confidence, ts_ms)
-            args += (status, tier, sources, kid, sig)
+    def _publish_call(self, markets: list[str], seqs: list[str], text: _Text, rows: slice, now_ms: int) -> _Call:
+        """One call's KEYS and ARGV (see PUBLISH_LUA), interleaved column by column."""
+        price, conf, ts_ms = text.price[rows], text.confidence[rows], text.ts_ms[rows]
+        status, tier, sources = text.status[rows], text.tier[rows], text.sources[rows]
+        kids: Iterable[str] = repeat("")
+        sigs: Iterable[str] = repeat("")
+        if self._signer is not None:
+            # Over the exact strings stored: oracle.signing.mark_payload's order.
+            payloads = map("\n".join, zip(markets, price, conf, ts_ms, seqs, status, tier, sources, strict=True))
+            kids, sigs = repeat(self._signer.kid), [self._signer.sign(p.encode()) for p in payloads]
+        keys = list(chain.from_iterable(map(self._script_keys.__getitem__, markets)))
         if self._fence is not None and not self._settings.cluster:
             keys.append(self._keys.epoch)
+        channels = map(self._channels.__getitem__, markets)
+        # kids and sigs may repeat "" endlessly: the other columns end it
+        per_mark = zip(
+            seqs, channels, text.candidate[rows], price, conf, ts_ms, status, tier, sources, kids, sigs, strict=False
+        )
+        args: list[str | int] = [self._token, self._settings.history_maxlen, now_ms, *chain.from_iterable(per_mark)]
         return keys, args
 
-    def _outbid(self, mark: Mark, verdict: int) -> None:
+    def _outbid(self, market: str, seq: int, verdict: int) -> None:
         """A write refused by the fence (-1: we were deposed) or by the seq check (the stored seq)."""
         if verdict > 0:  # someone wrote a higher seq: continue above it from the next tick
-            self._last_seq[mark.market] = max(self._last_seq[mark.market], verdict)
-        log.debug("%s seq %d refused (%s)", mark.market, mark.seq, "fence" if verdict < 0 else "seq")
+            self._last_seq[market] = max(self._last_seq[market], verdict)
+        log.debug("%s seq %d refused (%s)", market, seq, "fence" if verdict < 0 else "seq")
 
     def _keys_of(self, market: str) -> MarketKeys:
-        keys = self._market_keys.get(market)
-        if keys is None:
-            keys = self._market_keys[market] = self._keys.market(market)
-        return keys
+        return self._market_keys[market]
 
     def _start_reconnect(self) -> None:
         if self._reconnect is None and not self._closed:
@@ -487,18 +624,16 @@ class RedisPublisher:
         their market, stay for the next publish (which merges them)."""
         await self._redis.ping()
         batch = dict(self._pending)
-        _, again = await self._write(list(batch.values()))
-        retry = {id(m) for m in again}
+        _, again = await self._write(MarkColumns.of(list(batch.values())))
+        retry = {m.market for m in again}
         for market, mark in batch.items():
-            if self._pending.get(market) is mark and id(mark) not in retry:
+            if self._pending.get(market) is mark and market not in retry:
                 del self._pending[market]
 
 
-def _split(items: Sequence[_T], sizes: Sequence[int]) -> Iterator[Sequence[_T]]:
-    start = 0
-    for size in sizes:
-        yield items[start : start + size]
-        start += size
+def _script_keys(k: MarketKeys) -> tuple[str, str, str, str]:
+    """A market's KEYS of PUBLISH_LUA, in its order."""
+    return k.mark, k.history, k.provisional, k.fence
 
 
 def _refused_call(result: Any) -> bool:

@@ -22,12 +22,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
 from disputes.api import dispute_routes
@@ -47,12 +48,13 @@ from oracle.loop import name as loop_name
 from oracle.metrics import Metrics
 from oracle.models import Mark, PerpMark, Status
 from oracle.pipeline import Pipeline
-from oracle.publish import RedisPerpPublisher, RedisPublisher
+from oracle.publish import LastWritten, RedisPerpPublisher, RedisPublisher
 from oracle.quotebook import QuoteBook
 from oracle.reload import ConfigChange, load_for_reload, log_refused
 from oracle.serving import HttpLimits, LimitedSite, limits_middleware, quiet_accept_errors
 from oracle.settings import ConfigError, Settings
 from oracle.signing import signer_from_settings
+from oracle.validation import MarkColumns, MarkList, MarkTable
 
 log = logging.getLogger("markd.service")
 
@@ -110,7 +112,7 @@ class Service:
         self.leading = False
         self.http_port: int | None = None
         self._marks: Mapping[str, Mark] = {}  # this tick's mark per market (seq 0 until published)
-        self._published: dict[str, Mark] = {}  # the last mark written per market, seq assigned
+        self._published = LastWritten()  # the last mark written per market, seq assigned
         self.perps: dict[str, PerpMark] = {}  # this tick's perp mark per perp market (GET /v1/marks)
         self._last_tick = 0.0  # time.monotonic() when the last tick completed
         self._last_sync = 0.0
@@ -248,9 +250,11 @@ class Service:
         if self.leading:
             # A new leader writes every validated mark at once, not only those due: the margin engine
             # gets fresh marks at the takeover, and /readyz knows what Redis holds from the start.
-            due = out.publish if was_leading else [m for m in out.marks if not math.isnan(m.price)]
+            due = _columns(out.publish) if was_leading else _validated(out.marks)
+            if self._retiring:  # after a reload removed markets: rare, so as Marks
+                due = MarkColumns.of([*due.marks(), *self._retiring])
+            self._retiring = []
             perps = out.perp_publish if was_leading else out.perps
-            due, self._retiring = [*due, *self._retiring], []
             perps, self._retiring_perps = perps + self._retiring_perps, []
             task = self._publish(due, self.lease.token, perps)
             self._publishing = asyncio.create_task(task, name="markd-publish")
@@ -268,9 +272,9 @@ class Service:
             await self.disputes.sync()
         self._last_tick = time.monotonic()
 
-    async def _publish(self, marks: list[Mark], fence: int | None, perps: list[PerpMark] | None = None) -> None:
-        written = await self.publisher.publish(marks, fence=fence)  # never raises
-        self._published.update({m.market: m for m in written})
+    async def _publish(self, marks: MarkColumns, fence: int | None, perps: list[PerpMark] | None = None) -> None:
+        written = await self.publisher.publish_columns(marks, fence=fence)  # never raises
+        self._published.record(written)
         # After the marks: a perp never reaches Redis before the index it was computed on. Called with
         # none too: perp marks kept through an outage or a market's fault go out with the next publish.
         await self.perp_publisher.publish(perps or [], fence=fence)  # never raises
@@ -320,11 +324,11 @@ class Service:
             self._rendering = rendering
         return await asyncio.shield(self._rendering)
 
-    def _metrics_state(self) -> tuple[float, dict[str, Mark], dict[str, Mark], Any, list[tuple[str, str]], int]:
+    def _metrics_state(self) -> tuple[float, dict[str, Mark], Mapping[str, Mark], Any, list[tuple[str, str]], int]:
         """What _render reads, copied on the loop (the only part of a scrape the loop does). The book's
         keys go with its times, and the count of reloads with both: a reload replaces the book."""
         book = self.book
-        copies = dict(self._marks), dict(self._published), book.received_ts().copy(), book.keys
+        copies = dict(self._marks), self._published.copy(), book.received_ts().copy(), book.keys
         return self.clock.now(), *copies, self._reloads
 
     def _rendered(self, _: object) -> None:
@@ -334,7 +338,7 @@ class Service:
         self,
         now: float,
         marks: dict[str, Mark],
-        published: dict[str, Mark],
+        published: Mapping[str, Mark],
         received: Any,
         keys: list[tuple[str, str]],
         reloads: int,
@@ -421,7 +425,7 @@ class Service:
         self._marks = marks = dict(self._marks)
         for market in change.removed:
             marks.pop(market, None)
-            self._published.pop(market, None)
+            self._published.forget(market)
         self._reloads += 1
         with self._forgotten_lock:  # dropped by the next render (_forget_removed); not what is back
             kept = [(n, ms - set(new.markets), ss - set(book.keys)) for n, ms, ss in self._forgotten]
@@ -539,6 +543,17 @@ def reload_on_sighup(service: Service, loop: asyncio.AbstractEventLoop) -> None:
                 loop.call_soon_threadsafe(service.request_reload)
 
     signal.signal(signal.SIGHUP, on_signal)
+
+
+def _columns(marks: Sequence[Mark]) -> MarkColumns:
+    """The pipeline's marks due (a MarkList: read as columns, no Mark built) as columns."""
+    return marks.columns() if isinstance(marks, MarkList) else MarkColumns.of(marks)
+
+
+def _validated(table: MarkTable) -> MarkColumns:
+    """Every mark of the tick with a validated price (what a new leader writes at once)."""
+    every = table.columns(range(len(table)))
+    return every.take(np.flatnonzero(~np.isnan(every.price)))
 
 
 def _restart_fields(restarts: Restarts | None) -> dict[str, list[str]]:

@@ -407,21 +407,117 @@ class MarkTable(Sequence[Mark]):
             yield self[k]
 
     def _build(self, k: int) -> Mark:
-        return Mark(
-            market=self.markets[k],
-            price=float(self.price[k]),
-            confidence=float(self.confidence[k]),
-            ts=float(self.ts[k]),
-            seq=0,
-            status=STATUSES[self.status[k]],
-            tier=int(self.tier[k]),
-            sources=self.sources[k],
-            excluded=self._excluded.get(k, _NO_EXCLUSIONS),
-            candidate=float(self.candidate[k]),
+        return _mark_at(self, k, self._excluded.get(k, _NO_EXCLUSIONS))
+
+    def columns(self, at: Sequence[int]) -> MarkColumns:
+        """The marks at plan indices `at` as columns, without building a Mark for any: those the
+        per-market path made are read from their Mark, the others from the table's columns."""
+        idx = np.asarray(at, dtype=np.intp)
+        excluded = {j: self._excluded[k] for j, k in enumerate(at) if k in self._excluded} if self._excluded else {}
+        cols = MarkColumns(
+            [self.markets[k] for k in at],
+            self.price[idx],
+            self.confidence[idx],
+            self.ts[idx],
+            self.tier[idx],
+            self.status[idx],
+            self.sources[idx],
+            self.candidate[idx],
+            excluded,
         )
+        made = self._made
+        for j, k in enumerate(at):
+            mark = made[k]
+            if mark is not None:
+                cols.put(j, mark)
+        return cols
 
 
 _NO_EXCLUSIONS: tuple[Excluded, ...] = ()
+
+
+def _mark_at(c: MarkTable | MarkColumns, k: int, excluded: tuple[Excluded, ...], seq: int = 0) -> Mark:
+    """Row `k` of a table's or a selection's columns as a Mark."""
+    return Mark(
+        market=c.markets[k],
+        price=float(c.price[k]),
+        confidence=float(c.confidence[k]),
+        ts=float(c.ts[k]),
+        seq=seq,
+        status=STATUSES[c.status[k]],
+        tier=int(c.tier[k]),
+        sources=c.sources[k],
+        excluded=excluded,
+        candidate=float(c.candidate[k]),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class MarkColumns:
+    """Some marks of one tick as aligned columns (row j is `markets[j]`'s mark, seq not assigned):
+    what a publisher serialises in one go, column by column, instead of mark by mark. Only
+    `excluded` is sparse (row -> the quotes left out), as in MarkTable."""
+
+    markets: list[str]
+    price: np.ndarray
+    confidence: np.ndarray
+    ts: np.ndarray
+    tier: np.ndarray
+    status: np.ndarray  # codes into STATUSES
+    sources: np.ndarray  # object: tuples of source names
+    candidate: np.ndarray
+    excluded: dict[int, tuple[Excluded, ...]]
+
+    @staticmethod
+    def of(marks: Sequence[Mark]) -> MarkColumns:
+        """Marks (already built) as columns."""
+        cols = MarkColumns(
+            [m.market for m in marks],
+            np.zeros(len(marks)),
+            np.zeros(len(marks)),
+            np.zeros(len(marks)),
+            np.zeros(len(marks), dtype=np.int64),
+            np.zeros(len(marks), dtype=np.int8),
+            _objects(len(marks)),
+            np.zeros(len(marks)),
+            {},
+        )
+        for j, mark in enumerate(marks):
+            cols.put(j, mark)
+        return cols
+
+    def __len__(self) -> int:
+        return len(self.markets)
+
+    def put(self, j: int, mark: Mark) -> None:
+        """Row j takes `mark`'s fields (its market is row j's already)."""
+        self.price[j], self.confidence[j], self.ts[j] = mark.price, mark.confidence, mark.ts
+        self.tier[j], self.status[j], self.candidate[j] = mark.tier, STATUS_CODE[mark.status], mark.candidate
+        self.sources[j] = mark.sources
+        if mark.excluded:
+            self.excluded[j] = mark.excluded
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> MarkColumns:
+        """These rows, in this order."""
+        idx = np.asarray(rows, dtype=np.intp)
+        at = {j: k for k, j in enumerate(idx.tolist())}
+        return MarkColumns(
+            [self.markets[j] for j in idx.tolist()],
+            self.price[idx],
+            self.confidence[idx],
+            self.ts[idx],
+            self.tier[idx],
+            self.status[idx],
+            self.sources[idx],
+            self.candidate[idx],
+            {at[j]: ex for j, ex in self.excluded.items() if j in at},
+        )
+
+    def mark(self, j: int, seq: int = 0) -> Mark:
+        return _mark_at(self, j, self.excluded.get(j, _NO_EXCLUSIONS), seq)
+
+    def marks(self) -> list[Mark]:
+        return [self.mark(j) for j in range(len(self))]
 
 
 class _ByMarket(Mapping[str, Mark]):
@@ -464,3 +560,7 @@ class MarkList(Sequence[Mark]):
 
     def __add__(self, other: Sequence[Mark]) -> list[Mark]:
         return [*self, *other]
+
+    def columns(self) -> MarkColumns:
+        """These marks as columns (MarkTable.columns)."""
+        return self.table.columns(self.at)

@@ -201,18 +201,18 @@ async def test_the_next_tick_computes_while_redis_writes_the_last_ones_marks(lea
     """The tick loop leaves its publish running: the next tick's pipeline runs meanwhile, and only
     then does it wait for that publish, so two publishes never overlap and seqs stay in order."""
     service = leader.service
-    publish = service.publisher.publish
+    publish = service.publisher.publish_columns
     held = asyncio.Event()
     order: list[str] = []
 
     async def slow_publish(marks: Any, *, fence: int | None = None) -> Any:
-        order.append(f"publish {marks[0].price} begins")
+        order.append(f"publish {marks.price[0]} begins")
         await held.wait()
         written = await publish(marks, fence=fence)
-        order.append(f"publish {marks[0].price} ends")
+        order.append(f"publish {marks.price[0]} ends")
         return written
 
-    service.publisher.publish = slow_publish  # type: ignore[method-assign]
+    service.publisher.publish_columns = slow_publish  # type: ignore[method-assign]
     leader.clock.advance(0.1)
     await asyncio.wait_for(leader.tick(101.0, overlap=True), 5.0)  # returns with its publish held
     leader.clock.advance(0.1)
