@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from itertools import chain, repeat
 from typing import Any, Protocol, TypeAlias, TypeVar, overload
 
+import numpy as np
 from redis.exceptions import ReadOnlyError, ResponseError
 
 from oracle.backoff import Backoff
@@ -289,15 +290,34 @@ class _Text:
 
     @staticmethod
     def of(cols: MarkColumns) -> _Text:
+        price = list(map(repr, cols.price.tolist()))
         return _Text(
-            list(map(repr, cols.price.tolist())),
+            price,
             list(map(repr, cols.confidence.tolist())),
-            list(map(str, map(round, (cols.ts * 1000).tolist()))),  # Mark.ts_ms: the same product, rounded
+            _ts_ms_text(cols.ts),
             list(map(_STATUS_TEXT.__getitem__, cols.status.tolist())),
             list(map(str, cols.tier.tolist())),
             list(map(",".join, cols.sources.tolist())),
-            list(map(repr, cols.candidate.tolist())),
+            _repr_like(cols.candidate, cols.price, price),  # a quiet mark's candidate is its price
         )
+
+
+def _ts_ms_text(ts: np.ndarray) -> list[str]:
+    """str(Mark.ts_ms) of each time (the same product, rounded); once when all are one (a tick's
+    quiet marks are all validated at its time)."""
+    ms = (ts * 1000).tolist()
+    if len(ms) and bool((ts == ts[0]).all()):
+        return [str(round(ms[0]))] * len(ms)
+    return list(map(str, map(round, ms)))
+
+
+def _repr_like(values: np.ndarray, known: np.ndarray, known_text: list[str]) -> list[str]:
+    """repr of each value, taken from `known_text` where the value is `known`'s bit for bit (so its
+    repr too), computed for the others only."""
+    text = list(known_text)
+    for j in np.flatnonzero(values.view(np.int64) != known.view(np.int64)).tolist():
+        text[j] = repr(float(values[j]))
+    return text
 
 
 class _PerMarket(dict[str, _V]):

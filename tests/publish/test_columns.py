@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,28 +22,38 @@ from oracle.validation import STATUS_CODE, MarkList, MarkTable
 from tests.publish.helpers import mark
 
 NOW = 1_700_000_100.25
-MARKETS = [f"M{i}-USD" for i in range(7)]
+MARKETS = [f"M{i}-USD" for i in range(9)]
 EXCLUDED = (Excluded("kraken", "M1-USD", Exclusion.DEVIATION, 10.5),)
+QUIET = [  # price, confidence, ts, tier, status, sources, candidate
+    (0.1 + 0.2, 1 / 3, 1_700_000_000.0005, 1, Status.OK, ("coinbase", "kraken", "okx"), 0.1 + 0.2),
+    (1e-7, 0.0, 1_700_000_000.123, 2, Status.DEGRADED, ("pyth",), 1e-7),
+    (1.5e22, 2.5e19, 1_699_999_999.9995, 1, Status.OK, ("a", "b"), 1.5e22),
+    (65000.5, 12.75, 1_700_000_099.0, 1, Status.OK, (), math.nan),
+    (0.0, 0.5, 1_700_000_099.0, 1, Status.OK, ("a",), -0.0),  # equal to its price, not bit for bit
+]
 
 
-def tick() -> MarkList:
+def tick(one_ts: float | None = None) -> MarkList:
     """One tick's table, as the pipeline leaves it: most marks in its columns (the quiet path), some
-    made by the per-market path, one quiet mark with a quote left out; five of them due, out of order."""
+    made by the per-market path, one quiet mark with a quote left out; most of them due, out of order.
+    `one_ts`: every mark's time (a quiet tick's marks share it)."""
     table = MarkTable(MARKETS)
-    quiet = [
-        (0.1 + 0.2, 1 / 3, 1_700_000_000.0005, 1, Status.OK, ("coinbase", "kraken", "okx"), 0.1 + 0.2),
-        (1e-7, 0.0, 1_700_000_000.123, 2, Status.DEGRADED, ("pyth",), 1e-7),
-        (1.5e22, 2.5e19, 1_699_999_999.9995, 1, Status.OK, ("a", "b"), 1.5e22),
-        (65000.5, 12.75, 1_700_000_099.0, 1, Status.OK, (), math.nan),
-    ]
-    for k, (price, conf, ts, tier, status, sources, cand) in enumerate(quiet):
+    for k, (price, conf, ts, tier, status, sources, cand) in enumerate(QUIET):
         table.price[k], table.confidence[k], table.ts[k], table.tier[k] = price, conf, ts, tier
         table.status[k], table.sources[k], table.candidate[k] = STATUS_CODE[status], sources, cand
     table.exclude(1, EXCLUDED)
-    table.put(4, mark("M4-USD", 123456789.12345679, 1_700_000_050.5, status=Status.HELD, candidate=130.5))
-    table.put(5, mark("M5-USD", 2.0, 1_700_000_000.0, status=Status.STALE, tier=0, sources=(), candidate=math.nan))
-    table.put(6, Mark("M6-USD", 7.25, math.nan, NOW, 0, Status.OK, 1, ('a"b', "c\\d"), EXCLUDED, 7.5))
-    return MarkList(table, [5, 0, 4, 1, 3, 6])
+    made = [
+        mark("M5-USD", 123456789.12345679, 1_700_000_050.5, status=Status.HELD, candidate=130.5),
+        mark("M6-USD", 2.0, 1_700_000_000.0, status=Status.STALE, tier=0, sources=(), candidate=math.nan),
+        Mark("M7-USD", 7.25, math.nan, NOW, 0, Status.OK, 1, ('a"b', "c\\d"), EXCLUDED, 7.5),
+        mark("M8-USD", 3.0, 1_700_000_000.0, status=Status.HELD, candidate=3.0),
+    ]
+    if one_ts is not None:
+        table.ts[:] = one_ts
+        made = [replace(m, ts=one_ts) for m in made]
+    for k, m in enumerate(made, start=len(QUIET)):
+        table.put(k, m)
+    return MarkList(table, [6, 0, 5, 1, 3, 7, 8, 4])  # M2 is not due
 
 
 def expected_call(marks: Sequence[Mark], seq: int, signer: Signer | None, token: str) -> tuple[list[str], list[Any]]:
@@ -79,10 +90,15 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], list[Any]]]:
 
 @pytest.mark.parametrize("signer", [None, Signer("hmac-sha256", bytes(range(32)))], ids=["unsigned", "signed"])
 @pytest.mark.parametrize("fence", [None, 3])
+@pytest.mark.parametrize("one_ts", [None, 1_700_000_000.0005], ids=["times", "one_time"])
 async def test_columns_send_the_calls_the_marks_send(
-    settings: RedisSettings, calls: list[tuple[list[str], list[Any]]], signer: Signer | None, fence: int | None
+    settings: RedisSettings,
+    calls: list[tuple[list[str], list[Any]]],
+    signer: Signer | None,
+    fence: int | None,
+    one_ts: float | None,
 ) -> None:
-    due = tick()
+    due = tick(one_ts)
     raw = Redis.from_url(settings.url, decode_responses=True)
     if fence is not None:
         await raw.set(Keys("t").epoch, fence)
@@ -99,7 +115,8 @@ async def test_columns_send_the_calls_the_marks_send(
             await raw.delete(*[getattr(Keys("t").market(m), k) for k in ("mark", "history", "provisional")])
     await raw.aclose()
     token = "" if fence is None else str(fence)
-    assert sent[0] == sent[1] == [expected_call(due[:4], 1, signer, token), expected_call(due[4:], 1, signer, token)]
+    expected = [expected_call(due[:4], 1, signer, token), expected_call(due[4:], 1, signer, token)]
+    assert sent[0] == sent[1] == expected
 
 
 async def test_written_marks_are_the_due_marks_with_their_seq(settings: RedisSettings) -> None:
@@ -114,7 +131,7 @@ async def test_written_marks_are_the_due_marks_with_their_seq(settings: RedisSet
     last.record(written)
     copy = last.copy()
     last.forget("M0-USD")
-    assert copy["M0-USD"] == due[1].with_seq(2) and "M0-USD" not in last and last["M6-USD"] is written[5]
+    assert copy["M0-USD"] == due[1].with_seq(2) and "M0-USD" not in last and last["M7-USD"] is written[5]
 
 
 async def test_a_mark_refused_during_the_catch_up_stays_kept(settings: RedisSettings) -> None:
