@@ -355,10 +355,10 @@ def check_rows(
 ) -> tuple[QuoteBatch, tuple[PairError, ...]]:
     """A frame's rows as a QuoteBatch of the good ones, and one PairError per bad one."""
     columns = list(zip(*rows, strict=True))  # one tuple per field: far cheaper than rows -> 2-D array
-    bid, ask, last, venue_ts, confidence = (np.array(c, dtype=float) for c in columns[1:])  # None -> NaN
+    bid, ask, last, venue_ts, confidence = map(_floats, columns[1:])
     problem = row_problems(bid, ask, last, venue_ts, received_ts, math.nan if heartbeat is None else heartbeat)
     errors: tuple[PairError, ...] = ()
-    pairs = tuple(row[0] for row in rows)
+    pairs: tuple[str, ...] = columns[0]
     if problem.any():
         bad = np.flatnonzero(problem)
         errors = tuple(_row_error(rows[i], int(problem[i]), heartbeat, i) for i in bad.tolist())
@@ -367,6 +367,15 @@ def check_rows(
         pairs = tuple(p for p, ok in zip(pairs, good.tolist(), strict=True) if ok)
     price, bid, ask = book_price(bid, ask, last)
     return QuoteBatch(source, received_ts, pairs, price, bid, ask, venue_ts, confidence, last), errors
+
+
+def _floats(column: tuple[float | None, ...]) -> np.ndarray:
+    """A field's column as floats, None as NaN. A field the venue never gives (an http_json price has
+    no book, no venue time, no confidence) is all None: NaNs at once, not converted one by one (that
+    was half of a 1,000-pair frame's checks)."""
+    if column.count(None) == len(column):
+        return np.full(len(column), math.nan)
+    return np.array(column, dtype=float)
 
 
 def _row_error(row: Row, problem: int, heartbeat: np.ndarray | None, i: int) -> PairError:
