@@ -145,7 +145,7 @@ class Metrics:
         self.source_errors_total.labels(source=source, code=code).inc()
 
     def set_source_up(self, source: str, up: bool) -> None:
-        self.source_up.labels(source=source).set(1 if up else 0)
+        self._child(self.source_up, source).set(1 if up else 0)  # every frame of every source
 
     def set_quote_age(self, source: str, pair: str, age_s: float) -> None:
         self.quote_age_seconds[source, pair] = age_s
