@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
@@ -523,7 +524,11 @@ class MarkColumns:
 class _ByMarket(Mapping[str, Mark]):
     def __init__(self, table: MarkTable) -> None:
         self.table = table
-        self.index = {m: k for k, m in enumerate(table.markets)}
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Made on first read: the daemon takes every tick's view, and most are never read."""
+        return {m: k for k, m in enumerate(self.table.markets)}
 
     def __getitem__(self, market: str) -> Mark:
         return self.table[self.index[market]]
