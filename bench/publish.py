@@ -1,7 +1,7 @@
 """Publish throughput: 100,000 marks over 1,000 markets through RedisPublisher (one pipeline per tick
-of 1,000 marks, as the daemon does) to a private redis-server, unsigned and signed (HMAC-SHA256,
-Ed25519) in the same run, against the ceiling of the same server measured by
-`redis-benchmark -t set -P 16 -q`.
+of 1,000 marks, handed over as columns: `publish_columns`, as the daemon does) to a private
+redis-server, unsigned and signed (HMAC-SHA256, Ed25519) in the same run, against the ceiling of the
+same server measured by `redis-benchmark -t set -P 16 -q`.
 
     .venv/bin/python bench/publish.py [--markets 1000] [--marks 100000] [--rounds 3]
 
@@ -33,6 +33,7 @@ from oracle.publish import RedisPublisher
 from oracle.settings import RedisSettings
 from oracle.signing import Signer
 from oracle.testing import RedisServer
+from oracle.validation import MarkColumns
 
 
 def tick_marks(markets: list[str], tick: int, now: float) -> list[Mark]:
@@ -53,11 +54,12 @@ async def publish_rate(url: str, n_markets: int, n_marks: int, mode: str = "unsi
     publisher = RedisPublisher(settings, Metrics(), clock, timeout_s=10.0, signer=signer)
     try:
         await publisher.publish(tick_marks(markets, 0, clock.now()))  # loads the script, reads seqs back
-        ticks = [tick_marks(markets, t, clock.now()) for t in range(1, n_marks // n_markets + 1)]
+        # as the pipeline hands a tick's marks over: columns, not Mark objects (MarkTable.columns)
+        ticks = [MarkColumns.of(tick_marks(markets, t, clock.now())) for t in range(1, n_marks // n_markets + 1)]
         written = 0
         started = time.perf_counter()
         for marks in ticks:
-            written += len(await publisher.publish(marks))
+            written += len(await publisher.publish_columns(marks))
         elapsed = time.perf_counter() - started
     finally:
         await publisher.close()

@@ -315,8 +315,9 @@ def _repr_like(values: np.ndarray, known: np.ndarray, known_text: list[str]) -> 
     """repr of each value, taken from `known_text` where the value is `known`'s bit for bit (so its
     repr too), computed for the others only."""
     text = list(known_text)
-    for j in np.flatnonzero(values.view(np.int64) != known.view(np.int64)).tolist():
-        text[j] = repr(float(values[j]))
+    differ = np.flatnonzero(values.view(np.int64) != known.view(np.int64))
+    for j, value in zip(differ.tolist(), values[differ].tolist(), strict=True):
+        text[j] = repr(value)
     return text
 
 
@@ -511,8 +512,7 @@ class RedisPublisher:
         else:
             done = Written(ready.take(written), [seqs[j] for j in written])
         if self._mark_gauges:
-            for mark in done:
-                self._metrics.mark_published(mark, now)
+            _set_gauges(self._metrics, done, now)
         if len(done) < len(marks):
             self._metrics.publish_failed(len(marks) - len(done))
         return done, again
@@ -649,6 +649,15 @@ class RedisPublisher:
         for market, mark in batch.items():
             if self._pending.get(market) is mark and market not in retry:
                 del self._pending[market]
+
+
+def _set_gauges(metrics: Metrics, written: Written, now: float) -> None:
+    """The markd_mark_* gauges of the marks written, from their columns."""
+    c = written.cols
+    n_sources = [len(s) for s in c.sources.tolist()]
+    status = [STATUSES[k] for k in c.status.tolist()]
+    price, confidence, ts = c.price.tolist(), c.confidence.tolist(), c.ts.tolist()
+    metrics.marks_published(c.markets, price, confidence, ts, n_sources, written.seqs, status, now)
 
 
 def _script_keys(k: MarketKeys) -> tuple[str, str, str, str]:

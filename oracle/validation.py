@@ -472,20 +472,17 @@ class MarkColumns:
     @staticmethod
     def of(marks: Sequence[Mark]) -> MarkColumns:
         """Marks (already built) as columns."""
-        cols = MarkColumns(
+        return MarkColumns(
             [m.market for m in marks],
-            np.zeros(len(marks)),
-            np.zeros(len(marks)),
-            np.zeros(len(marks)),
-            np.zeros(len(marks), dtype=np.int64),
-            np.zeros(len(marks), dtype=np.int8),
-            _objects(len(marks)),
-            np.zeros(len(marks)),
-            {},
+            np.array([m.price for m in marks], dtype=float),
+            np.array([m.confidence for m in marks], dtype=float),
+            np.array([m.ts for m in marks], dtype=float),
+            np.array([m.tier for m in marks], dtype=np.int64),
+            np.array([STATUS_CODE[m.status] for m in marks], dtype=np.int8),
+            np.fromiter((m.sources for m in marks), dtype=object, count=len(marks)),  # tuples kept whole
+            np.array([m.candidate for m in marks], dtype=float),
+            {j: m.excluded for j, m in enumerate(marks) if m.excluded},
         )
-        for j, mark in enumerate(marks):
-            cols.put(j, mark)
-        return cols
 
     def __len__(self) -> int:
         return len(self.markets)

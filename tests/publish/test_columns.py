@@ -148,3 +148,16 @@ async def test_a_mark_refused_during_the_catch_up_stays_kept(settings: RedisSett
     assert (await raw.hgetall(Keys("t").market("A-USD").mark))["price"] == "1.0"
     await pub.close()
     await raw.aclose()
+
+
+async def test_the_gauges_of_the_written_marks_are_set_as_one_by_one(settings: RedisSettings) -> None:
+    metrics = Metrics()
+    pub = RedisPublisher(settings, metrics, VirtualClock(NOW), timeout_s=2.0)
+    written = await pub.publish_columns(tick().columns())
+    await pub.close()
+    one_by_one = Metrics()
+    for w in written:
+        one_by_one.mark_published(w, NOW)
+    text = metrics._per_market.text().decode()
+    assert text == one_by_one._per_market.text().decode()
+    assert 'markd_mark_status{market="M6-USD",status="stale"} 1' in text and "markd_mark_seq" in text
