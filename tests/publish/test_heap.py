@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from pathlib import Path
 
 from oracle.service import Service
@@ -44,9 +45,11 @@ async def test_the_running_daemons_own_objects_are_frozen_and_thawed_at_stop(
     try:
         await eventually(lambda: _ticked(service), within_s=10)
         assert not tracked(service.pipeline) and not tracked(service.settings) and gc.get_freeze_count() > 0
+        old = weakref.ref(service.pipeline), weakref.ref(service.book), weakref.ref(service.settings)
         path.write_text(to_toml(config(redis_server.url, ("BTC-USD", "SOL-USD"))))
         assert await service.reload()
         assert "SOL-USD" in service.settings.markets and not tracked(service.pipeline)
+        assert [ref() for ref in old] == [None] * 3  # frozen, yet freed: nothing of them was in a cycle
     finally:
         service.stop()
         await asyncio.wait_for(task, 10)
