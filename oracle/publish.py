@@ -289,16 +289,17 @@ class _Text:
     candidate: list[str]
 
     @staticmethod
-    def of(cols: MarkColumns) -> _Text:
-        price = list(map(repr, cols.price.tolist()))
+    def of(cols: MarkColumns, rows: slice) -> _Text:
+        """The strings of `cols`' rows in `rows`."""
+        price = list(map(repr, cols.price[rows].tolist()))
         return _Text(
             price,
-            list(map(repr, cols.confidence.tolist())),
-            _ts_ms_text(cols.ts),
-            list(map(_STATUS_TEXT.__getitem__, cols.status.tolist())),
-            list(map(str, cols.tier.tolist())),
-            list(map(",".join, cols.sources.tolist())),
-            _repr_like(cols.candidate, cols.price, price),  # a quiet mark's candidate is its price
+            list(map(repr, cols.confidence[rows].tolist())),
+            _ts_ms_text(cols.ts[rows]),
+            list(map(_STATUS_TEXT.__getitem__, cols.status[rows].tolist())),
+            list(map(str, cols.tier[rows].tolist())),
+            list(map(",".join, cols.sources[rows].tolist())),
+            _repr_like(cols.candidate[rows], cols.price[rows], price),  # a quiet mark's candidate is its price
         )
 
 
@@ -574,36 +575,35 @@ class RedisPublisher:
         return "" if self._fence is None else str(self._fence)
 
     def _calls(self, marks: MarkColumns, now_ms: int, seqs: list[int]) -> Iterator[_Call]:
-        """The script calls, built as they are sent: each chunk's seqs are assigned (and added to
-        `seqs`) just before it goes out, so that work overlaps Redis running the last, and a failed
-        link leaves the later chunks' seqs unused."""
-        text = _Text.of(marks)
+        """The script calls, built as they are sent: each chunk's strings are made and its seqs
+        assigned (and added to `seqs`) just before it goes out, so that work overlaps Redis running
+        the last (the first goes out soonest), and a failed link leaves the later chunks' seqs unused."""
         last = self._last_seq
         for rows in self._spans(len(marks)):
             markets = marks.markets[rows.start : rows.stop]
             chunk_seqs = [last.get(m, 0) + 1 for m in markets]
             last.update(zip(markets, chunk_seqs, strict=True))
             seqs += chunk_seqs
-            yield self._publish_call(markets, list(map(str, chunk_seqs)), text, slice(rows.start, rows.stop), now_ms)
+            text = _Text.of(marks, slice(rows.start, rows.stop))
+            yield self._publish_call(markets, list(map(str, chunk_seqs)), text, now_ms)
 
-    def _publish_call(self, markets: list[str], seqs: list[str], text: _Text, rows: slice, now_ms: int) -> _Call:
+    def _publish_call(self, markets: list[str], seqs: list[str], t: _Text, now_ms: int) -> _Call:
         """One call's KEYS and ARGV (see PUBLISH_LUA), interleaved column by column."""
-        price, conf, ts_ms = text.price[rows], text.confidence[rows], text.ts_ms[rows]
-        status, tier, sources = text.status[rows], text.tier[rows], text.sources[rows]
         kids: Iterable[str] = repeat("")
         sigs: Iterable[str] = repeat("")
         if self._signer is not None:
             # Over the exact strings stored: oracle.signing.mark_payload's order.
-            payloads = map("\n".join, zip(markets, price, conf, ts_ms, seqs, status, tier, sources, strict=True))
-            kids, sigs = repeat(self._signer.kid), [self._signer.sign(p.encode()) for p in payloads]
+            fields = zip(markets, t.price, t.confidence, t.ts_ms, seqs, t.status, t.tier, t.sources, strict=True)
+            kids, sigs = repeat(self._signer.kid), [self._signer.sign("\n".join(f).encode()) for f in fields]
         keys = list(chain.from_iterable(map(self._script_keys.__getitem__, markets)))
         if self._fence is not None and not self._settings.cluster:
             keys.append(self._keys.epoch)
         channels = map(self._channels.__getitem__, markets)
         # kids and sigs may repeat "" endlessly: the other columns end it
         per_mark = zip(
-            seqs, channels, text.candidate[rows], price, conf, ts_ms, status, tier, sources, kids, sigs, strict=False
-        )
+            seqs, channels, t.candidate, t.price, t.confidence, t.ts_ms, t.status, t.tier, t.sources, kids, sigs,
+            strict=False,
+        )  # fmt: skip
         args: list[str | int] = [self._token, self._settings.history_maxlen, now_ms, *chain.from_iterable(per_mark)]
         return keys, args
 
