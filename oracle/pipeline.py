@@ -69,6 +69,11 @@ class Pipeline:
         self._order = [self.aggregator.plan.markets[i] for ls in self._layouts for lay in ls for i in lay.plan.tolist()]
         self._position = {m: k for k, m in enumerate(self._order)}  # a market's place in the MarkTable
 
+    def layouts(self, level: int) -> list[_Layout]:
+        """Where the level's blocks' markets go: their rows in the stage (kept up to date) and their
+        positions in a tick's MarkTable."""
+        return [self._rows(lay) for lay in self._layouts[level]]
+
     def carry(self, old: Pipeline) -> None:
         """Take over the tick-to-tick memory of `old` (a config reload builds a new pipeline): the
         freeze rule's, the conversion rates' and the perp marks' state of what both configs have."""

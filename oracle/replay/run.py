@@ -38,6 +38,7 @@ from oracle.pipeline import Pipeline, TickOutput
 from oracle.publish import MemorySink
 from oracle.quotebook import QuoteBook, QuoteColumns
 from oracle.replay.chunked import CHUNK_TICKS, ChunkRunner, FrameFill
+from oracle.replay.runs import ChunkMarks
 from oracle.settings import Settings
 from oracle.ticks import Ticks
 
@@ -108,17 +109,11 @@ async def _replay(
     feed = _Feeder(ticks, book, grid)
     started = time.perf_counter()
     for k, t, out in _outputs(pipeline, feed, grid, chunk):
-        for mark in await sink.publish(out.publish):
-            result.published.append(mark)
-            result.publish_ts.append(t)
-        for mark in out.marks:
-            _record(series[mark.market], k, mark)
-        result.perps += [(t, p) for p in out.perps]
-        for cand in out.candidates:
-            bucket = result.excluded[cand.market]
-            if len(bucket) < keep_excluded:
-                bucket += [(t, ex.source, ex.pair, ex.price, ex.reason.value) for ex in cand.excluded]
-        if progress is not None and k % 1000 == 0:
+        if isinstance(out, ChunkMarks):
+            await _take_chunk(out, sink, result, keep_excluded)
+        else:
+            await _take_tick(k, t, out, sink, result, keep_excluded)
+        if progress is not None and (k // 1000 != (k + _ticks(out) - 1) // 1000 or k % 1000 == 0):
             progress(k / max(1, len(grid)))
     result.seconds = time.perf_counter() - started
     if progress is not None:
@@ -127,11 +122,48 @@ async def _replay(
     return result
 
 
+async def _take_tick(k: int, t: float, out: TickOutput, sink: MemorySink, result: RunResult, keep: int) -> None:
+    """One tick's output into the run's result: its marks due through the sink, every mark in the series."""
+    for mark in await sink.publish(out.publish):
+        result.published.append(mark)
+        result.publish_ts.append(t)
+    for mark in out.marks:
+        _record(result.series[mark.market], k, mark)
+    result.perps += [(t, p) for p in out.perps]
+    for cand in out.candidates:
+        bucket = result.excluded[cand.market]
+        if len(bucket) < keep:
+            bucket += [(t, ex.source, ex.pair, ex.price, ex.reason.value) for ex in cand.excluded]
+
+
+async def _take_chunk(out: ChunkMarks, sink: MemorySink, result: RunResult, keep: int) -> None:
+    """A chunk's marks (oracle.replay.runs) into the run's result, as its ticks one by one would."""
+    k0, k1 = out.k0, out.k0 + len(out.nows)
+    for j, market in enumerate(out.markets):
+        s = result.series[market]
+        s.price[k0:k1], s.confidence[k0:k1] = out.price[:, j], out.confidence[:, j]
+        s.status[k0:k1], s.tier[k0:k1] = out.status[:, j], out.tier[:, j]
+    ticks, cols = np.nonzero(out.publish)  # tick by tick, each tick's in table order
+    nows = out.nows.tolist()
+    for mark in await sink.publish([out.mark(t, j) for t, j in zip(ticks.tolist(), cols.tolist(), strict=True)]):
+        result.published.append(mark)
+    result.publish_ts += [nows[t] for t in ticks.tolist()]
+    for (t, j), excluded in sorted(out.excluded.items()):
+        bucket = result.excluded[out.markets[j]]
+        if len(bucket) < keep:
+            bucket += [(nows[t], ex.source, ex.pair, ex.price, ex.reason.value) for ex in excluded]
+
+
+def _ticks(out: TickOutput | ChunkMarks) -> int:
+    return len(out.nows) if isinstance(out, ChunkMarks) else 1
+
+
 def _outputs(
     pipeline: Pipeline, feed: _Feeder, grid: np.ndarray, chunk: int
-) -> Iterator[tuple[int, float, TickOutput]]:
-    """Each tick's output, in order: tick by tick through the QuoteBook (`chunk` 1, or rows out of
-    receive-time order, which the book would refuse), else `chunk` ticks a pass."""
+) -> Iterator[tuple[int, float, TickOutput | ChunkMarks]]:
+    """The outputs, in order: tick by tick through the QuoteBook (`chunk` 1, or rows out of
+    receive-time order, which the book would refuse), else `chunk` ticks a pass (a ChunkMarks of the
+    whole chunk, or a TickOutput per tick: oracle.replay.chunked). The int is the first tick's index."""
     rows = feed.rows()
     if chunk <= 1 or not FrameFill.in_order(rows):
         for k, t in enumerate(grid.tolist()):
@@ -142,8 +174,10 @@ def _outputs(
     runner = ChunkRunner(pipeline)
     for k0 in range(0, len(grid), chunk):
         k1 = min(k0 + chunk, len(grid))
-        for k, out in enumerate(runner.run(fill.frames(k0, k1), grid[k0:k1]), start=k0):
+        k = k0
+        for out in runner.run(fill.frames(k0, k1), k0, grid[k0:k1]):
             yield k, float(grid[k]), out
+            k += _ticks(out)
 
 
 def checked(ticks: Ticks, settings: Settings) -> Ticks:
