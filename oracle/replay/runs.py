@@ -22,12 +22,13 @@ tests/replay/test_chunked.py holds both to byte-identical outputs on every scena
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from oracle.aggregate import FROZEN, BlockResult, candidate
-from oracle.models import Candidate, Excluded, Mark
+from oracle.models import Candidate, Excluded, Mark, Status
 from oracle.pipeline import Pipeline
 from oracle.validation import DEGRADED, OK, STATUS_CODE, STATUSES, TimeLanes, advance_run, quiet_run
 
@@ -35,7 +36,7 @@ from oracle.validation import DEGRADED, OK, STATUS_CODE, STATUSES, TimeLanes, ad
 @dataclass
 class ChunkMarks:
     """Every market's mark at every tick of a chunk: (ticks, markets) columns, markets in the
-    order of the tick path's MarkTable. `made` holds the marks the dispute stage made itself."""
+    order of the tick path's MarkTable. A mark the dispute stage made has its fields here too."""
 
     k0: int  # the chunk's first tick on the replay's grid
     nows: np.ndarray  # (ticks,)
@@ -48,7 +49,6 @@ class ChunkMarks:
     status: np.ndarray  # codes of oracle.validation.STATUSES
     sources: np.ndarray  # object: tuples of names
     publish: np.ndarray  # bool: due for publication
-    made: dict[tuple[int, int], Mark] = field(default_factory=dict)
     excluded: dict[tuple[int, int], tuple[Excluded, ...]] = field(default_factory=dict)
 
     @classmethod
@@ -59,13 +59,26 @@ class ChunkMarks:
         return cls(k0, nows, markets, nan, nan.copy(), np.zeros(shape), nan.copy(), np.zeros(shape, dtype=np.int64),
                    np.zeros(shape, dtype=np.int8), sources, np.zeros(shape, dtype=bool))  # fmt: skip
 
-    def mark(self, t: int, j: int) -> Mark:
-        made = self.made.get((t, j))
-        if made is not None:
-            return made
-        return Mark(self.markets[j], float(self.price[t, j]), float(self.confidence[t, j]), float(self.ts[t, j]), 0,
-                    STATUSES[self.status[t, j]], int(self.tier[t, j]), self.sources[t, j],
-                    self.excluded.get((t, j), ()), float(self.candidate[t, j]))  # fmt: skip
+    def published(self, first_seq: list[int]) -> list[Mark]:
+        """The marks due, tick by tick and each tick's in table order, numbered from each market's
+        `first_seq` on (the sink's next seq, by column)."""
+        return [Mark(*fields) for fields in self.published_fields(first_seq)]
+
+    def published_fields(self, first_seq: list[int]) -> Iterator[PublishedFields]:
+        """`published`'s marks as tuples of Mark's fields, in its order (no objects to build)."""
+        ticks, cols = np.nonzero(self.publish)
+        seq = np.cumsum(self.publish, axis=0) - 1 + np.array(first_seq, dtype=np.int64)
+        at = (ticks, cols)
+        fields = zip(ticks.tolist(), cols.tolist(), self.price[at].tolist(), self.confidence[at].tolist(),
+                     self.ts[at].tolist(), seq[at].tolist(), self.status[at].tolist(), self.tier[at].tolist(),
+                     self.sources[at].tolist(), self.candidate[at].tolist(), strict=True)  # fmt: skip
+        excluded, markets = self.excluded, self.markets
+        for t, j, price, conf, ts, n, status, tier, sources, cand in fields:
+            yield markets[j], price, conf, ts, n, STATUSES[status], tier, sources, excluded.get((t, j), ()), cand
+
+
+# Mark's fields in order: market, price, confidence, ts, seq, status, tier, sources, excluded, candidate.
+PublishedFields = tuple[str, float, float, float, int, Status, int, tuple[str, ...], tuple[Excluded, ...], float]
 
 
 @dataclass
@@ -177,7 +190,6 @@ class RunValidator:
         cand = self._candidate(m, t, now)
         decision = self.stage.process(cand, now)
         mark, j = decision.mark, m.j
-        out.made[(t, j)] = mark
         out.price[t, j], out.confidence[t, j], out.ts[t, j] = mark.price, mark.confidence, mark.ts
         out.candidate[t, j], out.tier[t, j] = mark.candidate, mark.tier
         out.status[t, j], out.sources[t, j] = STATUS_CODE[mark.status], mark.sources
