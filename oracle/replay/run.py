@@ -37,7 +37,7 @@ from oracle.models import Mark, PerpMark, Status
 from oracle.pipeline import Pipeline, TickOutput
 from oracle.publish import MemorySink
 from oracle.quotebook import QuoteBook, QuoteColumns
-from oracle.replay.chunked import CHUNK_TICKS, ChunkRunner, FrameFill
+from oracle.replay.chunked import ChunkRunner, FrameFill, chunk_ticks
 from oracle.replay.runs import ChunkMarks, PublishedFields
 from oracle.settings import Settings
 from oracle.ticks import Ticks
@@ -132,10 +132,11 @@ def replay(
     ticks: Ticks,
     progress: Callable[[float], None] | None = None,
     keep_excluded: int = 20_000,
-    chunk: int = CHUNK_TICKS,
+    chunk: int | None = None,
 ) -> RunResult:
-    """`chunk`: ticks aggregated per pass (oracle.replay.chunked); 1 runs the daemon's own tick path,
-    `Pipeline.tick` on the QuoteBook, tick by tick. The outputs are the same.
+    """`chunk`: ticks aggregated per pass (oracle.replay.chunked; None: `chunk_ticks`, by the plan's
+    size); 1 runs the daemon's own tick path, `Pipeline.tick` on the QuoteBook, tick by tick. The
+    outputs are the same.
 
     No event loop: nothing here waits (the sink is in memory), and `asyncio.run` of a coroutine
     that returns a day's RunResult spent ~1 s formatting its repr (3.11's runner checks its SIGINT
@@ -144,7 +145,7 @@ def replay(
 
 
 def _replay(
-    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int, chunk: int
+    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int, chunk: int | None
 ) -> RunResult:
     book = QuoteBook.for_settings(settings)
     stage = DisputeStage(settings)
@@ -213,12 +214,13 @@ def _ticks(out: TickOutput | ChunkMarks) -> int:
 
 
 def _outputs(
-    pipeline: Pipeline, feed: _Feeder, grid: np.ndarray, chunk: int
+    pipeline: Pipeline, feed: _Feeder, grid: np.ndarray, chunk: int | None
 ) -> Iterator[tuple[int, float, TickOutput | ChunkMarks]]:
     """The outputs, in order: tick by tick through the QuoteBook (`chunk` 1, or rows out of
     receive-time order, which the book would refuse), else `chunk` ticks a pass (a ChunkMarks of the
     whole chunk, or a TickOutput per tick: oracle.replay.chunked). The int is the first tick's index."""
     rows = feed.rows()
+    chunk = chunk_ticks(pipeline, len(grid)) if chunk is None else chunk
     if chunk <= 1 or not FrameFill.in_order(rows):
         for k, t in enumerate(grid.tolist()):
             feed.until(k)

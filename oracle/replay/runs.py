@@ -32,6 +32,9 @@ from oracle.models import Candidate, Excluded, Mark, Status
 from oracle.pipeline import Pipeline
 from oracle.validation import DEGRADED, OK, STATUS_CODE, STATUSES, TimeLanes, advance_run, quiet_run
 
+# The first look ahead for a quiet run, in ticks (then doubled): about one anchor bucket at 1 s ticks.
+LOOKAHEAD = 64
+
 
 @dataclass
 class ChunkMarks:
@@ -161,27 +164,37 @@ class RunValidator:
         return tuple(name for name, a in zip(names, accepted, strict=False) if a)
 
     def _run(self, m: _Market, a: int, out: ChunkMarks) -> int:
-        """Take market `m` through its quiet run from tick `a`; returns the tick after the run."""
-        nows = out.nows
+        """Take market `m` through its quiet ticks from tick `a` on; returns the first tick that is
+        not quiet (or the chunk's end). It looks ahead a window at a time, doubling: a run usually
+        ends within a minute of ticks (an anchor bucket closes), and a window costs its length."""
         r = self.stage.rows.get(m.name, -1)
-        if a >= len(nows) or r < 0:
-            return a
-        lanes = TimeLanes(m.lanes.price[a:], m.lanes.confidence[a:], m.lanes.quorum[a:], m.lanes.n_tiers,
-                          m.lanes.frozen[a:])  # fmt: skip
-        run = quiet_run(self.stage.cols, r, lanes, nows[a:])
+        window = LOOKAHEAD
+        while a < len(out.nows) and r >= 0:
+            b = self._window(m, r, a, min(len(out.nows), a + window), out)
+            if b < a + window:
+                return b
+            a, window = b, 2 * window
+        return a
+
+    def _window(self, m: _Market, r: int, a: int, end: int, out: ChunkMarks) -> int:
+        """The quiet run within ticks a .. end - 1, advanced and recorded; returns the tick after it."""
+        nows = out.nows[a:end]
+        lanes = TimeLanes(m.lanes.price[a:end], m.lanes.confidence[a:end], m.lanes.quorum[a:end], m.lanes.n_tiers,
+                          m.lanes.frozen[a:end])  # fmt: skip
+        run = quiet_run(self.stage.cols, r, lanes, nows)
         if run.length == 0:
             return a
         b = a + run.length
         sources = [self._sources(m, t, run.tier) for t in range(a, b)]
-        go = advance_run(self.stage.cols, r, run, lanes, sources, nows[a:])
+        go = advance_run(self.stage.cols, r, run, lanes, sources, nows)
         j, price = m.j, lanes.price[: run.length, run.tier - 1]
         out.price[a:b, j], out.candidate[a:b, j] = price, price
-        out.confidence[a:b, j], out.ts[a:b, j] = lanes.confidence[: run.length, run.tier - 1], nows[a:b]
+        out.confidence[a:b, j], out.ts[a:b, j] = lanes.confidence[: run.length, run.tier - 1], nows[: run.length]
         out.tier[a:b, j], out.status[a:b, j] = run.tier, OK if run.tier == 1 else DEGRADED
         out.sources[a:b, j] = _objects(sources)
         out.publish[a:b, j] = go
         for t in (a + np.flatnonzero(m.excluded[a:b])).tolist():  # a source down, an outlier: named in the mark
-            self._exclusions(m, t, out, self._candidate(m, t, float(nows[t])).excluded)
+            self._exclusions(m, t, out, self._candidate(m, t, float(out.nows[t])).excluded)
         return b
 
     def _one(self, m: _Market, t: int, out: ChunkMarks) -> None:

@@ -124,7 +124,7 @@ def _outputs(r: RunResult) -> tuple:
 def test_runs_along_time_replay_as_tick_by_tick(seed):
     settings, ticks = _settings(), _ticks(seed)
     live = replay(settings, ticks, chunk=1)  # the daemon's own path
-    for chunk in (7, 256):
+    for chunk in (7, 256, None):  # None: the default, by the plan's size
         assert _outputs(replay(settings, ticks, chunk=chunk)) == _outputs(live), chunk
     # The run shows what it was made to show (else the test would prove little).
     statuses = {int(x) for s in live.series.values() for x in s.status.tolist()}
