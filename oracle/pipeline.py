@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from disputes.model import Event
-from disputes.stage import DisputeStage
 from oracle.aggregate import FROZEN, Aggregator, BlockResult, candidate
 from oracle.metrics import Metrics
 from oracle.models import Candidate, Exclusion, Mark, PerpMark
 from oracle.perp import PerpPlan, PerpStage
 from oracle.quotebook import BookSnapshot, QuoteBook
 from oracle.settings import Settings
-from oracle.validation import DEGRADED, OK, Lanes, MarkList, MarkTable, advance_quiet, publish_due, quiet_mask
+from oracle.validation.stage import DisputeStage
+from oracle.validation.state import DEGRADED, OK, Lanes, MarkList, MarkTable, advance_quiet, publish_due, quiet_mask
 
 
 @dataclass

@@ -34,7 +34,6 @@ from disputes.api import dispute_routes
 from disputes.model import Event
 from disputes.notify import Notifier
 from disputes.service import DisputeService
-from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
 from feeds.adapter import QuoteBatch
 from feeds.runner import FeedRunner, Restarts
@@ -53,6 +52,7 @@ from oracle.reload import ConfigChange, load_for_reload, log_refused
 from oracle.serving import HttpLimits, LimitedSite, limits_middleware, quiet_accept_errors
 from oracle.settings import ConfigError, Settings
 from oracle.signing import signer_from_settings
+from oracle.validation.stage import DisputeStage
 
 log = logging.getLogger("markd.service")
 

@@ -30,7 +30,6 @@ from rich.progress import (
 )
 
 from disputes.model import Dispute
-from disputes.stage import DisputeStage
 from feeds.adapter import CROSSED, STALE_VENUE_TIME, row_problems
 from oracle.metrics import Metrics
 from oracle.models import Mark, PerpMark, Status
@@ -41,6 +40,7 @@ from oracle.replay.chunked import ChunkRunner, FrameFill, chunk_ticks
 from oracle.replay.runs import ChunkMarks, PublishedFields
 from oracle.settings import Settings
 from oracle.ticks import Ticks
+from oracle.validation.stage import DisputeStage
 
 STATUS_CODES = {s: i for i, s in enumerate(Status)}  # per-tick status series are small ints
 

@@ -30,7 +30,7 @@ import numpy as np
 from oracle.aggregate import FROZEN, BlockResult, candidate
 from oracle.models import Candidate, Excluded, Mark, Status
 from oracle.pipeline import Pipeline
-from oracle.validation import DEGRADED, OK, STATUS_CODE, STATUSES, TimeLanes, advance_run, quiet_run
+from oracle.validation.state import DEGRADED, OK, STATUS_CODE, STATUSES, TimeLanes, advance_run, quiet_run
 
 # The first look ahead for a quiet run, in ticks (then doubled): about one anchor bucket at 1 s ticks.
 LOOKAHEAD = 64

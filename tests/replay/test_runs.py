@@ -14,11 +14,11 @@ import tomllib
 import numpy as np
 import pytest
 
-from disputes.stage import DisputeStage
 from oracle.replay.run import RunResult, replay
 from oracle.settings import parse_settings
 from oracle.ticks import Ticks
-from oracle.validation import StateArrays, TimeLanes, quiet_run
+from oracle.validation.stage import DisputeStage
+from oracle.validation.state import StateArrays, TimeLanes, quiet_run
 
 CONFIG = """
 [service]

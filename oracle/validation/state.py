@@ -1,14 +1,16 @@
 """Validation state as arrays: one row per market, one column per field of the per-tick rules.
 
 The rules that turn a candidate into a mark (tier hysteresis, the jump guard and its window, the
-anchor's time-weighted mean, the publish cadence; disputes/ holds their logic) keep their state
-here, in numpy columns indexed by market row. Two paths read and write the same columns:
+anchor's time-weighted mean, the publish cadence; their logic is in this package's other modules)
+keep their state here, in numpy columns indexed by market row. Two paths read and write the same
+columns:
 
 - the quiet path (`quiet_mask`, `advance_quiet`): a few vectorised steps per tick for every market
   to which nothing happens this tick, which is almost every market on almost every tick;
-- the per-market path: `disputes.stage.DisputeStage.process`, whose `TierMachine`, `JumpGuard`,
-  `Anchor` and `MarketState` are views of one row of these columns (`Column` descriptors), for the
-  markets where something does happen (a tier change, an exclusion, a window, a detector, a dispute).
+- the per-market path: `stage.DisputeStage.process`, whose `TierMachine`, `JumpGuard`, `Anchor`
+  and `MarketState` are views of one row of these columns (`Column` descriptors), for the markets
+  where something does happen (a tier change, an exclusion, a window, a detector, a dispute);
+- along time, in a replay chunk (`quiet_run`, `advance_run`: oracle.replay.runs).
 
 Each field has one home (its column), so the two paths can never disagree about a market's state.
 The quiet path runs exactly the scalar code's float operations in the same order (numpy's
