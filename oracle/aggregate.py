@@ -100,9 +100,11 @@ class Block:
         # by dataclasses.replace (oracle.replay.chunked) derives its own.
         put = object.__setattr__  # frozen: set once, here
         put(self, "row_base", np.arange(len(self.slot)) * self.slot.shape[1])  # each row's offset in a ravel()
-        put(self, "max_age_col", self.max_age_s[:, None])  # (rows, 1) views of the per-row limits
-        put(self, "max_dev_col", self.max_dev[:, None])
-        put(self, "neg_max_dev_col", -self.max_dev[:, None])
+        cols = self.slot.shape[1]
+        put(self, "age_limit", _per_cell(self.max_age_s, cols))
+        low, high = _ratio_cuts(self.max_dev)
+        put(self, "ratio_low", _per_cell(low, cols))
+        put(self, "ratio_high", _per_cell(high, cols))
         put(self, "padded", not bool(self.present_cols.all()))  # some cell holds no configured source
         flat = self.slot.ravel()
         run = not self.padded and bool((flat == flat[0] + np.arange(flat.size)).all())
@@ -110,9 +112,9 @@ class Block:
         put(self, "_work", [])
 
     row_base: ClassVar[np.ndarray]  # (the types of the attributes set above, for mypy)
-    max_age_col: ClassVar[np.ndarray]
-    max_dev_col: ClassVar[np.ndarray]
-    neg_max_dev_col: ClassVar[np.ndarray]
+    age_limit: ClassVar[float | np.ndarray]  # max_age_s, per cell (`_per_cell`)
+    ratio_low: ClassVar[float | np.ndarray]  # the deviation rule's cuts, per cell (`_ratio_cuts`)
+    ratio_high: ClassVar[float | np.ndarray]
     padded: ClassVar[bool]
     run_start: ClassVar[int]
     _work: ClassVar[list[_Work]]
@@ -122,6 +124,57 @@ class Block:
         if not self._work:
             self._work.append(_Work(self.slot.shape, gather=self.run_start < 0))
         return self._work[0]
+
+
+def _per_cell(per_row: np.ndarray, cols: int) -> float | np.ndarray:
+    """A per-row limit as a pass compares it: one float when every row has the same (the usual
+    block), else a (rows, cols) array. Against a (rows, 1) column numpy runs one short inner loop
+    per row, twice the time of either."""
+    if per_row.size and bool((per_row == per_row[0]).all()):
+        return float(per_row[0])
+    return np.repeat(per_row[:, None], cols, axis=1)
+
+
+def _ratio_cuts(max_dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the cuts of the deviation rule on ratio = price / centre: below the band iff
+    ratio < low, above it iff ratio >= high. The rule itself is (ratio - 1.0) < -max_dev and
+    (ratio - 1.0) > max_dev, the subtraction rounded; both sides are monotone in the ratio, so each
+    is one exact cut (found once, by bisection over the doubles) and a pass compares the ratio with
+    it: the same answers without the subtraction. NaN: no ratio is above."""
+    d = max_dev.astype(float)
+    low = _first_doubles(lambda r: ~(r - 1.0 < -d), len(d))
+    high = _first_doubles(lambda r: r - 1.0 > d, len(d))
+    return low, high
+
+
+def _first_doubles(pred: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
+    """For each of n monotone predicates over the doubles (False, then True from some double on:
+    elementwise, pred(x)[i] is the i-th's answer at x[i]), the first double where it holds; NaN
+    where it never does. They must not tell -0.0 from 0.0, which the order below separates."""
+    lo = np.full(n, _order(-math.inf), dtype=np.int64)
+    hi = np.full(n, _order(math.inf), dtype=np.int64)
+    never = ~pred(np.full(n, math.inf))
+    while (lo < hi).any():  # at most 64 halvings
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
+        holds = pred(_doubles(mid))
+        hi = np.where(holds, mid, hi)
+        lo = np.where(holds, lo, mid + 1)
+    return np.where(never, math.nan, _doubles(lo))
+
+
+_MAGNITUDE = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _order(x: float) -> int:
+    """A double's place among the doubles, as an integer: -0.0 is -1, 0.0 is 0, larger is later."""
+    bits = int(np.float64(x).view(np.int64))
+    return bits if bits >= 0 else -(bits & int(_MAGNITUDE)) - 1
+
+
+def _doubles(order: np.ndarray) -> np.ndarray:
+    """The doubles at these places (`_order`'s inverse)."""
+    bits = np.where(order >= 0, order, (-order - 1) | ~_MAGNITUDE)
+    return bits.view(np.float64)
 
 
 class _Work:
@@ -276,7 +329,7 @@ def run_block(
     present = np.equal(received, received, out=w.present)  # quoted at all: a receive time, not NaN
     if block.padded:
         present &= block.present_cols
-    max_age = block.max_age_col
+    max_age = block.age_limit
     stale = np.greater(np.subtract(now, received, out=w.f), max_age, out=w.stale)
     future = np.greater(np.subtract(_gather(block, book.venue_ts, w.venue), now, out=w.f), max_age, out=w.future)
     sane = np.greater(raw, 0.0, out=w.sane)  # finite and positive; NaN fails both
@@ -324,10 +377,10 @@ def run_block(
     count = _row_counts(ok)
     centre = _window_median(s, base, 0, count)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.subtract(np.divide(price, centre[:, None], out=w.f), 1.0, out=w.f)
-    below = np.less(rel, block.neg_max_dev_col, out=w.below)
+        ratio = np.divide(price, centre[:, None], out=w.f)
+    below = np.less(ratio, block.ratio_low, out=w.below)
     below &= ok
-    above = np.greater(rel, block.max_dev_col, out=w.above)
+    above = np.greater_equal(ratio, block.ratio_high, out=w.above)
     above &= ok
     _exclude(reason, ok, np.logical_or(below, above, out=w.hit), DEVIATION, w.codes)  # outliers were accepted
     lo = _row_counts(below)
@@ -342,12 +395,8 @@ def run_block(
             if method == "weighted_median":
                 result[idx], conf[idx] = _weighted(price[idx], ok[idx], block.weight[idx])
                 continue
-            if method == "median":
-                result[idx], conf[idx] = _median_and_spread(ws, wbase, wlo, wn)
-                continue
-            else:
-                result[idx] = _trimmed_mean(ws, wbase, wlo, wn, block.trim[idx])
-            conf[idx] = _window_spread(ws, wbase, wlo, wn)
+            median, conf[idx] = _median_and_spread(ws, wbase, wlo, wn)
+            result[idx] = median if method == "median" else _trimmed_mean(ws, wbase, wlo, wn, block.trim[idx])
     own = _own_half_width(own_width, ok, n, w)
     has_quorum = n >= block.quorum
     result[~has_quorum] = np.nan
@@ -360,11 +409,14 @@ def _sorted_accepted(price: np.ndarray, ok: np.ndarray, out: np.ndarray) -> np.n
 
     |price| / ok is the price itself where accepted (positive, finite, divided by 1.0) and inf or NaN
     elsewhere (x / 0.0): both sort after every accepted price, and no window of accepted quotes
-    reaches them. One pass instead of a fill and a masked copy."""
-    np.abs(price, out=out)
+    reaches them. One pass instead of a fill and a masked copy; without a negative price, |price| is
+    the price, and the abs is only taken when the sort shows one."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(out, ok, out=out)
-    out.sort(axis=1)
+        np.divide(price, ok, out=out)
+        out.sort(axis=1)
+        if (out[:, 0] < 0.0).any():  # a rejected negative price, now -inf, sorted first: go by |price|
+            np.divide(np.abs(price, out=out), ok, out=out)
+            out.sort(axis=1)
     return out
 
 
@@ -388,15 +440,19 @@ def _exclude(reason: np.ndarray, ok: np.ndarray, hit: np.ndarray, code: int, scr
 
 def _row_counts(mask: np.ndarray) -> np.ndarray:
     """True cells per row. numpy's row sum over a few columns is slow (~20 ns a row); with a whole
-    number of 8-byte words per row, a popcount of each word is several times faster."""
+    number of 8-byte words per row, each byte 0 or 1, a row's words add bytewise without a carry
+    (no byte exceeds cols / 8), and a multiply by 0x0101...01 gathers a word's 8 bytes in its top one
+    (no partial sum exceeds cols <= 255): three operations on a column of words."""
     cols = mask.shape[1]
-    if cols % 8 or not hasattr(np, "bitwise_count") or not mask.flags.c_contiguous:
+    if cols % 8 or cols > 255 or not mask.flags.c_contiguous:
         return np.count_nonzero(mask, axis=1)
-    words = np.bitwise_count(mask.view(np.uint64))  # each True byte is 0x01: one bit
-    out = words[:, 0].astype(np.intp)
+    words = mask.view(np.uint64)
+    total = words[:, 0].copy()
     for k in range(1, cols // 8):
-        out += words[:, k]
-    return out
+        total += words[:, k]
+    total *= np.uint64(0x0101_0101_0101_0101)
+    total >>= np.uint64(56)
+    return total.astype(np.intp)
 
 
 def _conversion_rates(
@@ -409,52 +465,49 @@ def _conversion_rates(
 
 
 def _window_median(s: np.ndarray, base: np.ndarray, lo: np.ndarray | int, n: np.ndarray) -> np.ndarray:
-    """Median of the sorted window s[r, lo:lo+n] of each row; NaN for an empty window. `base`: each
-    row's offset in s.ravel() (row x columns): a flat take is several times quicker than s[rows, j]."""
-    flat = s.reshape(-1)
-    start = base + lo
-    a = flat.take(start + np.maximum((n - 1) // 2, 0))  # the window's middle pair
-    b = flat.take(start + np.maximum(n // 2, 0))
+    """Median of the sorted window s[r, lo:lo+n] of each row; NaN for an empty window."""
+    a, b = _picks(s, base, lo, n, _MIDDLES)
     out = (a + b) / 2.0
     out[n == 0] = np.nan
     return out
 
 
 def _median_and_spread(s: np.ndarray, base: np.ndarray, lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_window_median` and `_window_spread` in one take: the five positions in a window depend on
-    its size alone, so they come from a table by size (built with the same formulas)."""
-    last = s.shape[1] - 1
-    at = np.minimum(lo[:, None] + _positions(s.shape[1])[n], last)
-    at += base[:, None]
-    a, b, q25, q50, q75 = s.reshape(-1).take(at).T
+    """`_window_median` and the window's spread, max(p50 - p25, p75 - p50) with equal weights, from
+    one take of the four picks."""
+    a, b, q25, q75 = _picks(s, base, lo, n, slice(None))
     median = (a + b) / 2.0
     median[n == 0] = np.nan
     with np.errstate(invalid="ignore"):  # an empty window reads the rejected cells' inf: inf - inf
-        return median, np.fmax(q50 - q25, q75 - q50)
+        return median, np.fmax(a - q25, q75 - a)  # p50 is the lower middle `a` (`_pick_table`)
+
+
+def _picks(s: np.ndarray, base: np.ndarray, lo: np.ndarray | int, n: np.ndarray, which: slice) -> np.ndarray:
+    """(picks, rows): s[r, lo + offset] for the picks `which` (rows of `_pick_table`) of each row's
+    window of n. `base`: each row's offset in s.ravel(): a flat take is several times quicker than
+    s[rows, j], and picks x rows (not rows x picks) keeps every step a long inner loop."""
+    at = _pick_table(s.shape[1])[which].take(n, axis=1)
+    at += lo
+    np.minimum(at, s.shape[1] - 1, out=at)  # an empty window past the last column (every quote below the band)
+    at += base
+    return s.reshape(-1).take(at)
+
+
+_MIDDLES = slice(0, 2)  # `_pick_table`'s rows of the median's middle pair
 
 
 @functools.cache
-def _positions(cols: int) -> np.ndarray:
-    """Per window size n (0..cols): the median's middle pair and the three quartiles' ranks."""
+def _pick_table(cols: int) -> np.ndarray:
+    """(4, cols + 1): column n holds the offsets in a window of n values of the median's middle pair
+    and of the 25 % and 75 % quantiles. The 50 % quantile is the lower middle: its rank (`_rank`) is
+    ceil(n / 2) - 1 = (n - 1) // 2."""
     n = np.arange(cols + 1)
-    middles = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
-    return np.column_stack([*middles, *_rank(_QUARTILES, n)])
+    return np.vstack([np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0), _rank(np.array([[0.25], [0.75]]), n)])
 
 
 def _rank(q: float | np.ndarray, n: np.ndarray) -> np.ndarray:
     """0-based inverted-CDF rank of quantile q among n equally weighted values."""
     return np.maximum(np.ceil(q * n - 1e-9).astype(np.intp) - 1, 0)
-
-
-_QUARTILES = np.array([[0.25], [0.5], [0.75]])
-
-
-def _window_spread(s: np.ndarray, base: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """max(p50 - p25, p75 - p50) of each sorted window, equal weights."""
-    last = s.shape[1] - 1
-    q25, q50, q75 = s.reshape(-1).take(base + np.minimum(lo + _rank(_QUARTILES, n), last))  # all three at once
-    with np.errstate(invalid="ignore"):  # an empty window reads the rejected cells' inf: inf - inf
-        return np.fmax(q50 - q25, q75 - q50)
 
 
 def _trimmed_mean(s: np.ndarray, base: np.ndarray, lo: np.ndarray, n: np.ndarray, trim: np.ndarray) -> np.ndarray:
@@ -499,12 +552,14 @@ def _weighted(price: np.ndarray, ok: np.ndarray, weight: np.ndarray) -> tuple[np
 
 def _own_half_width(own: np.ndarray, ok: np.ndarray, n: np.ndarray, w: _Work) -> np.ndarray:
     """Mean over accepted quotes of their own uncertainty (Pyth conf, else half the bid/ask spread)."""
+    # Every accepted width 0.0 (price-only venues): so is every mean. One look at the bits: not
+    # -0.0, whose sum would be -0.0, nor a NaN or negative width (not counted below, but rare).
+    nonzero = np.not_equal(np.ascontiguousarray(own).view(np.int64), 0, out=w.hit)
+    nonzero &= ok
+    if not nonzero.any():
+        return np.zeros(len(n))
     counted = np.greater_equal(own, 0.0, out=w.hit)  # NaN >= 0 is False; what is left sums without NaN
     counted &= ok
-    nonzero = np.not_equal(own, 0.0, out=w.below)
-    nonzero |= np.signbit(own, out=w.above)  # -0.0 too: a sum of -0.0s would be -0.0
-    if not (nonzero & counted).any():  # every accepted width is 0.0 (price-only venues): so is every mean
-        return np.zeros(len(n))
     summed = w.f
     summed.fill(0.0)
     np.copyto(summed, own, where=counted)
