@@ -377,7 +377,7 @@ def run_block(
     count = _row_counts(ok)
     centre = _window_median(s, base, 0, count)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.divide(price, centre[:, None], out=w.f)
+        ratio = np.divide(price, centre.repeat(price.shape[1]).reshape(price.shape), out=w.f)  # see `_per_cell`
     below = np.less(ratio, block.ratio_low, out=w.below)
     below &= ok
     above = np.greater_equal(ratio, block.ratio_high, out=w.above)
@@ -386,22 +386,34 @@ def run_block(
     lo = _row_counts(below)
     n = count - lo - _row_counts(above)
 
-    result = np.full(len(s), np.nan)
-    conf = np.full(len(s), np.nan)
-    for method, idx in zip(METHODS, block.method_rows, strict=True):
-        if idx.size:
-            every = idx.size == len(s)  # the usual case: one method for all; skip the copies
-            ws, wbase, wlo, wn = (s, base, lo, n) if every else (s[idx], block.row_base[: idx.size], lo[idx], n[idx])
-            if method == "weighted_median":
-                result[idx], conf[idx] = _weighted(price[idx], ok[idx], block.weight[idx])
-                continue
-            median, conf[idx] = _median_and_spread(ws, wbase, wlo, wn)
-            result[idx] = median if method == "median" else _trimmed_mean(ws, wbase, wlo, wn, block.trim[idx])
+    result, conf = _aggregate(block, s, lo, n, price, ok)
     own = _own_half_width(own_width, ok, n, w)
     has_quorum = n >= block.quorum
     result[~has_quorum] = np.nan
     conf = np.where(has_quorum, np.fmax(conf, own), np.nan)
     return BlockResult(block, result, conf, ok.copy(), reason, raw)
+
+
+def _aggregate(
+    block: Block, s: np.ndarray, lo: np.ndarray, n: np.ndarray, price: np.ndarray, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's price and spread by its method, from the sorted rows `s` and windows [lo, lo + n)."""
+
+    def by(method: str, rows: np.ndarray | slice, ws: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if method == "weighted_median":
+            return _weighted(price[rows], ok[rows], block.weight[rows])
+        median, spread = _median_and_spread(ws, base, lo[rows], n[rows])
+        return median if method == "median" else _trimmed_mean(ws, base, lo[rows], n[rows], block.trim[rows]), spread
+
+    for method, idx in zip(METHODS, block.method_rows, strict=True):
+        if idx.size == len(s):  # the usual case, one method for every row: no copies, no scatter
+            return by(method, slice(None), s, block.row_base)
+    result = np.full(len(s), np.nan)
+    conf = np.full(len(s), np.nan)
+    for method, idx in zip(METHODS, block.method_rows, strict=True):
+        if idx.size:
+            result[idx], conf[idx] = by(method, idx, s[idx], block.row_base[: idx.size])
+    return result, conf
 
 
 def _sorted_accepted(price: np.ndarray, ok: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -486,10 +498,10 @@ def _picks(s: np.ndarray, base: np.ndarray, lo: np.ndarray | int, n: np.ndarray,
     """(picks, rows): s[r, lo + offset] for the picks `which` (rows of `_pick_table`) of each row's
     window of n. `base`: each row's offset in s.ravel(): a flat take is several times quicker than
     s[rows, j], and picks x rows (not rows x picks) keeps every step a long inner loop."""
+    # A window of n > 0 ends within the row; an empty one at lo = cols (every quote below the band)
+    # would read past it: it reads the last column.
     at = _pick_table(s.shape[1])[which].take(n, axis=1)
-    at += lo
-    np.minimum(at, s.shape[1] - 1, out=at)  # an empty window past the last column (every quote below the band)
-    at += base
+    at += base + np.minimum(lo, s.shape[1] - 1)
     return s.reshape(-1).take(at)
 
 
