@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -139,42 +140,70 @@ def _ratio_cuts(max_dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the cuts of the deviation rule on ratio = price / centre: below the band iff
     ratio < low, above it iff ratio >= high. The rule itself is (ratio - 1.0) < -max_dev and
     (ratio - 1.0) > max_dev, the subtraction rounded; both sides are monotone in the ratio, so each
-    is one exact cut (found once, by bisection over the doubles) and a pass compares the ratio with
-    it: the same answers without the subtraction. NaN: no ratio is above."""
-    d = max_dev.astype(float)
-    low = _first_doubles(lambda r: ~(r - 1.0 < -d), len(d))
-    high = _first_doubles(lambda r: r - 1.0 > d, len(d))
-    return low, high
+    is one exact cut (`_first_double`) and a pass compares the ratio with it: the same answers
+    without the subtraction. A high cut of NaN (max_dev inf): no ratio is above."""
+
+    def cuts(d: float) -> tuple[float, float]:
+        return _first_double(lambda r: not r - 1.0 < -d, 1.0 - d), _first_double(lambda r: r - 1.0 > d, 1.0 + d)
+
+    values, at = np.unique(max_dev, return_inverse=True)
+    low_high = np.array([cuts(d) for d in values.tolist()], dtype=float).reshape(-1, 2)[at]
+    return low_high[:, 0], low_high[:, 1]
 
 
-def _first_doubles(pred: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
-    """For each of n monotone predicates over the doubles (False, then True from some double on:
-    elementwise, pred(x)[i] is the i-th's answer at x[i]), the first double where it holds; NaN
-    where it never does. They must not tell -0.0 from 0.0, which the order below separates."""
-    lo = np.full(n, _order(-math.inf), dtype=np.int64)
-    hi = np.full(n, _order(math.inf), dtype=np.int64)
-    never = ~pred(np.full(n, math.inf))
-    while (lo < hi).any():  # at most 64 halvings
-        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
-        holds = pred(_doubles(mid))
-        hi = np.where(holds, mid, hi)
-        lo = np.where(holds, lo, mid + 1)
-    return np.where(never, math.nan, _doubles(lo))
+def _time_cuts(now: float, max_age: float) -> tuple[float, float]:
+    """The staleness and future rules as cuts on the time itself: now - received > max_age iff
+    received < old, venue - now > max_age iff venue >= ahead (the subtraction rounded; see
+    `_ratio_cuts`). NaN: no venue time is ahead."""
+    old = _first_double(lambda r: not now - r > max_age, now - max_age)
+    ahead = _first_double(lambda v: v - now > max_age, now + max_age)
+    return old, ahead
 
 
-_MAGNITUDE = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+def _first_double(pred: Callable[[float], bool], guess: float) -> float:
+    """The first double where `pred` holds, for a pred that is False up to some double and True from
+    it on (and alike at -0.0 and 0.0, which the search tells apart); NaN if it never holds. Searched
+    out from `guess` in strides of doubles that double, then halved: a few calls when the guess is
+    the cut's rounding, 130 at most."""
+    if not pred(math.inf):
+        return math.nan
+    if pred(-math.inf):
+        return -math.inf
+    at = _order(guess if guess == guess else 0.0)
+    bottom, top = _order(-math.inf), _order(math.inf)  # pred False at bottom, True at top
+    step = 1
+    if pred(_double(at)):
+        false_at, true_at = max(at - step, bottom), at
+        while pred(_double(false_at)):
+            true_at, step = false_at, step * 2
+            false_at = max(at - step, bottom)
+    else:
+        false_at, true_at = at, min(at + step, top)
+        while not pred(_double(true_at)):
+            false_at, step = true_at, step * 2
+            true_at = min(at + step, top)
+    while true_at - false_at > 1:
+        mid = (false_at + true_at) // 2
+        if pred(_double(mid)):
+            true_at = mid
+        else:
+            false_at = mid
+    return _double(true_at)
+
+
+_SIGN = 1 << 63
 
 
 def _order(x: float) -> int:
     """A double's place among the doubles, as an integer: -0.0 is -1, 0.0 is 0, larger is later."""
-    bits = int(np.float64(x).view(np.int64))
-    return bits if bits >= 0 else -(bits & int(_MAGNITUDE)) - 1
+    (bits,) = struct.unpack("<Q", struct.pack("<d", x))
+    return bits if bits < _SIGN else _SIGN - 1 - bits
 
 
-def _doubles(order: np.ndarray) -> np.ndarray:
-    """The doubles at these places (`_order`'s inverse)."""
-    bits = np.where(order >= 0, order, (-order - 1) | ~_MAGNITUDE)
-    return bits.view(np.float64)
+def _double(order: int) -> float:
+    """The double at this place (`_order`'s inverse)."""
+    (x,) = struct.unpack("<d", struct.pack("<Q", order if order >= 0 else _SIGN - 1 - order))
+    return float(x)
 
 
 class _Work:
@@ -329,9 +358,7 @@ def run_block(
     present = np.equal(received, received, out=w.present)  # quoted at all: a receive time, not NaN
     if block.padded:
         present &= block.present_cols
-    max_age = block.age_limit
-    stale = np.greater(np.subtract(now, received, out=w.f), max_age, out=w.stale)
-    future = np.greater(np.subtract(_gather(block, book.venue_ts, w.venue), now, out=w.f), max_age, out=w.future)
+    stale, future = _timing(block, received, _gather(block, book.venue_ts, w.venue), now, w)
     sane = np.greater(raw, 0.0, out=w.sane)  # finite and positive; NaN fails both
     sane &= np.less(raw, math.inf, out=w.hit)
     insane = np.logical_not(sane, out=w.insane)
@@ -392,6 +419,19 @@ def run_block(
     result[~has_quorum] = np.nan
     conf = np.where(has_quorum, np.fmax(conf, own), np.nan)
     return BlockResult(block, result, conf, ok.copy(), reason, raw)
+
+
+def _timing(
+    block: Block, received: np.ndarray, venue: np.ndarray, now: float | np.ndarray, w: _Work
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stale (now - received > max_age) and future (venue - now > max_age) cells. With one `now`
+    and one max_age for the block (a live tick), each is a comparison with a cut (`_time_cuts`)."""
+    age = block.age_limit
+    if np.ndim(now) == 0 and isinstance(age, float):
+        old, ahead = _time_cuts(float(now), age)
+        return np.less(received, old, out=w.stale), np.greater_equal(venue, ahead, out=w.future)
+    stale = np.greater(np.subtract(now, received, out=w.f), age, out=w.stale)
+    return stale, np.greater(np.subtract(venue, now, out=w.f), age, out=w.future)
 
 
 def _aggregate(

@@ -531,26 +531,43 @@ def test_row_counts_equal_a_row_sum_for_any_width_and_layout():
             assert np.array_equal(_row_counts(m), m.sum(axis=1))
 
 
+_ODD = [0.0, -0.0, 5e-324, -5e-324, -1.0, 1e308, -1e308, math.inf, -math.inf, math.nan]
+
+
+def _around(*points: float) -> np.ndarray:
+    """Each finite point and the four doubles either side of it, with odd values and random ones."""
+    out = [*_ODD, *np.exp(np.random.default_rng(5).normal(0, 1, 100)).tolist()]
+    for x in points:
+        if math.isfinite(x):
+            for way in (-math.inf, math.inf):
+                y = x
+                for _ in range(4):
+                    y = math.nextafter(y, way)
+                    out.append(y)
+            out.append(x)
+    return np.array(out)
+
+
 def test_deviation_cuts_answer_as_the_rule_for_every_ratio() -> None:
     from oracle.aggregate import _ratio_cuts
 
     d = np.array([0.0, 5e-324, 1e-9, 0.0025, 0.015, 1 / 3, 0.5, 0.999999, 1.0, 1.5, 2.0, 3.0, 1e300, math.inf])
     low, high = _ratio_cuts(d)
-    rng = np.random.default_rng(5)
-    odd = [0.0, -0.0, 5e-324, -5e-324, -1.0, 1e308, -1e308, math.inf, -math.inf, math.nan]
     for dev, lo, hi in zip(d.tolist(), low.tolist(), high.tolist(), strict=True):
-        near = [x for x in (lo, hi, 1.0 - dev, 1.0 + dev, 1.0, -dev) if math.isfinite(x)]
-        ratios = [*odd, *np.exp(rng.normal(0, 1, 200)).tolist()]
-        for x in near:  # each cut and the band's edges, a few doubles either side
-            for way in (-math.inf, math.inf):
-                y = x
-                for _ in range(4):
-                    y = math.nextafter(y, way)
-                    ratios.append(y)
-            ratios.append(x)
-        r = np.array(ratios)
+        r = _around(lo, hi, 1.0 - dev, 1.0 + dev, 1.0, -dev)
         assert np.array_equal(r < lo, (r - 1.0) < -dev), dev
         assert np.array_equal(r >= hi, (r - 1.0) > dev), dev
+
+
+def test_time_cuts_answer_as_the_staleness_and_future_rules_for_every_time() -> None:
+    from oracle.aggregate import _time_cuts
+
+    for now in (NOW, NOW + 0.1, NOW + 1 / 3, 0.0, 1.0, 1e300):
+        for age in (0.0, 5e-324, 0.001, 5.0, 86_400.0, 1e300, math.inf):
+            old, ahead = _time_cuts(now, age)
+            t = _around(old, ahead, now - age, now + age, now, now + NOW)
+            assert np.array_equal(t < old, (now - t) > age), (now, age)
+            assert np.array_equal(t >= ahead, (t - now) > age), (now, age)
 
 
 def test_the_median_quartile_is_the_lower_middle_of_any_window() -> None:
