@@ -459,16 +459,19 @@ def _aggregate(
 def _sorted_accepted(price: np.ndarray, ok: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Each row's accepted prices in ascending order, then the others (as +inf or NaN).
 
-    |price| / ok is the price itself where accepted (positive, finite, divided by 1.0) and inf or NaN
-    elsewhere (x / 0.0): both sort after every accepted price, and no window of accepted quotes
-    reaches them. One pass instead of a fill and a masked copy; without a negative price, |price| is
-    the price, and the abs is only taken when the sort shows one."""
+    price / ok is the price itself where accepted (positive, finite, divided by 1.0) and inf or NaN
+    elsewhere (x / 0.0): one pass instead of a fill and a masked copy. The rows sort as int64: the
+    bits of doubles without a sign bit order as their values, +inf and then NaN last, and numpy's
+    integer row sort skips the float sort's NaN handling (a third quicker). A rejected key with the
+    sign bit (a negative price's -inf, or 0/0, which is -NaN on x86) would sort first: then the keys
+    go by |price / ok|. No window of accepted quotes reaches the others."""
+    bits = out.view(np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         np.divide(price, ok, out=out)
-        out.sort(axis=1)
-        if (out[:, 0] < 0.0).any():  # a rejected negative price, now -inf, sorted first: go by |price|
-            np.divide(np.abs(price, out=out), ok, out=out)
-            out.sort(axis=1)
+        bits.sort(axis=1)
+        if (bits[:, 0] < 0).any():
+            np.abs(np.divide(price, ok, out=out), out=out)
+            bits.sort(axis=1)
     return out
 
 
