@@ -166,9 +166,9 @@ def _time_cuts(now: float, max_age: float) -> tuple[float, float]:
 
 def _first_double(pred: Callable[[float], bool], guess: float) -> float:
     """The first double where `pred` holds, for a pred that is False up to some double and True from
-    it on (and alike at -0.0 and 0.0, which the search tells apart); NaN if it never holds. Searched
-    out from `guess` in strides of doubles that double, then halved: a few calls when the guess is
-    the cut's rounding, 130 at most."""
+    it on; NaN if it never holds. It must answer alike at -0.0 and 0.0: the search puts one before
+    the other, a float comparison with the cut does not. Searched out from `guess` in strides of
+    doubles that double, then halved: a few calls when the guess is the cut's rounding, 130 at most."""
     if not pred(math.inf):
         return math.nan
     if pred(-math.inf):
@@ -547,9 +547,8 @@ def _picks(s: np.ndarray, base: np.ndarray, lo: np.ndarray | int, n: np.ndarray,
     window of n. `base`: each row's offset in s.ravel(): a flat take is several times quicker than
     s[rows, j], and picks x rows (not rows x picks) keeps every step a long inner loop."""
     # A window of n > 0 ends within the row; an empty one at lo = cols (every quote below the band)
-    # would read past it: it reads the last column.
-    # Every index is in range by construction: mode="wrap" never wraps, and numpy's wrap loop is a
-    # quarter quicker than its checked default.
+    # would read past it: it reads the last column. So every index is in range: mode="wrap" never
+    # wraps, and numpy's wrap loop is a quarter quicker than its checked default.
     at = _pick_table(s.shape[1])[which].take(n, axis=1, mode="wrap")
     at += base + np.minimum(lo, s.shape[1] - 1)
     return s.reshape(-1).take(at, mode="wrap")
