@@ -507,12 +507,12 @@ def _row_counts(mask: np.ndarray) -> np.ndarray:
     if cols % 8 or cols > 255 or not mask.flags.c_contiguous:
         return np.count_nonzero(mask, axis=1)
     words = mask.view(np.uint64)
-    total = words[:, 0].copy()
-    for k in range(1, cols // 8):
+    total = words[:, 0] + words[:, 1] if cols > 8 else words[:, 0].copy()
+    for k in range(2, cols // 8):
         total += words[:, k]
     total *= np.uint64(0x0101_0101_0101_0101)
     total >>= np.uint64(56)
-    return total.astype(np.intp)
+    return total.view(np.int64)  # < 256: the same bits, and no uint64 + int64 -> float64 later
 
 
 def _conversion_rates(
