@@ -33,7 +33,7 @@ from oracle.publish import RedisPublisher
 from oracle.settings import RedisSettings
 from oracle.signing import Signer
 from oracle.testing import RedisServer
-from oracle.validation import MarkColumns
+from oracle.validation.state import MarkColumns
 
 
 def tick_marks(markets: list[str], tick: int, now: float) -> list[Mark]:

@@ -21,12 +21,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from disputes.stage import DisputeStage
 from oracle.metrics import Metrics
 from oracle.models import Quote
 from oracle.pipeline import Pipeline
 from oracle.quotebook import QuoteBook
 from oracle.settings import parse_settings
+from oracle.validation.stage import DisputeStage
 
 
 def raw_config(markets: list[str], sources: int) -> dict[str, Any]:

@@ -25,11 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from disputes.stage import DisputeStage
 from oracle.metrics import Metrics
 from oracle.pipeline import Pipeline
 from oracle.quotebook import QuoteBook
 from oracle.settings import parse_settings
+from oracle.validation.stage import DisputeStage
 
 T0 = 1_700_000_000.0
 

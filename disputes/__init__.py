@@ -1,13 +1,14 @@
-"""The dispute stage of markd: tier hysteresis, jump guard, detectors, and the dispute workflow.
+"""Disputes of markd: the records, their store, the workflow around them, the API and the webhook.
 
-Pure core (no I/O, time passed in): `DisputeStage` and what it is made of (`TierMachine`,
-`JumpGuard`/`DisputeWindow`, `Anchor`). Shell: `DisputeStore` (Redis),
+A dispute holds a market at its last validated price until it is ruled. Detectors of the validation
+stage open some (`oracle.validation.stage.DisputeStage`); an operator opens the others through the
+API. Pure core: `disputes.model` (records, events, paging). Shell: `DisputeStore` (Redis),
 `DisputeService` (store + webhook + metrics around the stage), `dispute_routes` (HTTP), `Notifier`.
+The per-tick rules that turn a candidate into a mark (tiers, jump guard, anchor, publish cadence)
+live in `oracle.validation`.
 """
 
 from disputes.api import dispute_app, dispute_routes
-from disputes.detectors import Anchor
-from disputes.guard import DisputeWindow, JumpGuard
 from disputes.model import (
     Decision,
     Dispute,
@@ -19,30 +20,24 @@ from disputes.model import (
     Reason,
     UnknownDispute,
     UnknownMarket,
+    dispute_event,
 )
 from disputes.notify import Notifier
 from disputes.service import DisputeService
-from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
-from disputes.tiers import TierMachine
 
 __all__ = [
-    "Anchor",
     "Decision",
     "Dispute",
     "DisputeClosed",
     "DisputeError",
     "DisputeService",
-    "DisputeStage",
     "DisputeStore",
-    "DisputeWindow",
     "Event",
     "EventKind",
-    "JumpGuard",
     "Notifier",
     "Outcome",
     "Reason",
-    "TierMachine",
     "UnknownDispute",
     "UnknownMarket",
     "dispute_app",

@@ -223,3 +223,13 @@ def deviation_bps(price: float, reference: float) -> float:
 
 def finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def dispute_event(d: Dispute) -> Event:
+    """The audit event of a dispute opening or closing (the `ts` is when that happened)."""
+    detail: dict[str, str | None] = {"id": d.id, "reason": d.reason.value}
+    if d.is_open:
+        return Event(EventKind.DISPUTE_OPENED, d.market, d.opened_ts, detail, d)
+    detail["outcome"] = d.outcome.value if d.outcome else None
+    ts = d.opened_ts if d.closed_ts is None else d.closed_ts
+    return Event(EventKind.DISPUTE_CLOSED, d.market, ts, detail, d)

@@ -12,13 +12,13 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
-from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason, TooManyOpen
+from disputes.model import Action, Dispute, DisputeClosed, Event, EventKind, Outcome, Reason, TooManyOpen, dispute_event
 from disputes.notify import Notifier
-from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
 from oracle.clock import Clock
 from oracle.metrics import Metrics
 from oracle.models import Mark
+from oracle.validation.stage import DisputeStage
 
 log = logging.getLogger(__name__)
 

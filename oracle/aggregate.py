@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -100,9 +101,13 @@ class Block:
         # by dataclasses.replace (oracle.replay.chunked) derives its own.
         put = object.__setattr__  # frozen: set once, here
         put(self, "row_base", np.arange(len(self.slot)) * self.slot.shape[1])  # each row's offset in a ravel()
-        put(self, "max_age_col", self.max_age_s[:, None])  # (rows, 1) views of the per-row limits
-        put(self, "max_dev_col", self.max_dev[:, None])
-        put(self, "neg_max_dev_col", -self.max_dev[:, None])
+        cols = self.slot.shape[1]
+        put(self, "age_limit", _per_cell(self.max_age_s, cols))
+        low, high = _ratio_cuts(self.max_dev)
+        put(self, "ratio_low", _per_cell(low, cols))
+        put(self, "ratio_high", _per_cell(high, cols))
+        put(self, "price_floor", _per_cell(self.min_price, cols))
+        put(self, "price_ceiling", _per_cell(self.max_price, cols))
         put(self, "padded", not bool(self.present_cols.all()))  # some cell holds no configured source
         flat = self.slot.ravel()
         run = not self.padded and bool((flat == flat[0] + np.arange(flat.size)).all())
@@ -110,9 +115,11 @@ class Block:
         put(self, "_work", [])
 
     row_base: ClassVar[np.ndarray]  # (the types of the attributes set above, for mypy)
-    max_age_col: ClassVar[np.ndarray]
-    max_dev_col: ClassVar[np.ndarray]
-    neg_max_dev_col: ClassVar[np.ndarray]
+    age_limit: ClassVar[float | np.ndarray]  # max_age_s, per cell (`_per_cell`)
+    ratio_low: ClassVar[float | np.ndarray]  # the deviation rule's cuts, per cell (`_ratio_cuts`)
+    ratio_high: ClassVar[float | np.ndarray]
+    price_floor: ClassVar[float | np.ndarray]  # min_price and max_price, per cell
+    price_ceiling: ClassVar[float | np.ndarray]
     padded: ClassVar[bool]
     run_start: ClassVar[int]
     _work: ClassVar[list[_Work]]
@@ -122,6 +129,85 @@ class Block:
         if not self._work:
             self._work.append(_Work(self.slot.shape, gather=self.run_start < 0))
         return self._work[0]
+
+
+def _per_cell(per_row: np.ndarray, cols: int) -> float | np.ndarray:
+    """A per-row limit as a pass compares it: one float when every row has the same (the usual
+    block), else a (rows, cols) array. Against a (rows, 1) column numpy runs one short inner loop
+    per row, twice the time of either."""
+    if per_row.size and bool((per_row == per_row[0]).all()):
+        return float(per_row[0])
+    return np.repeat(per_row[:, None], cols, axis=1)
+
+
+def _ratio_cuts(max_dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the cuts of the deviation rule on ratio = price / centre: below the band iff
+    ratio < low, above it iff ratio >= high. The rule itself is (ratio - 1.0) < -max_dev and
+    (ratio - 1.0) > max_dev, the subtraction rounded; both sides are monotone in the ratio, so each
+    is one exact cut (`_first_double`) and a pass compares the ratio with it: the same answers
+    without the subtraction. A high cut of NaN (max_dev inf): no ratio is above."""
+
+    def cuts(d: float) -> tuple[float, float]:
+        return _first_double(lambda r: not r - 1.0 < -d, 1.0 - d), _first_double(lambda r: r - 1.0 > d, 1.0 + d)
+
+    values, at = np.unique(max_dev, return_inverse=True)
+    low_high = np.array([cuts(d) for d in values.tolist()], dtype=float).reshape(-1, 2)[at]
+    return low_high[:, 0], low_high[:, 1]
+
+
+def _time_cuts(now: float, max_age: float) -> tuple[float, float]:
+    """The staleness and future rules as cuts on the time itself: now - received > max_age iff
+    received < old, venue - now > max_age iff venue >= ahead (the subtraction rounded; see
+    `_ratio_cuts`). NaN: no venue time is ahead."""
+    old = _first_double(lambda r: not now - r > max_age, now - max_age)
+    ahead = _first_double(lambda v: v - now > max_age, now + max_age)
+    return old, ahead
+
+
+def _first_double(pred: Callable[[float], bool], guess: float) -> float:
+    """The first double where `pred` holds, for a pred that is False up to some double and True from
+    it on; NaN if it never holds. It must answer alike at -0.0 and 0.0: the search puts one before
+    the other, a float comparison with the cut does not. Searched out from `guess` in strides of
+    doubles that double, then halved: a few calls when the guess is the cut's rounding, 130 at most."""
+    if not pred(math.inf):
+        return math.nan
+    if pred(-math.inf):
+        return -math.inf
+    at = _order(guess if guess == guess else 0.0)
+    bottom, top = _order(-math.inf), _order(math.inf)  # pred False at bottom, True at top
+    step = 1
+    if pred(_double(at)):
+        false_at, true_at = max(at - step, bottom), at
+        while pred(_double(false_at)):
+            true_at, step = false_at, step * 2
+            false_at = max(at - step, bottom)
+    else:
+        false_at, true_at = at, min(at + step, top)
+        while not pred(_double(true_at)):
+            false_at, step = true_at, step * 2
+            true_at = min(at + step, top)
+    while true_at - false_at > 1:
+        mid = (false_at + true_at) // 2
+        if pred(_double(mid)):
+            true_at = mid
+        else:
+            false_at = mid
+    return _double(true_at)
+
+
+_SIGN = 1 << 63
+
+
+def _order(x: float) -> int:
+    """A double's place among the doubles, as an integer: -0.0 is -1, 0.0 is 0, larger is later."""
+    (bits,) = struct.unpack("<Q", struct.pack("<d", x))
+    return bits if bits < _SIGN else _SIGN - 1 - bits
+
+
+def _double(order: int) -> float:
+    """The double at this place (`_order`'s inverse)."""
+    (x,) = struct.unpack("<d", struct.pack("<Q", order if order >= 0 else _SIGN - 1 - order))
+    return float(x)
 
 
 class _Work:
@@ -268,17 +354,16 @@ def run_block(
     one pass (oracle.replay.chunked).
 
     The pass works in the block's own buffers (`_Work`, allocated at its first pass and reused every
-    tick): a 10,000 x 16 pass is ~40 passes over 1.3 MB arrays and a sort, and fresh temporaries
-    would cost as much again in allocation and page faults. Only what it returns is allocated."""
+    tick): a 10,000 x 16 pass is ~20 passes over 1.3 MB arrays, a sort and ~30 over their 160 kB
+    masks, and fresh temporaries would cost as much again in allocation and page faults. Only what
+    it returns is allocated."""
     w = block.work()
     raw = _gather(block, book.price, None, copy=True)  # returned: its own array, never a view of the book
     received = _gather(block, book.received_ts, w.received)
     present = np.equal(received, received, out=w.present)  # quoted at all: a receive time, not NaN
     if block.padded:
         present &= block.present_cols
-    max_age = block.max_age_col
-    stale = np.greater(np.subtract(now, received, out=w.f), max_age, out=w.stale)
-    future = np.greater(np.subtract(_gather(block, book.venue_ts, w.venue), now, out=w.f), max_age, out=w.future)
+    stale, future = _timing(block, received, _gather(block, book.venue_ts, w.venue), now, w)
     sane = np.greater(raw, 0.0, out=w.sane)  # finite and positive; NaN fails both
     sane &= np.less(raw, math.inf, out=w.hit)
     insane = np.logical_not(sane, out=w.insane)
@@ -293,7 +378,7 @@ def run_block(
         price = raw
         own_width = half_width
     if block.converts or block.bounded:
-        out_of_bounds = (price <= block.min_price[:, None]) | (price >= block.max_price[:, None])
+        out_of_bounds = (price <= block.price_floor) | (price >= block.price_ceiling)
     else:  # bounds (0, inf) on unconverted prices: only what `insane` already flags is outside
         out_of_bounds = insane
     rules = [(stale, STALE), (future, FUTURE), (insane, SANITY)]
@@ -324,30 +409,16 @@ def run_block(
     count = _row_counts(ok)
     centre = _window_median(s, base, 0, count)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.subtract(np.divide(price, centre[:, None], out=w.f), 1.0, out=w.f)
-    below = np.less(rel, block.neg_max_dev_col, out=w.below)
+        ratio = np.divide(price, centre.repeat(price.shape[1]).reshape(price.shape), out=w.f)  # see `_per_cell`
+    below = np.less(ratio, block.ratio_low, out=w.below)
     below &= ok
-    above = np.greater(rel, block.max_dev_col, out=w.above)
+    above = np.greater_equal(ratio, block.ratio_high, out=w.above)
     above &= ok
     _exclude(reason, ok, np.logical_or(below, above, out=w.hit), DEVIATION, w.codes)  # outliers were accepted
     lo = _row_counts(below)
     n = count - lo - _row_counts(above)
 
-    result = np.full(len(s), np.nan)
-    conf = np.full(len(s), np.nan)
-    for method, idx in zip(METHODS, block.method_rows, strict=True):
-        if idx.size:
-            every = idx.size == len(s)  # the usual case: one method for all; skip the copies
-            ws, wbase, wlo, wn = (s, base, lo, n) if every else (s[idx], block.row_base[: idx.size], lo[idx], n[idx])
-            if method == "weighted_median":
-                result[idx], conf[idx] = _weighted(price[idx], ok[idx], block.weight[idx])
-                continue
-            if method == "median":
-                result[idx], conf[idx] = _median_and_spread(ws, wbase, wlo, wn)
-                continue
-            else:
-                result[idx] = _trimmed_mean(ws, wbase, wlo, wn, block.trim[idx])
-            conf[idx] = _window_spread(ws, wbase, wlo, wn)
+    result, conf = _aggregate(block, s, lo, n, price, ok)
     own = _own_half_width(own_width, ok, n, w)
     has_quorum = n >= block.quorum
     result[~has_quorum] = np.nan
@@ -355,16 +426,57 @@ def run_block(
     return BlockResult(block, result, conf, ok.copy(), reason, raw)
 
 
+def _timing(
+    block: Block, received: np.ndarray, venue: np.ndarray, now: float | np.ndarray, w: _Work
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stale (now - received > max_age) and future (venue - now > max_age) cells. With one `now`
+    and one max_age for the block (a live tick), each is a comparison with a cut (`_time_cuts`)."""
+    age = block.age_limit
+    if np.ndim(now) == 0 and isinstance(age, float):
+        old, ahead = _time_cuts(float(now), age)
+        return np.less(received, old, out=w.stale), np.greater_equal(venue, ahead, out=w.future)
+    stale = np.greater(np.subtract(now, received, out=w.f), age, out=w.stale)
+    return stale, np.greater(np.subtract(venue, now, out=w.f), age, out=w.future)
+
+
+def _aggregate(
+    block: Block, s: np.ndarray, lo: np.ndarray, n: np.ndarray, price: np.ndarray, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's price and spread by its method, from the sorted rows `s` and windows [lo, lo + n)."""
+
+    def by(method: str, rows: np.ndarray | slice, ws: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if method == "weighted_median":
+            return _weighted(price[rows], ok[rows], block.weight[rows])
+        median, spread = _median_and_spread(ws, base, lo[rows], n[rows])
+        return median if method == "median" else _trimmed_mean(ws, base, lo[rows], n[rows], block.trim[rows]), spread
+
+    for method, idx in zip(METHODS, block.method_rows, strict=True):
+        if idx.size == len(s):  # the usual case, one method for every row: no copies, no scatter
+            return by(method, slice(None), s, block.row_base)
+    result = np.full(len(s), np.nan)
+    conf = np.full(len(s), np.nan)
+    for method, idx in zip(METHODS, block.method_rows, strict=True):
+        if idx.size:
+            result[idx], conf[idx] = by(method, idx, s[idx], block.row_base[: idx.size])
+    return result, conf
+
+
 def _sorted_accepted(price: np.ndarray, ok: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Each row's accepted prices in ascending order, then the others (as +inf or NaN).
 
-    |price| / ok is the price itself where accepted (positive, finite, divided by 1.0) and inf or NaN
-    elsewhere (x / 0.0): both sort after every accepted price, and no window of accepted quotes
-    reaches them. One pass instead of a fill and a masked copy."""
-    np.abs(price, out=out)
+    price / ok is the price itself where accepted (positive, finite, divided by 1.0) and inf or NaN
+    elsewhere (x / 0.0): one pass instead of a fill and a masked copy. The rows sort as int64: the
+    bits of doubles without a sign bit order as their values, +inf and then NaN last, and numpy's
+    integer row sort skips the float sort's NaN handling (a third quicker). A rejected key with the
+    sign bit (a negative price's -inf, or 0/0, which is -NaN on x86) would sort first: then the keys
+    go by |price / ok|. No window of accepted quotes reaches the others."""
+    bits = out.view(np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(out, ok, out=out)
-    out.sort(axis=1)
+        np.divide(price, ok, out=out)
+        bits.sort(axis=1)
+        if (bits[:, 0] < 0).any():
+            np.abs(np.divide(price, ok, out=out), out=out)
+            bits.sort(axis=1)
     return out
 
 
@@ -388,15 +500,19 @@ def _exclude(reason: np.ndarray, ok: np.ndarray, hit: np.ndarray, code: int, scr
 
 def _row_counts(mask: np.ndarray) -> np.ndarray:
     """True cells per row. numpy's row sum over a few columns is slow (~20 ns a row); with a whole
-    number of 8-byte words per row, a popcount of each word is several times faster."""
+    number of 8-byte words per row, each byte 0 or 1, a row's words add bytewise without a carry
+    (no byte exceeds cols / 8), and a multiply by 0x0101...01 gathers a word's 8 bytes in its top one
+    (no partial sum exceeds cols <= 255): three operations on a column of words."""
     cols = mask.shape[1]
-    if cols % 8 or not hasattr(np, "bitwise_count") or not mask.flags.c_contiguous:
+    if cols % 8 or cols > 255 or not mask.flags.c_contiguous:
         return np.count_nonzero(mask, axis=1)
-    words = np.bitwise_count(mask.view(np.uint64))  # each True byte is 0x01: one bit
-    out = words[:, 0].astype(np.intp)
-    for k in range(1, cols // 8):
-        out += words[:, k]
-    return out
+    words = mask.view(np.uint64)
+    total = words[:, 0] + words[:, 1] if cols > 8 else words[:, 0].copy()
+    for k in range(2, cols // 8):
+        total += words[:, k]
+    total *= np.uint64(0x0101_0101_0101_0101)
+    total >>= np.uint64(56)
+    return total.view(np.int64)  # < 256: the same bits, and no uint64 + int64 -> float64 later
 
 
 def _conversion_rates(
@@ -409,52 +525,50 @@ def _conversion_rates(
 
 
 def _window_median(s: np.ndarray, base: np.ndarray, lo: np.ndarray | int, n: np.ndarray) -> np.ndarray:
-    """Median of the sorted window s[r, lo:lo+n] of each row; NaN for an empty window. `base`: each
-    row's offset in s.ravel() (row x columns): a flat take is several times quicker than s[rows, j]."""
-    flat = s.reshape(-1)
-    start = base + lo
-    a = flat.take(start + np.maximum((n - 1) // 2, 0))  # the window's middle pair
-    b = flat.take(start + np.maximum(n // 2, 0))
+    """Median of the sorted window s[r, lo:lo+n] of each row; NaN for an empty window."""
+    a, b = _picks(s, base, lo, n, _MIDDLES)
     out = (a + b) / 2.0
     out[n == 0] = np.nan
     return out
 
 
 def _median_and_spread(s: np.ndarray, base: np.ndarray, lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_window_median` and `_window_spread` in one take: the five positions in a window depend on
-    its size alone, so they come from a table by size (built with the same formulas)."""
-    last = s.shape[1] - 1
-    at = np.minimum(lo[:, None] + _positions(s.shape[1])[n], last)
-    at += base[:, None]
-    a, b, q25, q50, q75 = s.reshape(-1).take(at).T
+    """`_window_median` and the window's spread, max(p50 - p25, p75 - p50) with equal weights, from
+    one take of the four picks."""
+    a, b, q25, q75 = _picks(s, base, lo, n, slice(None))
     median = (a + b) / 2.0
     median[n == 0] = np.nan
     with np.errstate(invalid="ignore"):  # an empty window reads the rejected cells' inf: inf - inf
-        return median, np.fmax(q50 - q25, q75 - q50)
+        return median, np.fmax(a - q25, q75 - a)  # p50 is the lower middle `a` (`_pick_table`)
+
+
+def _picks(s: np.ndarray, base: np.ndarray, lo: np.ndarray | int, n: np.ndarray, which: slice) -> np.ndarray:
+    """(picks, rows): s[r, lo + offset] for the picks `which` (rows of `_pick_table`) of each row's
+    window of n. `base`: each row's offset in s.ravel(): a flat take is several times quicker than
+    s[rows, j], and picks x rows (not rows x picks) keeps every step a long inner loop."""
+    # A window of n > 0 ends within the row; an empty one at lo = cols (every quote below the band)
+    # would read past it: it reads the last column. So every index is in range: mode="wrap" never
+    # wraps, and numpy's wrap loop is a quarter quicker than its checked default.
+    at = _pick_table(s.shape[1])[which].take(n, axis=1, mode="wrap")
+    at += base + np.minimum(lo, s.shape[1] - 1)
+    return s.reshape(-1).take(at, mode="wrap")
+
+
+_MIDDLES = slice(0, 2)  # `_pick_table`'s rows of the median's middle pair
 
 
 @functools.cache
-def _positions(cols: int) -> np.ndarray:
-    """Per window size n (0..cols): the median's middle pair and the three quartiles' ranks."""
+def _pick_table(cols: int) -> np.ndarray:
+    """(4, cols + 1): column n holds the offsets in a window of n values of the median's middle pair
+    and of the 25 % and 75 % quantiles. The 50 % quantile is the lower middle: its rank (`_rank`) is
+    ceil(n / 2) - 1 = (n - 1) // 2."""
     n = np.arange(cols + 1)
-    middles = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
-    return np.column_stack([*middles, *_rank(_QUARTILES, n)])
+    return np.vstack([np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0), _rank(np.array([[0.25], [0.75]]), n)])
 
 
 def _rank(q: float | np.ndarray, n: np.ndarray) -> np.ndarray:
     """0-based inverted-CDF rank of quantile q among n equally weighted values."""
     return np.maximum(np.ceil(q * n - 1e-9).astype(np.intp) - 1, 0)
-
-
-_QUARTILES = np.array([[0.25], [0.5], [0.75]])
-
-
-def _window_spread(s: np.ndarray, base: np.ndarray, lo: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """max(p50 - p25, p75 - p50) of each sorted window, equal weights."""
-    last = s.shape[1] - 1
-    q25, q50, q75 = s.reshape(-1).take(base + np.minimum(lo + _rank(_QUARTILES, n), last))  # all three at once
-    with np.errstate(invalid="ignore"):  # an empty window reads the rejected cells' inf: inf - inf
-        return np.fmax(q50 - q25, q75 - q50)
 
 
 def _trimmed_mean(s: np.ndarray, base: np.ndarray, lo: np.ndarray, n: np.ndarray, trim: np.ndarray) -> np.ndarray:
@@ -499,12 +613,14 @@ def _weighted(price: np.ndarray, ok: np.ndarray, weight: np.ndarray) -> tuple[np
 
 def _own_half_width(own: np.ndarray, ok: np.ndarray, n: np.ndarray, w: _Work) -> np.ndarray:
     """Mean over accepted quotes of their own uncertainty (Pyth conf, else half the bid/ask spread)."""
+    # Every accepted width 0.0 (price-only venues): so is every mean. One look at the bits: not
+    # -0.0, whose sum would be -0.0, nor a NaN or negative width (not counted below, but rare).
+    nonzero = np.not_equal(np.ascontiguousarray(own).view(np.int64), 0, out=w.hit)
+    nonzero &= ok
+    if not nonzero.any():
+        return np.zeros(len(n))
     counted = np.greater_equal(own, 0.0, out=w.hit)  # NaN >= 0 is False; what is left sums without NaN
     counted &= ok
-    nonzero = np.not_equal(own, 0.0, out=w.below)
-    nonzero |= np.signbit(own, out=w.above)  # -0.0 too: a sum of -0.0s would be -0.0
-    if not (nonzero & counted).any():  # every accepted width is 0.0 (price-only venues): so is every mean
-        return np.zeros(len(n))
     summed = w.f
     summed.fill(0.0)
     np.copyto(summed, own, where=counted)

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from disputes.model import Event
-from disputes.stage import DisputeStage
 from oracle.aggregate import FROZEN, Aggregator, BlockResult, candidate
 from oracle.metrics import Metrics
 from oracle.models import Candidate, Exclusion, Mark, PerpMark
 from oracle.perp import PerpPlan, PerpStage
 from oracle.quotebook import BookSnapshot, QuoteBook
 from oracle.settings import Settings
-from oracle.validation import DEGRADED, OK, Lanes, MarkList, MarkTable, advance_quiet, publish_due, quiet_mask
+from oracle.validation.stage import DisputeStage
+from oracle.validation.state import DEGRADED, OK, Lanes, MarkList, MarkTable, advance_quiet, publish_due, quiet_mask
 
 
 @dataclass
@@ -68,6 +68,11 @@ class Pipeline:
         self._layouts = self._lay_out()
         self._order = [self.aggregator.plan.markets[i] for ls in self._layouts for lay in ls for i in lay.plan.tolist()]
         self._position = {m: k for k, m in enumerate(self._order)}  # a market's place in the MarkTable
+
+    def layouts(self, level: int) -> list[_Layout]:
+        """Where the level's blocks' markets go: their rows in the stage (kept up to date) and their
+        positions in a tick's MarkTable."""
+        return [self._rows(lay) for lay in self._layouts[level]]
 
     def carry(self, old: Pipeline) -> None:
         """Take over the tick-to-tick memory of `old` (a config reload builds a new pipeline): the

@@ -56,7 +56,7 @@ from oracle.models import Mark, PerpMark
 from oracle.schema import Keys, MarketKeys
 from oracle.settings import RedisSettings
 from oracle.signing import Signer
-from oracle.validation import STATUSES, MarkColumns
+from oracle.validation.state import STATUSES, MarkColumns
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -193,12 +193,17 @@ class MemorySink:
     def __init__(self) -> None:
         self.latest: dict[str, Mark] = {}
         self.history: list[Mark] = []
+        self._seq: dict[str, int] = {}  # each market's last seq
 
     async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
+        return self.write(marks)
+
+    def write(self, marks: Sequence[Mark]) -> list[Mark]:
+        """`publish` without the event loop: a replay has nothing to wait for."""
         out = []
         for mark in marks:
-            prev = self.latest.get(mark.market)
-            written = mark.with_seq((prev.seq if prev else 0) + 1)
+            seq = self._seq[mark.market] = self._seq.get(mark.market, 0) + 1
+            written = mark.with_seq(seq)
             self.latest[mark.market] = written
             out.append(written)
         self.history.extend(out)
@@ -207,6 +212,14 @@ class MemorySink:
     async def publish_columns(self, marks: MarkColumns, *, fence: int | None = None) -> Written:
         written = await self.publish(marks.marks(), fence=fence)
         return Written(marks, [m.seq for m in written])
+
+    def next_seq(self, market: str) -> int:
+        return self._seq.get(market, 0) + 1
+
+    def skip(self, market: str, n: int) -> None:
+        """`n` marks of `market` numbered by the caller from `next_seq` on and kept by it (a replay
+        builds a chunk's marks only when they are read: `latest` and `history` leave them out)."""
+        self._seq[market] = self._seq.get(market, 0) + n
 
     async def close(self) -> None:
         return None

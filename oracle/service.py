@@ -36,7 +36,6 @@ from disputes.api import dispute_routes
 from disputes.model import Event
 from disputes.notify import Notifier
 from disputes.service import DisputeService
-from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
 from feeds.adapter import QuoteBatch
 from feeds.runner import FeedRunner, Restarts
@@ -55,7 +54,8 @@ from oracle.reload import ConfigChange, load_for_reload, log_refused
 from oracle.serving import HttpLimits, LimitedSite, limits_middleware, quiet_accept_errors
 from oracle.settings import ConfigError, Settings
 from oracle.signing import signer_from_settings
-from oracle.validation import MarkColumns, MarkList, MarkTable
+from oracle.validation.stage import DisputeStage
+from oracle.validation.state import MarkColumns, MarkList, MarkTable
 
 log = logging.getLogger("markd.service")
 

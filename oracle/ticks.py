@@ -322,7 +322,7 @@ def write_ticks(path: str | Path, ticks: Ticks) -> int:
     extra = [name for name in EXTRA if not np.isnan(getattr(ticks, name)).all()]
     if Path(path).suffix == ".parquet":
         return _write_parquet(Path(path), ticks, extra)
-    labels = [f"{s},{p}" for s, p in ticks.keys]
+    labels = [f"{_quoted(s)},{_quoted(p)}" for s, p in ticks.keys]
     cols = [ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, *(getattr(ticks, name) for name in extra)]
     formats = [_g, _g, _f, *(_g for _ in extra)]
     rows = zip(ticks.ts.tolist(), [labels[f] for f in ticks.feed.tolist()], *(c.tolist() for c in cols), strict=True)
@@ -372,7 +372,7 @@ class TicksWriter:
 
     def write(self, q: Quote) -> None:
         self._file.write(
-            f"{q.received_ts!r},{q.source},{q.pair},{q.price!r},{_opt(q.bid)},{_opt(q.ask)},{_opt(q.venue_ts)},"
+            f"{q.received_ts!r},{_quoted(q.source)},{_quoted(q.pair)},{q.price!r},{_opt(q.bid)},{_opt(q.ask)},{_opt(q.venue_ts)},"
             f"{_opt(q.confidence)},{_opt(q.last)}\n"
         )
         self.rows += 1
@@ -391,6 +391,13 @@ class TicksWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _quoted(name: str) -> str:
+    """A source or pair name as a CSV cell: quoted when it holds a comma, a quote or a line break."""
+    if any(c in name for c in ',"\r\n'):
+        return '"' + name.replace('"', '""') + '"'
+    return name
 
 
 def _opt(x: float | None) -> str:

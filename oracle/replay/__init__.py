@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from oracle.replay.attacks import Attack, apply_and_check, apply_attacks
-from oracle.replay.chunked import CHUNK_TICKS
 from oracle.replay.report import (
     build_report,
     write_disputes_csv,
@@ -140,9 +139,10 @@ def run_scenario(
     out_dir: str | Path,
     progress: Callable[[float], None] | None = None,
     html: bool = True,
-    chunk: int = CHUNK_TICKS,
+    chunk: int | None = None,
 ) -> ReplayOutcome:
-    """`chunk`: ticks aggregated per pass (1: the daemon's tick path, tick by tick; the same outputs)."""
+    """`chunk`: ticks aggregated per pass (None: by the plan's size; 1: the daemon's tick path, tick by
+    tick; the same outputs)."""
     loaded = load_scenario(path)
     ticks = scenario_ticks(loaded)
     outcome, attacked = replay_loaded(loaded, ticks, progress, chunk)
@@ -173,7 +173,7 @@ def scenario_ticks(loaded: LoadedScenario) -> Ticks:
 
 
 def replay_loaded(
-    loaded: LoadedScenario, ticks: Ticks, progress: Callable[[float], None] | None = None, chunk: int = CHUNK_TICKS
+    loaded: LoadedScenario, ticks: Ticks, progress: Callable[[float], None] | None = None, chunk: int | None = None
 ) -> tuple[ReplayOutcome, Ticks]:
     """The reference and attacked runs and their report (the outcome), and the attacked ticks."""
     attacks = loaded.scenario.attack

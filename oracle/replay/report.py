@@ -41,19 +41,10 @@ def write_marks_csv(path: Path, run: RunResult) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["ts", "market", "price", "confidence", "status", "tier", "sources", "seq"])
-        for ts, m in zip(run.publish_ts, run.published, strict=True):
-            w.writerow(
-                [
-                    repr(ts),
-                    m.market,
-                    _num(m.price),
-                    _num(m.confidence),
-                    m.status.value,
-                    m.tier,
-                    ",".join(m.sources),
-                    m.seq,
-                ]
-            )
+        for ts, (market, price, confidence, _, seq, status, tier, sources, _, _) in zip(
+            run.publish_ts, run.published.fields(), strict=True
+        ):
+            w.writerow([repr(ts), market, _num(price), _num(confidence), status.value, tier, ",".join(sources), seq])
 
 
 def write_perp_csv(path: Path, run: RunResult) -> None:

@@ -10,12 +10,12 @@ live, and the marks due go to an in-memory sink with the publisher's seq rules. 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 from rich.console import Console
@@ -30,16 +30,17 @@ from rich.progress import (
 )
 
 from disputes.model import Dispute
-from disputes.stage import DisputeStage
 from feeds.adapter import CROSSED, STALE_VENUE_TIME, row_problems
 from oracle.metrics import Metrics
 from oracle.models import Mark, PerpMark, Status
 from oracle.pipeline import Pipeline, TickOutput
 from oracle.publish import MemorySink
 from oracle.quotebook import QuoteBook, QuoteColumns
-from oracle.replay.chunked import CHUNK_TICKS, ChunkRunner, FrameFill
+from oracle.replay.chunked import ChunkRunner, FrameFill, chunk_ticks
+from oracle.replay.runs import ChunkMarks, PublishedFields
 from oracle.settings import Settings
 from oracle.ticks import Ticks
+from oracle.validation.stage import DisputeStage
 
 STATUS_CODES = {s: i for i, s in enumerate(Status)}  # per-tick status series are small ints
 
@@ -54,10 +55,58 @@ class Series:
     tier: np.ndarray
 
 
+class Published(Sequence[Mark]):
+    """Every mark a run published, seq assigned, in order. A chunk's marks (oracle.replay.runs) are
+    built only when read: marks.csv reads the attacked run's, and nothing reads the reference run's."""
+
+    def __init__(self) -> None:
+        self._parts: list[list[Mark] | tuple[ChunkMarks, list[int]]] = []
+        self._n = 0
+        self._all: list[Mark] | None = None  # built on the first read by index
+
+    def append(self, mark: Mark) -> None:
+        if not self._parts or not isinstance(self._parts[-1], list):
+            self._parts.append([])
+        self._parts[-1].append(mark)  # type: ignore[union-attr]
+        self._n += 1
+        self._all = None
+
+    def add_chunk(self, chunk: ChunkMarks, first_seq: list[int], count: int) -> None:
+        self._parts.append((chunk, first_seq))
+        self._n += count
+        self._all = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[Mark]:
+        for part in self._parts:
+            yield from part if isinstance(part, list) else part[0].published(part[1])
+
+    def fields(self) -> Iterator[PublishedFields]:
+        """The same marks as tuples of Mark's fields (a writer of every mark builds no objects)."""
+        for part in self._parts:
+            if isinstance(part, list):
+                for m in part:
+                    yield (m.market, m.price, m.confidence, m.ts, m.seq, m.status, m.tier, m.sources, m.excluded,
+                           m.candidate)  # fmt: skip
+            else:
+                yield from part[0].published_fields(part[1])
+
+    @overload
+    def __getitem__(self, k: int) -> Mark: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[Mark]: ...
+    def __getitem__(self, k: int | slice) -> Mark | list[Mark]:
+        if self._all is None:
+            self._all = list(self)
+        return self._all[k]
+
+
 @dataclass
 class RunResult:
     grid: np.ndarray  # tick instants
-    published: list[Mark]  # every mark the sink took, seq assigned, in order
+    published: Published  # every mark the sink took, seq assigned, in order
     publish_ts: list[float]  # the tick at which each was published
     series: dict[str, Series]
     disputes: list[Dispute]
@@ -83,15 +132,20 @@ def replay(
     ticks: Ticks,
     progress: Callable[[float], None] | None = None,
     keep_excluded: int = 20_000,
-    chunk: int = CHUNK_TICKS,
+    chunk: int | None = None,
 ) -> RunResult:
-    """`chunk`: ticks aggregated per pass (oracle.replay.chunked); 1 runs the daemon's own tick path,
-    `Pipeline.tick` on the QuoteBook, tick by tick. The outputs are the same."""
-    return asyncio.run(_replay(settings, ticks, progress, keep_excluded, chunk))
+    """`chunk`: ticks aggregated per pass (oracle.replay.chunked; None: `chunk_ticks`, by the plan's
+    size); 1 runs the daemon's own tick path, `Pipeline.tick` on the QuoteBook, tick by tick. The
+    outputs are the same.
+
+    No event loop: nothing here waits (the sink is in memory), and `asyncio.run` of a coroutine
+    that returns a day's RunResult spent ~1 s formatting its repr (3.11's runner checks its SIGINT
+    handler through `signal.getsignal`, which formats the handler, the task and so its result)."""
+    return _replay(settings, ticks, progress, keep_excluded, chunk)
 
 
-async def _replay(
-    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int, chunk: int
+def _replay(
+    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int, chunk: int | None
 ) -> RunResult:
     book = QuoteBook.for_settings(settings)
     stage = DisputeStage(settings)
@@ -103,22 +157,16 @@ async def _replay(
     grid = tick_grid(float(ticks.ts[0]), float(ticks.ts[-1]), tick_s) if len(ticks) else np.zeros(0)
     markets = pipeline.aggregator.plan.markets
     series = {m: _empty_series(len(grid)) for m in markets}
-    result = RunResult(grid, [], [], series, [], {m: [] for m in markets})
+    result = RunResult(grid, Published(), [], series, [], {m: [] for m in markets})
     ticks = checked(ticks, settings)
     feed = _Feeder(ticks, book, grid)
     started = time.perf_counter()
     for k, t, out in _outputs(pipeline, feed, grid, chunk):
-        for mark in await sink.publish(out.publish):
-            result.published.append(mark)
-            result.publish_ts.append(t)
-        for mark in out.marks:
-            _record(series[mark.market], k, mark)
-        result.perps += [(t, p) for p in out.perps]
-        for cand in out.candidates:
-            bucket = result.excluded[cand.market]
-            if len(bucket) < keep_excluded:
-                bucket += [(t, ex.source, ex.pair, ex.price, ex.reason.value) for ex in cand.excluded]
-        if progress is not None and k % 1000 == 0:
+        if isinstance(out, ChunkMarks):
+            _take_chunk(out, sink, result, keep_excluded)
+        else:
+            _take_tick(k, t, out, sink, result, keep_excluded)
+        if progress is not None and (k // 1000 != (k + _ticks(out) - 1) // 1000 or k % 1000 == 0):
             progress(k / max(1, len(grid)))
     result.seconds = time.perf_counter() - started
     if progress is not None:
@@ -127,12 +175,52 @@ async def _replay(
     return result
 
 
+def _take_tick(k: int, t: float, out: TickOutput, sink: MemorySink, result: RunResult, keep: int) -> None:
+    """One tick's output into the run's result: its marks due through the sink, every mark in the series."""
+    for mark in sink.write(out.publish):
+        result.published.append(mark)
+        result.publish_ts.append(t)
+    for mark in out.marks:
+        _record(result.series[mark.market], k, mark)
+    result.perps += [(t, p) for p in out.perps]
+    for cand in out.candidates:
+        bucket = result.excluded[cand.market]
+        if len(bucket) < keep:
+            bucket += [(t, ex.source, ex.pair, ex.price, ex.reason.value) for ex in cand.excluded]
+
+
+def _take_chunk(out: ChunkMarks, sink: MemorySink, result: RunResult, keep: int) -> None:
+    """A chunk's marks (oracle.replay.runs) into the run's result, as its ticks one by one would."""
+    k0, k1 = out.k0, out.k0 + len(out.nows)
+    for j, market in enumerate(out.markets):
+        s = result.series[market]
+        s.price[k0:k1], s.confidence[k0:k1] = out.price[:, j], out.confidence[:, j]
+        s.status[k0:k1], s.tier[k0:k1] = out.status[:, j], out.tier[:, j]
+    first_seq = [sink.next_seq(m) for m in out.markets]
+    counts = out.publish.sum(axis=0).tolist()
+    for market, n in zip(out.markets, counts, strict=True):
+        sink.skip(market, n)
+    result.published.add_chunk(out, first_seq, sum(counts))
+    nows = out.nows.tolist()
+    result.publish_ts += [nows[t] for t in np.nonzero(out.publish)[0].tolist()]
+    for (t, j), excluded in sorted(out.excluded.items()):
+        bucket = result.excluded[out.markets[j]]
+        if len(bucket) < keep:
+            bucket += [(nows[t], ex.source, ex.pair, ex.price, ex.reason.value) for ex in excluded]
+
+
+def _ticks(out: TickOutput | ChunkMarks) -> int:
+    return len(out.nows) if isinstance(out, ChunkMarks) else 1
+
+
 def _outputs(
-    pipeline: Pipeline, feed: _Feeder, grid: np.ndarray, chunk: int
-) -> Iterator[tuple[int, float, TickOutput]]:
-    """Each tick's output, in order: tick by tick through the QuoteBook (`chunk` 1, or rows out of
-    receive-time order, which the book would refuse), else `chunk` ticks a pass."""
+    pipeline: Pipeline, feed: _Feeder, grid: np.ndarray, chunk: int | None
+) -> Iterator[tuple[int, float, TickOutput | ChunkMarks]]:
+    """The outputs, in order: tick by tick through the QuoteBook (`chunk` 1, or rows out of
+    receive-time order, which the book would refuse), else `chunk` ticks a pass (a ChunkMarks of the
+    whole chunk, or a TickOutput per tick: oracle.replay.chunked). The int is the first tick's index."""
     rows = feed.rows()
+    chunk = chunk_ticks(pipeline, len(grid)) if chunk is None else chunk
     if chunk <= 1 or not FrameFill.in_order(rows):
         for k, t in enumerate(grid.tolist()):
             feed.until(k)
@@ -142,8 +230,10 @@ def _outputs(
     runner = ChunkRunner(pipeline)
     for k0 in range(0, len(grid), chunk):
         k1 = min(k0 + chunk, len(grid))
-        for k, out in enumerate(runner.run(fill.frames(k0, k1), grid[k0:k1]), start=k0):
+        k = k0
+        for out in runner.run(fill.frames(k0, k1), k0, grid[k0:k1]):
             yield k, float(grid[k]), out
+            k += _ticks(out)
 
 
 def checked(ticks: Ticks, settings: Settings) -> Ticks:

@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 from disputes.model import Decision
-from disputes.stage import DisputeStage
 from oracle.models import Candidate, Excluded, TierResult
 from oracle.settings import Settings
+from oracle.validation.stage import DisputeStage
 
 MARKET = "BTC-USD"
 

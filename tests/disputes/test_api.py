@@ -14,11 +14,11 @@ from pydantic import SecretStr
 from disputes.api import MAX_BODY, dispute_app
 from disputes.model import Event, EventKind
 from disputes.service import DisputeService
-from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
 from oracle.clock import VirtualClock
 from oracle.metrics import Metrics
 from oracle.models import Status
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import MARKET, make_settings, run
 from tests.servers import free_port
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from disputes.detectors import Anchor
 from disputes.model import EventKind, Outcome, Reason
-from disputes.stage import DisputeStage
 from oracle.models import Excluded, Exclusion, Status
+from oracle.validation.detectors import Anchor
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import MARKET, make_settings, run
 
 P0 = 0.035  # MNGO before the pump

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from disputes.model import DisputeClosed, EventKind, Outcome, Reason, UnknownDispute, UnknownMarket
-from disputes.stage import DisputeStage
 from oracle.models import Status
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import MARKET, make_settings, run
 
 

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 from disputes.api import dispute_app
 from disputes.model import Dispute, Event, EventKind, Outcome, Reason
 from disputes.service import DisputeService
-from disputes.stage import DisputeStage
 from disputes.store import DisputeStore
 from oracle.clock import VirtualClock
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import MARKET, make_settings
 
 TOKEN = "listing-token"

@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestServer
 from disputes.model import NOTIFIED, Event, EventKind
 from disputes.notify import Notifier
 from disputes.service import DisputeService
-from disputes.stage import DisputeStage
 from oracle.clock import VirtualClock
 from oracle.settings import NotifySettings
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import MARKET, make_settings, run
 from tests.servers import free_port
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from disputes.model import deviation_bps
-from disputes.stage import DisputeStage
 from oracle.models import Status
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import make_settings, run
 
 WINDOW_S = 10.0

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from disputes.detectors import Anchor
 from disputes.model import EventKind, UnknownMarket
-from disputes.stage import DisputeStage
 from oracle.models import Status
 from oracle.settings import Settings
+from oracle.validation.detectors import Anchor
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import MARKET, make_settings, run
 
 

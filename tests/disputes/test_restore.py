@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-import disputes.stage as stage_module
+import oracle.validation.stage as stage_module
 from disputes.model import Reason, UnknownDispute
-from disputes.stage import DisputeStage
 from oracle.models import Status
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import MARKET, make_settings, run
 
 

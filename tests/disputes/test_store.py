@@ -12,11 +12,11 @@ from redis.exceptions import RedisError
 
 from disputes.model import Outcome
 from disputes.service import DisputeService
-from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
 from oracle.clock import VirtualClock
 from oracle.models import Status
 from oracle.settings import RedisSettings
+from oracle.validation.stage import DisputeStage, dispute_event
 from tests.disputes.helpers import MARKET, make_settings, run
 from tests.servers import RedisServer
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from disputes.model import EventKind
-from disputes.stage import DisputeStage
 from oracle.models import Status
+from oracle.validation.stage import DisputeStage
 from tests.disputes.helpers import make_settings, run
 
 

@@ -5,7 +5,9 @@ Prices are multiples of 1/4 wherever possible, so every expected value is exact 
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import numpy as np
 import pytest
@@ -522,7 +524,74 @@ def test_row_counts_equal_a_row_sum_for_any_width_and_layout():
     from oracle.aggregate import _row_counts
 
     rng = np.random.default_rng(3)
-    for cols in (1, 7, 8, 16, 24):
+    for cols in (1, 7, 8, 16, 24, 248, 256):
         mask = rng.random((257, cols)) < 0.4
+        mask[:3] = True  # full rows: the largest sums a row's bytes can reach
         for m in (mask, np.asfortranarray(mask), mask[::2]):
             assert np.array_equal(_row_counts(m), m.sum(axis=1))
+
+
+_ODD = [0.0, -0.0, 5e-324, -5e-324, -1.0, 1e308, -1e308, math.inf, -math.inf, math.nan]
+
+
+def _around(*points: float) -> np.ndarray:
+    """Each finite point and the four doubles either side of it, with odd values and random ones."""
+    out = [*_ODD, *np.exp(np.random.default_rng(5).normal(0, 1, 100)).tolist()]
+    for x in points:
+        if math.isfinite(x):
+            for way in (-math.inf, math.inf):
+                y = x
+                for _ in range(4):
+                    y = math.nextafter(y, way)
+                    out.append(y)
+            out.append(x)
+    return np.array(out)
+
+
+def test_deviation_cuts_answer_as_the_rule_for_every_ratio() -> None:
+    from oracle.aggregate import _ratio_cuts
+
+    d = np.array([0.0, 5e-324, 1e-9, 0.0025, 0.015, 1 / 3, 0.5, 0.999999, 1.0, 1.5, 2.0, 3.0, 1e300, math.inf])
+    low, high = _ratio_cuts(d)
+    for dev, lo, hi in zip(d.tolist(), low.tolist(), high.tolist(), strict=True):
+        r = _around(lo, hi, 1.0 - dev, 1.0 + dev, 1.0, -dev)
+        assert np.array_equal(r < lo, (r - 1.0) < -dev), dev
+        assert np.array_equal(r >= hi, (r - 1.0) > dev), dev
+
+
+def test_time_cuts_answer_as_the_staleness_and_future_rules_for_every_time() -> None:
+    from oracle.aggregate import _time_cuts
+
+    for now in (NOW, NOW + 0.1, NOW + 1 / 3, 0.0, 1.0, 1e300):
+        for age in (0.0, 5e-324, 0.001, 5.0, 86_400.0, 1e300, math.inf):
+            old, ahead = _time_cuts(now, age)
+            t = _around(old, ahead, now - age, now + age, now, now + NOW)
+            assert np.array_equal(t < old, (now - t) > age), (now, age)
+            assert np.array_equal(t >= ahead, (t - now) > age), (now, age)
+
+
+def test_the_median_quartile_is_the_lower_middle_of_any_window() -> None:
+    from oracle.aggregate import _pick_table, _rank
+
+    for cols in (1, 2, 3, 8, 16, 33, 128):
+        assert np.array_equal(_rank(0.5, np.arange(cols + 1)), _pick_table(cols)[0])
+
+
+def test_own_half_width_is_the_mean_of_the_counted_widths_zero_signs_included() -> None:
+    from oracle.aggregate import _own_half_width, _Work
+
+    own = np.array([[0.0, -0.0, 0.0], [-0.0, -0.0, -0.0], [0.5, math.nan, -1.0], [0.25, -0.0, 0.0], [0.0] * 3])
+    ok = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 0, 1], [0, 0, 0]], dtype=bool)
+    n = ok.sum(axis=1)
+    got = _own_half_width(own, ok, n, _Work(own.shape, gather=False))
+    # the widths >= 0 of accepted quotes (-0.0 too; NaN and negatives not), added from the left with
+    # 0.0 for the others, over the accepted count: only a row of counted -0.0s sums to -0.0
+    want = []
+    for row, acc, k in zip(own.tolist(), ok.tolist(), n.tolist(), strict=True):
+        total = functools.reduce(operator.add, [w if a and w >= 0 else 0.0 for w, a in zip(row, acc, strict=True)])
+        want.append(total / k if k else 0.0)
+    assert [math.copysign(1, x) for x in want] == [1, -1, 1, 1, 1]
+    assert [math.copysign(1, x) for x in got] == [math.copysign(1, x) for x in want]
+    assert got.tolist() == want
+    only_zeros = np.zeros((4, 3))
+    assert _own_half_width(only_zeros, ok[:4], n[:4], _Work((4, 3), gather=False)).tolist() == [0.0] * 4

@@ -44,7 +44,7 @@ def test_markd_replay_of_a_synth_scenario_loads_no_simulated_venue_and_no_test_h
 def test_markd_run_loads_no_simulator_at_all_and_no_test_helper():
     # What `markd run` imports before it starts the daemon (oracle.cli.cmd_run's imports).
     loaded = _loaded_after("import oracle.cli, oracle.logs, oracle.service")
-    assert "feeds.runner" in loaded and "disputes.stage" in loaded
+    assert "feeds.runner" in loaded and "oracle.validation.stage" in loaded
     assert _offending(loaded, ("oracle.sim", *NOT_IN_PRODUCTION)) == []
 
 

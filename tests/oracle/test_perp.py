@@ -411,10 +411,10 @@ def test_perp_needs_a_book() -> None:
 
 
 def test_the_pipeline_computes_the_perp_after_the_index_and_sets_its_metrics() -> None:
-    from disputes.stage import DisputeStage
     from oracle.metrics import Metrics
     from oracle.models import Status
     from oracle.pipeline import Pipeline
+    from oracle.validation.stage import DisputeStage
 
     s = settings({"external": []})
     book = QuoteBook.for_settings(s)

@@ -142,9 +142,9 @@ def test_a_frozen_source_stays_frozen_through_a_reload_of_the_pipeline() -> None
 
 
 def test_the_perp_basis_ema_goes_on_through_a_reload_of_the_pipeline() -> None:
-    from disputes.stage import DisputeStage
     from oracle.models import Quote
     from oracle.pipeline import Pipeline
+    from oracle.validation.stage import DisputeStage
     from tests.oracle.test_perp import settings as perp_settings
 
     def quotes(book: QuoteBook, now: float, mid: float) -> None:

@@ -296,3 +296,22 @@ def test_a_replay_of_the_parquet_twin_gives_the_same_marks_and_disputes(tmp_path
     for out in ("marks.csv", "disputes.csv"):
         assert (tmp_path / "out-t.csv" / out).read_bytes() == (tmp_path / "out-t.parquet" / out).read_bytes()
     assert (tmp_path / "out-t.csv" / "marks.csv").read_text().count("\n") > 100  # marks to compare
+
+
+@pytest.mark.parametrize("name", ["ticks.csv", "ticks.csv.gz"])
+def test_names_with_commas_and_quotes_are_written_so_that_they_read_back(tmp_path, name):
+    """A source or pair name holding a comma or a quote is quoted as CSV quotes it (unquoted, the
+    row would have one column too many and the file could not be read back)."""
+    from oracle.clock import VirtualClock
+    from oracle.models import Quote
+    from oracle.ticks import TicksWriter
+
+    keys = (("a,b", 'X"Y'), ("plain", "P-USD"))
+    nan = np.full(4, np.nan)
+    ticks = Ticks(keys, np.array([0, 1, 0, 1]), 1.7e9 + np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]), nan, nan, nan)
+    write_ticks(tmp_path / name, ticks)
+    back = read_ticks(tmp_path / name)
+    assert back.keys == keys and back.price.tolist() == [1.0, 2.0, 3.0, 4.0]
+    with TicksWriter(tmp_path / f"rec-{name}", VirtualClock(0.0)) as rec:  # `markd record`
+        rec.write(Quote("a,b", 'X"Y', 5.0, 1.7e9))
+    assert read_ticks(tmp_path / f"rec-{name}").keys == (("a,b", 'X"Y'),)

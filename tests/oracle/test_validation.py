@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from disputes.model import DisputeError, Event
-from disputes.stage import DisputeStage
 from oracle.aggregate import Aggregator
 from oracle.metrics import Metrics
 from oracle.models import Candidate, Mark, Quote
 from oracle.pipeline import Pipeline
 from oracle.quotebook import QuoteBook
 from oracle.settings import Settings, parse_settings
+from oracle.validation.stage import DisputeStage
 
 T0 = 1_700_000_000.0
 TICK_S = 1.0

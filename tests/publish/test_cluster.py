@@ -7,13 +7,13 @@ import asyncio
 import pytest
 
 from disputes.model import Outcome
-from disputes.stage import DisputeStage, dispute_event
 from disputes.store import DisputeStore
 from oracle.client import MarkReader
 from oracle.clock import WallClock
 from oracle.leader import LeaderLease
 from oracle.metrics import Metrics
 from oracle.settings import RedisSettings
+from oracle.validation.stage import DisputeStage, dispute_event
 from tests.disputes.helpers import MARKET, make_settings
 from tests.publish.helpers import errors, mark, publisher
 from tests.servers import RedisClusterServers

@@ -18,7 +18,7 @@ from oracle.publish import _PUBLISH, LastWritten, RedisPublisher
 from oracle.schema import Keys
 from oracle.settings import RedisSettings
 from oracle.signing import Signer
-from oracle.validation import STATUS_CODE, MarkList, MarkTable
+from oracle.validation.state import STATUS_CODE, MarkList, MarkTable
 from tests.publish.helpers import mark
 
 NOW = 1_700_000_100.25

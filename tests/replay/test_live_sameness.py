@@ -113,7 +113,7 @@ def test_a_recorded_session_and_its_replay_publish_the_same_marks(tmp_path):
     assert {"ok", "held"} <= statuses, statuses  # the session saw the jump guard at work
 
     assert len(live) > 60
-    for chunk in (1, 7, CHUNK_TICKS):  # tick by tick through the book, and many ticks a pass
+    for chunk in (1, 7, CHUNK_TICKS, None):  # tick by tick through the book, many ticks a pass, the default
         replayed = replay(settings, read_ticks(path), chunk=chunk)
         assert _fields(replayed.published) == _fields(live), chunk
 
@@ -220,7 +220,7 @@ def test_the_perp_marks_of_a_recorded_session_and_its_replay_are_the_same(tmp_pa
     assert len(live) > 300 and len({round(x, 6) for x in c2}) > 40  # c2 moved with each own-book frame
 
     recorded = read_ticks(path)
-    for chunk in (1, 7, CHUNK_TICKS):
+    for chunk in (1, 7, CHUNK_TICKS, None):
         assert _perp_fields(replay(settings, recorded, chunk=chunk).perps) == _perp_fields(live), chunk
 
     blank, rows = tmp_path / "blank.csv", 0

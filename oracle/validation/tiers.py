@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from disputes.model import deviation_bps
 from oracle.models import Candidate, Status, TierResult
-from oracle.validation import Column, StateArrays
+from oracle.validation.state import Column, StateArrays
 
 NO_TIER = 0
 

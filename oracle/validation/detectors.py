@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from disputes.model import deviation_bps
 from oracle.models import TierResult
-from oracle.validation import Column, StateArrays
+from oracle.validation.state import Column, StateArrays
 
 ANCHOR_BUCKETS = 60
 

@@ -1,14 +1,16 @@
 """Validation state as arrays: one row per market, one column per field of the per-tick rules.
 
 The rules that turn a candidate into a mark (tier hysteresis, the jump guard and its window, the
-anchor's time-weighted mean, the publish cadence; disputes/ holds their logic) keep their state
-here, in numpy columns indexed by market row. Two paths read and write the same columns:
+anchor's time-weighted mean, the publish cadence; their logic is in this package's other modules)
+keep their state here, in numpy columns indexed by market row. Two paths read and write the same
+columns:
 
 - the quiet path (`quiet_mask`, `advance_quiet`): a few vectorised steps per tick for every market
   to which nothing happens this tick, which is almost every market on almost every tick;
-- the per-market path: `disputes.stage.DisputeStage.process`, whose `TierMachine`, `JumpGuard`,
-  `Anchor` and `MarketState` are views of one row of these columns (`Column` descriptors), for the
-  markets where something does happen (a tier change, an exclusion, a window, a detector, a dispute).
+- the per-market path: `stage.DisputeStage.process`, whose `TierMachine`, `JumpGuard`, `Anchor`
+  and `MarketState` are views of one row of these columns (`Column` descriptors), for the markets
+  where something does happen (a tier change, an exclusion, a window, a detector, a dispute);
+- along time, in a replay chunk (`quiet_run`, `advance_run`: oracle.replay.runs).
 
 Each field has one home (its column), so the two paths can never disagree about a market's state.
 The quiet path runs exactly the scalar code's float operations in the same order (numpy's
@@ -566,3 +568,138 @@ class MarkList(Sequence[Mark]):
     def columns(self) -> MarkColumns:
         """These marks as columns (MarkTable.columns)."""
         return self.table.columns(self.at)
+
+
+# --- quiet runs along time (a replay chunk) ---------------------------------------------------
+
+
+@dataclass
+class TimeLanes:
+    """One market's lanes over the ticks of a replay chunk: tier t at tick i is [i, t-1]."""
+
+    price: np.ndarray  # (ticks, tiers)
+    confidence: np.ndarray
+    quorum: np.ndarray
+    n_tiers: int
+    frozen: np.ndarray  # (ticks,) any of its quotes excluded as frozen
+
+
+@dataclass
+class QuietRun:
+    """The first `length` ticks of a TimeLanes to which nothing happens, one after another, and
+    what the quiet path computes for them (valid on those ticks)."""
+
+    length: int
+    tier: int = 0
+    streak: np.ndarray | None = None  # (ticks, tiers) the counted streaks
+    validated: np.ndarray | None = None  # (ticks,) a price was validated before the tick
+    pw: np.ndarray | None = None  # (ticks + 1,) the anchor's open bucket sums before each tick, then after
+    w: np.ndarray | None = None
+
+
+_NOT_QUIET = QuietRun(0)
+
+
+def quiet_run(s: StateArrays, r: int, lanes: TimeLanes, nows: np.ndarray) -> QuietRun:
+    """`quiet_mask` along time: for the market at row `r`, how many ticks from the first of `lanes`
+    on are quiet, each tick's state being what `advance_quiet` left after the one before. The same
+    conditions in the same float operations; where the quiet path would close an anchor bucket the
+    run ends too (the bucket closes in Python, on the tick path)."""
+    tier = int(s.tier[r])
+    if not (s.live[r] and 1 <= tier <= lanes.n_tiers and not s.frozen_any[r] and s.muted[r] == 0):
+        return _NOT_QUIET
+    if s.open_n[r] != 0 or not math.isnan(s.g_opened[r]) or s.g_upheld[r]:
+        return _NOT_QUIET
+    n, k = lanes.price.shape
+    t0 = tier - 1
+    price, quorum = lanes.price[:, t0], lanes.quorum
+    ok = quorum[:, t0] & ~lanes.frozen & ~np.isnan(price)
+    # The tier machine's streaks: one more for each tick with quorum, 0 without.
+    idx = np.arange(n)
+    streak = np.empty((n, k), dtype=np.int64)
+    for c in range(k):
+        reset = np.maximum.accumulate(np.where(quorum[:, c], -1, idx))  # the latest tick without quorum
+        streak[:, c] = np.where(reset >= 0, idx - reset, s.streak[r, c] + idx + 1)
+    need = max(int(s.recover_ticks[r]), 1)
+    for c in range(t0):  # a higher tier that earned its way back recovers
+        ok &= ~((streak[:, c] >= need) & (deviation_bps(lanes.price[:, c], price) <= s.tier_max_dev[r]))
+    for a in range(k):  # divergence: two tiers with quorum that disagree
+        for b in range(a + 1, k):
+            both = quorum[:, a] & quorum[:, b]
+            ok &= ~(both & (deviation_bps(lanes.price[:, b], lanes.price[:, a]) > s.pol_max_dev[r]))
+    # Before tick i of the run, the last validated price (and the anchor's) is tick i-1's candidate.
+    last = np.concatenate(([s.last_price[r]], price[:-1]))
+    validated = ~np.isnan(last)
+    a_price = np.concatenate(([s.a_price[r]], price[:-1]))
+    a_ts = np.concatenate(([s.a_ts[r]], nows[:-1]))
+    acc = np.isfinite(a_price) & (nows > a_ts)
+    width = float(s.a_width[r])
+    if math.isfinite(width):
+        ok &= ~(acc & (np.floor(nows / width) != s.a_bucket[r]))  # a bucket would close
+    with np.errstate(invalid="ignore"):
+        dt = np.where(acc, nows - a_ts, 0.0)
+        # x + 0.0 is x for the sums' values (never -0.0), and cumsum adds in order: the scalar's +=.
+        pw = np.cumsum(np.concatenate(([s.a_pw[r]], np.where(acc, a_price * dt, 0.0))))
+    w = np.cumsum(np.concatenate(([s.a_w[r]], dt)))
+    if s.a_window_s[r] > 0 and s.pol_anchor_dev[r] != 0:
+        total = s.a_closed_w[r] + w[:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(total <= 0, a_price, (s.a_closed_pw[r] + pw[:-1]) / total)
+        ok &= ~(validated & np.isfinite(mean) & (deviation_bps(price, mean) > s.pol_anchor_dev[r]))
+    jump = s.g_max_jump[r]
+    if jump != 0:  # the jump guard: an ordinary move (or the first mark)
+        ok &= ~validated | (deviation_bps(price, last) <= jump)
+    length = n if ok.all() else int(np.argmin(ok))
+    return QuietRun(length, tier, streak, validated, pw, w)
+
+
+def advance_run(
+    s: StateArrays, r: int, run: QuietRun, lanes: TimeLanes, sources: Sequence[tuple[str, ...]], nows: np.ndarray
+) -> np.ndarray:
+    """Advance the market at row `r` through the run's ticks as `advance_quiet` and `publish_due`
+    would tick after tick; `sources[i]`: tick i's accepted names of the tier in use. Returns which
+    ticks' marks are due for publication."""
+    n, e = run.length, run.length - 1
+    assert n > 0 and run.streak is not None and run.validated is not None
+    assert run.pw is not None and run.w is not None
+    price, conf = lanes.price[:n, run.tier - 1], lanes.confidence[:n, run.tier - 1]
+    k = run.streak.shape[1]
+    s.streak[r, :k] = run.streak[e]
+    s.streak[r, k:] = 0
+    s.cand_has[r], s.cand_price[r], s.cand_conf[r] = True, price[e], conf[e]
+    s.cand_tier[r], s.cand_quorum[r], s.cand_sources[r] = run.tier, True, sources[e]
+    if s.a_window_s[r] > 0 and run.validated[:n].any():
+        s.anchor_confirmed[r] = False  # the anchor detector ran and nothing breached
+    s.last_price[r], s.last_conf[r], s.last_ts[r], s.last_tier[r] = price[e], conf[e], nows[e], run.tier
+    s.last_sources[r] = sources[e]
+    s.a_pw[r], s.a_w[r], s.a_price[r], s.a_ts[r] = run.pw[n], run.w[n], price[e], nows[e]
+    return _publish_run(s, r, run.tier, price, conf, nows[:n])
+
+
+def _publish_run(
+    s: StateArrays, r: int, tier: int, price: np.ndarray, conf: np.ndarray, nows: np.ndarray
+) -> np.ndarray:
+    """`publish_due` tick after tick over a run (its prices are all finite). After the run's first
+    tick the last published mark equals the tick before's (published, or unchanged from it), so a
+    tick is due on a change from the tick before, or by the heartbeat."""
+    status = OK if tier == 1 else DEGRADED
+    changed = np.empty(len(price), dtype=bool)
+    c0 = float(s.pub_conf[r])
+    changed[0] = not (
+        s.pub_has[r] and s.pub_price[r] == price[0] and s.pub_status[r] == status and s.pub_tier[r] == tier
+        and (c0 == conf[0] or (math.isnan(c0) and math.isnan(conf[0])))
+    )  # fmt: skip
+    same_conf = (conf[1:] == conf[:-1]) | (np.isnan(conf[1:]) & np.isnan(conf[:-1]))
+    changed[1:] = (price[1:] != price[:-1]) | ~same_conf
+    go = changed.copy()
+    last_ts, heartbeat = float(s.pub_ts[r]), float(s.pol_heartbeat_ms[r])
+    if not changed.all():  # the heartbeat's turn comes from the last publication: in order
+        times = nows.tolist()
+        for i in range(len(times)):
+            if go[i] or (times[i] - last_ts) * 1000.0 >= heartbeat:
+                go[i], last_ts = True, times[i]
+    if go.any():
+        e = int(np.flatnonzero(go)[-1])
+        s.pub_has[r], s.pub_price[r], s.pub_status[r] = True, price[e], status
+        s.pub_tier[r], s.pub_conf[r], s.pub_ts[r] = tier, conf[e], nows[e]
+    return go

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from disputes.model import deviation_bps
-from oracle.validation import Column, StateArrays
+from oracle.validation.state import Column, StateArrays
 
 
 class Verdict(Enum):

@@ -7,7 +7,8 @@ harness gets byte-identical marks and events from the same input. Per market and
 
 An open dispute holds the market at its last validated price until it is resolved (or, for a
 detector's own dispute, until its condition clears). Manual disputes come in through
-`open_dispute`/`resolve`; their events are the caller's to record (see `dispute_event`).
+`open_dispute`/`resolve`; their events are the caller's to record (see
+`disputes.model.dispute_event`). The records, their store, API and webhook live in disputes/.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from disputes.detectors import Anchor, anchor_breached, confirming_tier, divergent_tiers
-from disputes.guard import Change, JumpGuard, Verdict
 from disputes.model import (
     Action,
     Decision,
@@ -31,12 +30,15 @@ from disputes.model import (
     Reason,
     UnknownDispute,
     UnknownMarket,
+    dispute_event,
     finite_or_none,
 )
-from disputes.tiers import NO_TIER, TierMachine
 from oracle.models import Candidate, Exclusion, Mark, Status, TierResult
 from oracle.settings import Policy, Settings
-from oracle.validation import MUTE_ANCHOR, MUTE_DIVERGENCE, STATUS_CODE, Column, StateArrays
+from oracle.validation.detectors import Anchor, anchor_breached, confirming_tier, divergent_tiers
+from oracle.validation.guard import Change, JumpGuard, Verdict
+from oracle.validation.state import MUTE_ANCHOR, MUTE_DIVERGENCE, STATUS_CODE, Column, StateArrays
+from oracle.validation.tiers import NO_TIER, TierMachine
 
 _URL_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # an id goes into a URL path
 KEEP_CLOSED = 10_000  # closed disputes kept in memory (for replay's disputes.csv); Redis keeps all
@@ -474,16 +476,6 @@ class DisputeStage:
 
 def _max_tiers(settings: Settings) -> int:
     return max((len(m.tiers) for m in settings.markets.values()), default=1)
-
-
-def dispute_event(d: Dispute) -> Event:
-    """The audit event of a dispute opening or closing (the `ts` is when that happened)."""
-    detail: dict[str, str | None] = {"id": d.id, "reason": d.reason.value}
-    if d.is_open:
-        return Event(EventKind.DISPUTE_OPENED, d.market, d.opened_ts, detail, d)
-    detail["outcome"] = d.outcome.value if d.outcome else None
-    ts = d.opened_ts if d.closed_ts is None else d.closed_ts
-    return Event(EventKind.DISPUTE_CLOSED, d.market, ts, detail, d)
 
 
 def _same(a: float, b: float) -> bool:
