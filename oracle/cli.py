@@ -20,7 +20,6 @@ from typing import Any, NoReturn, get_args
 from pydantic import ValidationError
 
 from oracle import __version__
-from oracle.connection import redact
 from oracle.settings import (
     ConfigError,
     RedisSettings,
@@ -49,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
 def resolved_config(settings: Settings) -> dict[str, Any]:
     """The config as markd will use it: defaults filled in, each market's policy resolved. Secrets
     show as set or unset; the signing key by its kid only."""
+    from oracle.connection import redact  # here: it imports redis, which most commands never use
     from oracle.signing import signer_from_settings
 
     data = settings.model_dump(mode="json", exclude={"dispute_token", "signing_key"})

@@ -15,8 +15,6 @@ import sys
 import urllib.parse
 from typing import Any
 
-import aiohttp
-
 
 def _default_url() -> str:
     return f"http://127.0.0.1:{os.environ.get('MARKD_HTTP_PORT') or 9108}"
@@ -58,6 +56,8 @@ def run_dispute_command(args: argparse.Namespace) -> int:
 
 
 async def _request(method: str, url: str, body: dict[str, Any] | None) -> int:
+    import aiohttp  # here: every markd command builds this parser, and only this one needs aiohttp
+
     headers = {}
     token = os.environ.get("MARKD_DISPUTE_TOKEN")
     if token and method == "POST":
