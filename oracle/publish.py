@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, repeat
-from typing import Any, Protocol, TypeAlias, TypeVar, overload
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import numpy as np
 from redis.exceptions import ReadOnlyError, ResponseError
@@ -56,7 +56,7 @@ from oracle.models import Mark, PerpMark
 from oracle.schema import Keys, MarketKeys
 from oracle.settings import RedisSettings
 from oracle.signing import Signer
-from oracle.validation.state import STATUSES, MarkColumns
+from oracle.validation.state import STATUSES, LazyMarks, MarkColumns
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -225,33 +225,21 @@ class MemorySink:
         return None
 
 
-class Written(Sequence[Mark]):
+class Written(LazyMarks):
     """The marks one publish wrote, with their seqs (`seqs[j]` is row j's): the columns they were
     written from, each Mark built only when read (and then once). At 1,000 markets a tick the daemon
     reads almost none of them: /v1/marks, /readyz and a scrape read the last one per market."""
 
     def __init__(self, cols: MarkColumns, seqs: Sequence[int]) -> None:
+        super().__init__(len(seqs))
         self.cols, self.seqs = cols, seqs
-        self._built: list[Mark | None] = [None] * len(seqs)
 
     @property
     def markets(self) -> list[str]:
         return self.cols.markets
 
-    def __len__(self) -> int:
-        return len(self.seqs)
-
-    @overload
-    def __getitem__(self, k: int) -> Mark: ...
-    @overload
-    def __getitem__(self, k: slice) -> list[Mark]: ...
-    def __getitem__(self, k: int | slice) -> Mark | list[Mark]:
-        if isinstance(k, slice):
-            return [self[j] for j in range(*k.indices(len(self)))]
-        mark = self._built[k]
-        if mark is None:
-            mark = self._built[k] = self.cols.mark(k, self.seqs[k])
-        return mark
+    def _build(self, k: int) -> Mark:
+        return self.cols.mark(k, self.seqs[k])
 
 
 _NOTHING_WRITTEN = Written(MarkColumns.of([]), [])

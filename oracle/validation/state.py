@@ -355,15 +355,45 @@ def publish_due(s: StateArrays, rows: np.ndarray, status: np.ndarray, now: float
 # --- marks, built when read ------------------------------------------------------------------
 
 
-class MarkTable(Sequence[Mark]):
+class LazyMarks(Sequence[Mark]):
+    """Marks built on first read, each once (`_build(k)`): at 1,000 markets a tick, most are only
+    published from columns, or not read at all."""
+
+    def __init__(self, n: int) -> None:
+        self._made: list[Mark | None] = [None] * n
+
+    def _build(self, k: int) -> Mark:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self._made)
+
+    @overload
+    def __getitem__(self, k: int) -> Mark: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[Mark]: ...
+    def __getitem__(self, k: int | slice) -> Mark | list[Mark]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        mark = self._made[k]
+        if mark is None:
+            mark = self._made[k] = self._build(k)
+        return mark
+
+    def __iter__(self) -> Iterator[Mark]:
+        for k in range(len(self._made)):
+            yield self[k]
+
+
+class MarkTable(LazyMarks):
     """Every market's mark of one tick, in plan order. Marks the per-market path made are kept;
     the others are built from a copy of the columns on first read (most ticks, most marks are
     only published, and a publisher reading them builds each once)."""
 
     def __init__(self, markets: Sequence[str]) -> None:
+        super().__init__(len(markets))
         self.markets = markets
         n = len(markets)
-        self._made: list[Mark | None] = [None] * n
         self.price = np.full(n, math.nan)
         self.confidence = np.full(n, math.nan)
         self.ts = np.zeros(n)
@@ -389,25 +419,6 @@ class MarkTable(Sequence[Mark]):
     def by_market(self) -> Mapping[str, Mark]:
         """The same marks by market name."""
         return _ByMarket(self)
-
-    def __len__(self) -> int:
-        return len(self._made)
-
-    @overload
-    def __getitem__(self, k: int) -> Mark: ...
-    @overload
-    def __getitem__(self, k: slice) -> list[Mark]: ...
-    def __getitem__(self, k: int | slice) -> Mark | list[Mark]:
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        mark = self._made[k]
-        if mark is None:
-            mark = self._made[k] = self._build(k)
-        return mark
-
-    def __iter__(self) -> Iterator[Mark]:
-        for k in range(len(self._made)):
-            yield self[k]
 
     def _build(self, k: int) -> Mark:
         return _mark_at(self, k, self._excluded.get(k, _NO_EXCLUSIONS))
