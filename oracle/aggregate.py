@@ -665,15 +665,17 @@ def tick_candidates(
         out_of: dict[int, list[Excluded]] = {}
         for i, (m, tier, names) in enumerate(zip(row_market, row_tier, block.names, strict=True)):
             r = t * rows + i
-            if every[r]:
-                sources = names
-            else:
-                sources = tuple(name for name, a in zip(names, result.accepted[r].tolist(), strict=False) if a)
+            sources = names if every[r] else accepted_names(names, result.accepted[r])
             tiers.setdefault(m, []).append(TierResult(tier, prices[r], confidences[r], sources, quorum[r]))
             if r in excluded:
                 out_of.setdefault(m, []).extend(excluded[r])
         out.append([Candidate(markets[m], now, tuple(tiers[m]), tuple(out_of.get(m, ()))) for m in block.markets])
     return out
+
+
+def accepted_names(names: tuple[str, ...], accepted: np.ndarray) -> tuple[str, ...]:
+    """The names of a lane's sources whose quotes `accepted` (its row of BlockResult.accepted) took."""
+    return tuple(name for name, a in zip(names, accepted.tolist(), strict=False) if a)
 
 
 def _excluded_by_row(result: BlockResult, block: Block) -> dict[int, list[Excluded]]:
@@ -698,8 +700,7 @@ def candidate(result: BlockResult, market: str, rows: Sequence[int], now: float)
     excluded = []
     for r in rows:
         names = block.names[r]
-        accepted = result.accepted[r].tolist()
-        sources = tuple(name for name, a in zip(names, accepted, strict=False) if a)
+        sources = accepted_names(names, result.accepted[r])
         price = float(result.price[r])
         tiers.append(TierResult(int(block.row_tier[r]), price, float(result.confidence[r]), sources, price == price))
         for c in np.flatnonzero(result.reason[r]).tolist():

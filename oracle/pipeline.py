@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from disputes.model import Event
-from oracle.aggregate import FROZEN, Aggregator, BlockResult, candidate
+from oracle.aggregate import FROZEN, Aggregator, BlockResult, accepted_names, candidate
 from oracle.metrics import Metrics
 from oracle.models import Candidate, Exclusion, Mark, PerpMark
 from oracle.perp import PerpPlan, PerpStage
@@ -239,8 +239,7 @@ class Pipeline:
         sources[calm] = lay.names[lane]
         partly = ~lanes.every[calm, tier - 1]  # not every source accepted: name those that were
         for j, r in zip(calm[partly].tolist(), lane[partly].tolist(), strict=True):
-            accepted = result.accepted[r].tolist()
-            sources[j] = tuple(name for name, a in zip(lay.names[r], accepted, strict=False) if a)
+            sources[j] = accepted_names(lay.names[r], result.accepted[r])
         return sources
 
     @staticmethod

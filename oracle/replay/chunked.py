@@ -130,13 +130,13 @@ def chunk_ticks(pipeline: Pipeline, ticks: int) -> int:
 class ChunkRunner:
     """Runs a pipeline over frames, many ticks a pass (see the module's docstring)."""
 
-    def __init__(self, pipeline: Pipeline, runs: bool = True) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         agg = pipeline.aggregator
         # Level 0 converts nothing (a conversion depends on another market, hence a later level).
         assert not any(b.converts for b in agg.plan.levels[0])
         self._tiled: dict[tuple[int, int], list[Block]] = {}
-        self.runs = RunValidator(pipeline) if runs and RunValidator.applies(pipeline) else None
+        self.runs = RunValidator(pipeline) if RunValidator.applies(pipeline) else None
 
     def _blocks(self, ticks: int, stride: int) -> list[Block]:
         key = (ticks, stride)

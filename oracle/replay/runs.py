@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from oracle.aggregate import FROZEN, BlockResult, candidate
+from oracle.aggregate import FROZEN, BlockResult, accepted_names, candidate
 from oracle.models import Candidate, Excluded, Mark, Status
 from oracle.pipeline import Pipeline
 from oracle.validation.state import DEGRADED, OK, STATUS_CODE, STATUSES, TimeLanes, advance_run, quiet_run
@@ -160,8 +160,7 @@ class RunValidator:
         if m.every[t, tier - 1]:
             return names
         n = len(m.result.block.row_market)
-        accepted = m.result.accepted[t * n + m.lane_rows[tier - 1]].tolist()
-        return tuple(name for name, a in zip(names, accepted, strict=False) if a)
+        return accepted_names(names, m.result.accepted[t * n + m.lane_rows[tier - 1]])
 
     def _run(self, m: _Market, a: int, out: ChunkMarks) -> int:
         """Take market `m` through its quiet ticks from tick `a` on; returns the first tick that is
@@ -182,7 +181,7 @@ class RunValidator:
         lanes = TimeLanes(m.lanes.price[a:end], m.lanes.confidence[a:end], m.lanes.quorum[a:end], m.lanes.n_tiers,
                           m.lanes.frozen[a:end])  # fmt: skip
         run = quiet_run(self.stage.cols, r, lanes, nows)
-        if run.length == 0:
+        if run is None:
             return a
         b = a + run.length
         sources = [self._sources(m, t, run.tier) for t in range(a, b)]
@@ -191,7 +190,7 @@ class RunValidator:
         out.price[a:b, j], out.candidate[a:b, j] = price, price
         out.confidence[a:b, j], out.ts[a:b, j] = lanes.confidence[: run.length, run.tier - 1], nows[: run.length]
         out.tier[a:b, j], out.status[a:b, j] = run.tier, OK if run.tier == 1 else DEGRADED
-        out.sources[a:b, j] = _objects(sources)
+        out.sources[a:b, j] = np.fromiter(sources, dtype=object, count=len(sources))  # tuples kept whole
         out.publish[a:b, j] = go
         for t in (a + np.flatnonzero(m.excluded[a:b])).tolist():  # a source down, an outlier: named in the mark
             self._exclusions(m, t, out, self._candidate(m, t, float(out.nows[t])).excluded)
@@ -214,10 +213,3 @@ class RunValidator:
             out.excluded[(t, m.j)] = excluded
             for ex in excluded:
                 self.pipeline.metrics.quote_excluded(m.name, ex.source, ex.reason.value)
-
-
-def _objects(items: list[tuple[str, ...]]) -> np.ndarray:
-    out = np.empty(len(items), dtype=object)
-    for i, x in enumerate(items):  # one by one: numpy would read a list of tuples as a 2-d array
-        out[i] = x
-    return out

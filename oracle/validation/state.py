@@ -211,6 +211,19 @@ def deviation_bps(price: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(usable, dev, math.inf)
 
 
+def anchor_mean(closed_pw: Any, pw: Any, closed_w: Any, w: Any, price: Any) -> np.ndarray:
+    """detectors.Anchor.mean over arrays, with the same float operations: the time-weighted mean of
+    the closed buckets and the open one, or the price itself before any time has elapsed."""
+    total = closed_w + w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total <= 0, price, (closed_pw + pw) / total)
+
+
+def same_or_nan(a: Any, b: Any) -> Any:
+    """a == b, NaN counting as equal to NaN (a confidence is NaN where a venue gives none)."""
+    return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
 @dataclass
 class Lanes:
     """A block's results as (markets, tiers) matrices: tier t of the block's j-th market at [j, t-1].
@@ -270,9 +283,7 @@ def quiet_mask(s: StateArrays, rows: np.ndarray, lanes: Lanes, now: float) -> Qu
     # The anchor detector, when it runs: the candidate far from the time-weighted mean.
     checks = validated & (s.a_window_s[r] > 0) & (s.pol_anchor_dev[r] != 0)
     if checks.any():
-        w = s.a_closed_w[r] + s.a_w[r]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(w <= 0, s.a_price[r], (s.a_closed_pw[r] + s.a_pw[r]) / w)
+        mean = anchor_mean(s.a_closed_pw[r], s.a_pw[r], s.a_closed_w[r], s.a_w[r], s.a_price[r])
         breached = np.isfinite(mean) & (deviation_bps(price, mean) > s.pol_anchor_dev[r])
         quiet &= ~(checks & breached)
     # The jump guard: no window, no uphold, and an ordinary move (or the first mark).
@@ -336,7 +347,7 @@ def publish_due(s: StateArrays, rows: np.ndarray, status: np.ndarray, now: float
     """DisputeStage._should_publish over quiet rows (their mark: last_* and `status`): which are due,
     recording them as published."""
     price, conf, tier = s.last_price[rows], s.last_conf[rows], s.tier[rows]
-    same_conf = (s.pub_conf[rows] == conf) | (np.isnan(s.pub_conf[rows]) & np.isnan(conf))
+    same_conf = same_or_nan(s.pub_conf[rows], conf)
     changed = (
         ~s.pub_has[rows]
         | (s.pub_price[rows] != price)
@@ -597,30 +608,27 @@ class TimeLanes:
 
 @dataclass
 class QuietRun:
-    """The first `length` ticks of a TimeLanes to which nothing happens, one after another, and
-    what the quiet path computes for them (valid on those ticks)."""
+    """The first `length` (> 0) ticks of a TimeLanes to which nothing happens, one after another,
+    and what the quiet path computes for them (valid on those ticks)."""
 
     length: int
-    tier: int = 0
-    streak: np.ndarray | None = None  # (ticks, tiers) the counted streaks
-    validated: np.ndarray | None = None  # (ticks,) a price was validated before the tick
-    pw: np.ndarray | None = None  # (ticks + 1,) the anchor's open bucket sums before each tick, then after
-    w: np.ndarray | None = None
+    tier: int
+    streak: np.ndarray  # (ticks, tiers) the counted streaks
+    validated: np.ndarray  # (ticks,) a price was validated before the tick
+    pw: np.ndarray  # (ticks + 1,) the anchor's open bucket sums before each tick, then after
+    w: np.ndarray
 
 
-_NOT_QUIET = QuietRun(0)
-
-
-def quiet_run(s: StateArrays, r: int, lanes: TimeLanes, nows: np.ndarray) -> QuietRun:
+def quiet_run(s: StateArrays, r: int, lanes: TimeLanes, nows: np.ndarray) -> QuietRun | None:
     """`quiet_mask` along time: for the market at row `r`, how many ticks from the first of `lanes`
     on are quiet, each tick's state being what `advance_quiet` left after the one before. The same
     conditions in the same float operations; where the quiet path would close an anchor bucket the
-    run ends too (the bucket closes in Python, on the tick path)."""
+    run ends too (the bucket closes in Python, on the tick path). None: the first tick is not quiet."""
     tier = int(s.tier[r])
     if not (s.live[r] and 1 <= tier <= lanes.n_tiers and not s.frozen_any[r] and s.muted[r] == 0):
-        return _NOT_QUIET
+        return None
     if s.open_n[r] != 0 or not math.isnan(s.g_opened[r]) or s.g_upheld[r]:
-        return _NOT_QUIET
+        return None
     n, k = lanes.price.shape
     t0 = tier - 1
     price, quorum = lanes.price[:, t0], lanes.quorum
@@ -653,15 +661,13 @@ def quiet_run(s: StateArrays, r: int, lanes: TimeLanes, nows: np.ndarray) -> Qui
         pw = np.cumsum(np.concatenate(([s.a_pw[r]], np.where(acc, a_price * dt, 0.0))))
     w = np.cumsum(np.concatenate(([s.a_w[r]], dt)))
     if s.a_window_s[r] > 0 and s.pol_anchor_dev[r] != 0:
-        total = s.a_closed_w[r] + w[:-1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(total <= 0, a_price, (s.a_closed_pw[r] + pw[:-1]) / total)
+        mean = anchor_mean(s.a_closed_pw[r], pw[:-1], s.a_closed_w[r], w[:-1], a_price)
         ok &= ~(validated & np.isfinite(mean) & (deviation_bps(price, mean) > s.pol_anchor_dev[r]))
     jump = s.g_max_jump[r]
     if jump != 0:  # the jump guard: an ordinary move (or the first mark)
         ok &= ~validated | (deviation_bps(price, last) <= jump)
     length = n if ok.all() else int(np.argmin(ok))
-    return QuietRun(length, tier, streak, validated, pw, w)
+    return QuietRun(length, tier, streak, validated, pw, w) if length else None
 
 
 def advance_run(
@@ -671,8 +677,6 @@ def advance_run(
     would tick after tick; `sources[i]`: tick i's accepted names of the tier in use. Returns which
     ticks' marks are due for publication."""
     n, e = run.length, run.length - 1
-    assert n > 0 and run.streak is not None and run.validated is not None
-    assert run.pw is not None and run.w is not None
     price, conf = lanes.price[:n, run.tier - 1], lanes.confidence[:n, run.tier - 1]
     k = run.streak.shape[1]
     s.streak[r, :k] = run.streak[e]
@@ -695,13 +699,11 @@ def _publish_run(
     tick is due on a change from the tick before, or by the heartbeat."""
     status = OK if tier == 1 else DEGRADED
     changed = np.empty(len(price), dtype=bool)
-    c0 = float(s.pub_conf[r])
     changed[0] = not (
         s.pub_has[r] and s.pub_price[r] == price[0] and s.pub_status[r] == status and s.pub_tier[r] == tier
-        and (c0 == conf[0] or (math.isnan(c0) and math.isnan(conf[0])))
+        and same_or_nan(s.pub_conf[r], conf[0])
     )  # fmt: skip
-    same_conf = (conf[1:] == conf[:-1]) | (np.isnan(conf[1:]) & np.isnan(conf[:-1]))
-    changed[1:] = (price[1:] != price[:-1]) | ~same_conf
+    changed[1:] = (price[1:] != price[:-1]) | ~same_or_nan(conf[1:], conf[:-1])
     go = changed.copy()
     last_ts, heartbeat = float(s.pub_ts[r]), float(s.pol_heartbeat_ms[r])
     if not changed.all():  # the heartbeat's turn comes from the last publication: in order

@@ -18,7 +18,7 @@ from oracle.replay.run import RunResult, replay
 from oracle.settings import parse_settings
 from oracle.ticks import Ticks
 from oracle.validation.stage import DisputeStage
-from oracle.validation.state import StateArrays, TimeLanes, quiet_run
+from oracle.validation.state import OK, StateArrays, TimeLanes, advance_run, publish_due, quiet_run
 
 CONFIG = """
 [service]
@@ -163,6 +163,24 @@ def test_a_run_stops_at_the_first_tick_that_is_not_quiet():
     price = np.array([[100.0, 100.0], [100.5, 100.0], [110.0, 100.0], [110.0, 100.0]])
     lanes = TimeLanes(price, np.zeros_like(price), np.ones_like(price, dtype=bool), 2, np.zeros(4, dtype=bool))
     nows = 1_700_000_000.0 + np.arange(4)
-    assert quiet_run(s, 0, lanes, nows).length == 2  # tick 2 jumps 9.5 %: the guard's, not the run's
+    run = quiet_run(s, 0, lanes, nows)
+    assert run is not None and run.length == 2  # tick 2 jumps 9.5 %: the guard's, not the run's
     s.muted[0] = 1
-    assert quiet_run(s, 0, lanes, nows).length == 0
+    assert quiet_run(s, 0, lanes, nows) is None
+
+
+def test_an_unchanged_mark_without_a_confidence_waits_for_the_heartbeat():
+    """NaN == NaN for the publish cadence, on the tick path's quiet step (`publish_due`) and along
+    time (`advance_run`): a mark whose price stands still and has no confidence is not new."""
+    s = StateArrays(1, 1)
+    s.live[0], s.tier[0], s.pol_heartbeat_ms[0] = True, 1, 1000.0
+    s.pub_has[0], s.pub_price[0], s.pub_conf[0], s.pub_status[0], s.pub_tier[0] = True, 100.0, np.nan, OK, 1
+    s.pub_ts[0], s.last_price[0], s.last_conf[0] = 1_700_000_000.0, 100.0, np.nan
+    rows = np.array([0])
+    assert publish_due(s, rows, np.array([OK], dtype=np.int8), 1_700_000_000.5).tolist() == [False]
+    price = np.full((4, 1), 100.0)
+    lanes = TimeLanes(price, np.full((4, 1), np.nan), np.ones((4, 1), dtype=bool), 1, np.zeros(4, dtype=bool))
+    nows = 1_700_000_000.0 + np.array([0.25, 0.5, 0.75, 1.0])
+    run = quiet_run(s, 0, lanes, nows)
+    assert run is not None and run.length == 4
+    assert advance_run(s, 0, run, lanes, [("a",)] * 4, nows).tolist() == [False, False, False, True]
