@@ -12,12 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 NOT_IN_PRODUCTION = ("oracle.sim.venues", "oracle.sim.demo", "oracle.demo", "oracle.testing")
 
 
-def _loaded_after(code: str) -> list[str]:
-    """The project's modules loaded by a fresh interpreter after running `code`."""
+def _loaded_after(code: str, packages: tuple[str, ...] = ("oracle", "feeds", "disputes")) -> list[str]:
+    """The modules of `packages` (the project's) loaded by a fresh interpreter after running `code`."""
     probe = (
         "import json, sys\n"
         f"{code}\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('oracle', 'feeds', 'disputes'))))\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {packages!r})))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
@@ -39,6 +39,15 @@ def test_markd_replay_of_a_synth_scenario_loads_no_simulated_venue_and_no_test_h
     assert "oracle.replay.run" in loaded and "oracle.sim.synth" in loaded  # the probe did replay
     assert _offending(loaded, NOT_IN_PRODUCTION) == []
     assert (tmp_path / "marks.csv").is_file()
+
+
+def test_markd_replay_loads_no_http_client(tmp_path):
+    """aiohttp is the daemon's (venues, API, webhook): a replay, which runs `markd` again for every
+    scenario of a sweep, does not pay its ~0.15 s of imports (nor the dispute CLI's parser for it)."""
+    scenario = ROOT / "scenarios" / "compound_dai_spike.toml"
+    run = f"assert main(['replay', {str(scenario)!r}, '--out', {str(tmp_path)!r}, '--no-html']) == 0"
+    assert _loaded_after(f"from oracle.cli import main\n{run}", ("aiohttp",)) == []
+    assert (tmp_path / "marks.csv").is_file()  # the probe did replay
 
 
 def test_markd_run_loads_no_simulator_at_all_and_no_test_helper():
