@@ -20,7 +20,8 @@ import csv
 import gzip
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -103,9 +104,16 @@ def read_ticks(path: str | Path) -> Ticks:
     p = Path(path)
     if p.suffix == ".parquet":
         return _read_parquet(p)
-    try:
+    with _reading(p):
         fast = _read_columns(p, _check_header(p, _first_row(p)))
         return fast if fast is not None else _read_rows(p)
+
+
+@contextmanager
+def _reading(p: Path) -> Iterator[None]:
+    """A CSV that cannot be opened or decoded as a TicksError naming it (the whole file, or its header alone)."""
+    try:
+        yield
     except FileNotFoundError:
         raise TicksError(f"{p}: no such file") from None
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
@@ -129,38 +137,68 @@ def _check_header(p: Path, header: Sequence[str] | None) -> list[str]:
     return header
 
 
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Rows read by a columnar path (one file, or one piece of it), each name column as integer codes
+    into its own list of names: the keys are numbered once the rows are placed in a file (`_keys`)."""
+
+    source_codes: np.ndarray
+    sources: Sequence[str]
+    pair_codes: np.ndarray
+    pairs: Sequence[str]
+    numbers: tuple[np.ndarray, ...]  # ts, price, bid, ask, venue_ts, confidence, last; NaN = absent
+
+    def __len__(self) -> int:
+        return len(self.numbers[0])
+
+    def ticks(self) -> Ticks:
+        """The rows with their keys numbered in order of first appearance among them."""
+        keys, feed = _keys(self.source_codes, self.sources, self.pair_codes, self.pairs)
+        return Ticks(keys, feed, *self.numbers)
+
+
 def _read_columns(p: Path, names: list[str]) -> Ticks | None:
     """The fast path: the whole file through pandas' C parser; None when the line reader must judge."""
     import pandas as pd  # here, not at the top: it takes a second to import, and only reading needs it
 
-    numbers = [n for n in names if n in NUMBERS]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # e.g. a row longer than the header: the line reader decides
-            frame = pd.read_csv(
-                p,
-                header=0,
-                names=names,
-                index_col=False,
-                dtype={"source": "category", "pair": "category", **dict.fromkeys(numbers, "float64")},
-                keep_default_na=False,  # only an empty cell is absent: "NA" is a bad number, "null" a name
-                na_values={name: [""] for name in numbers},
-                skip_blank_lines=False,  # a blank line becomes a row without ts, so the line reader judges it
-                encoding="utf-8",
-                compression="gzip" if p.name.endswith(".gz") else None,
-                engine="c",
-            )
+            compression = "gzip" if p.name.endswith(".gz") else None
+            frame = pd.read_csv(p, **_csv_options(names), compression=compression)
     except (ValueError, OSError, EOFError, Warning):  # pandas' ParserError is a ValueError
         return None
+    columns = _frame_columns(frame)
+    return columns.ticks().sorted() if columns is not None else None
+
+
+def _csv_options(names: list[str]) -> dict[str, Any]:
+    """pandas.read_csv's options for a ticks file whose header holds `names` (the whole file, or pieces)."""
+    numbers = [n for n in names if n in NUMBERS]
+    return {
+        "header": 0,
+        "names": names,
+        "index_col": False,
+        "dtype": {"source": "category", "pair": "category", **dict.fromkeys(numbers, "float64")},
+        "keep_default_na": False,  # only an empty cell is absent: "NA" is a bad number, "null" a name
+        "na_values": {name: [""] for name in numbers},
+        "skip_blank_lines": False,  # a blank line becomes a row without ts, so the line reader judges it
+        "encoding": "utf-8",
+        "engine": "c",
+    }
+
+
+def _frame_columns(frame: Any) -> _Columns | None:
+    """The rows pandas read, or None when the line reader must judge one of them."""
     ts, price = frame["ts"].to_numpy(dtype=float), frame["price"].to_numpy(dtype=float)
     source, pair = frame["source"].cat, frame["pair"].cat
     if not np.isfinite(ts).all() or np.isnan(price).any():
         return None  # a bad or missing ts, an empty price (or a "nan" one): the line reader's call
     if "" in source.categories or "" in pair.categories or (source.codes < 0).any() or (pair.codes < 0).any():
         return None  # an empty name, or a row too short to have one
-    keys, feed = _keys(source.codes.to_numpy(), list(source.categories), pair.codes.to_numpy(), list(pair.categories))
     optional = [_column(frame, name) for name in ("bid", "ask", "venue_ts", "confidence", "last")]
-    return Ticks(keys, feed, ts, price, *optional).sorted()
+    sources, pairs = list(source.categories), list(pair.categories)
+    return _Columns(source.codes.to_numpy(), sources, pair.codes.to_numpy(), pairs, (ts, price, *optional))
 
 
 def _column(frame: Any, name: str) -> np.ndarray:
@@ -194,29 +232,45 @@ def _pyarrow(p: Path) -> tuple[Any, Any]:
 def _read_parquet(p: Path) -> Ticks:
     """A Parquet file of the same columns: numbers as integers or floats (null = absent), names as strings."""
     pa, pq = _pyarrow(p)
-    try:
+    with _reading_parquet(p, pa):
         schema = pq.read_schema(p)
-        names = [n for n in ("source", "pair") if n in schema.names and _is_text(pa, schema.field(n).type)]
-        table = pq.read_table(p, read_dictionary=names)  # names as integer codes: 4 bytes a row, not a string
+        table = pq.read_table(p, read_dictionary=_text_names(pa, schema))
+    return _parquet_columns(p, table).ticks().sorted()
+
+
+@contextmanager
+def _reading_parquet(p: Path, pa: Any) -> Iterator[None]:
+    """A Parquet file that cannot be opened or read as a TicksError naming it (opened, or read)."""
+    try:
+        yield
     except FileNotFoundError:
         raise TicksError(f"{p}: no such file") from None
     except (OSError, pa.ArrowException) as exc:
         raise TicksError(f"{p}: unreadable as Parquet ({exc})") from None
+
+
+def _text_names(pa: Any, schema: Any) -> list[str]:
+    """The name columns stored as strings, to read as integer codes (4 bytes a row, not a string)."""
+    return [n for n in ("source", "pair") if n in schema.names and _is_text(pa, schema.field(n).type)]
+
+
+def _parquet_columns(p: Path, table: Any, first_row: int = 0) -> _Columns:
+    """A table of the file's rows (all of them, or a piece from row `first_row` on, counted from 0) as columns;
+    TicksError naming the column, and the row in the whole file, that is wrong."""
     _check_header(p, table.column_names)
     if len(set(table.column_names)) != len(table.column_names):
         raise TicksError(f"{p}: a column name is repeated ({', '.join(table.column_names)})")
-    codes = [_parquet_names(p, table, name) for name in ("source", "pair")]
-    numbers = {name: _parquet_numbers(p, table, name) for name in NUMBERS if name in table.column_names}
+    codes = [_parquet_names(p, table, name, first_row) for name in ("source", "pair")]
+    numbers = {name: _parquet_numbers(p, table, name, first_row) for name in NUMBERS if name in table.column_names}
     bad_ts = np.flatnonzero(~np.isfinite(numbers["ts"]))
     if len(bad_ts):
-        raise TicksError(f"{p}: row {bad_ts[0] + 1}: ts must be a finite number")
+        raise TicksError(f"{p}: row {first_row + bad_ts[0] + 1}: ts must be a finite number")
     (source_codes, sources), (pair_codes, pairs) = codes
-    keys, feed = _keys(source_codes, sources, pair_codes, pairs)
     optional = [numbers.get(name, np.full(table.num_rows, np.nan)) for name in ("bid", "ask", "venue_ts", *EXTRA)]
-    return Ticks(keys, feed, numbers["ts"], numbers["price"], *optional).sorted()
+    return _Columns(source_codes, sources, pair_codes, pairs, (numbers["ts"], numbers["price"], *optional))
 
 
-def _parquet_names(p: Path, table: Any, name: str) -> tuple[np.ndarray, list[str]]:
+def _parquet_names(p: Path, table: Any, name: str, first_row: int) -> tuple[np.ndarray, list[str]]:
     """A string column as integer codes into its names."""
     import pyarrow as pa
 
@@ -224,7 +278,7 @@ def _parquet_names(p: Path, table: Any, name: str) -> tuple[np.ndarray, list[str
     kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
     if not _is_text(pa, kind):
         raise TicksError(f"{p}: column {name} is {kind}, expected strings")
-    _no_nulls(p, column, name)
+    _no_nulls(p, column, name, first_row)
     if not pa.types.is_dictionary(column.type):  # read_dictionary did not apply (the schema said otherwise)
         column = column.dictionary_encode()
     column = column.unify_dictionaries()  # one list of names for every row group
@@ -240,7 +294,7 @@ def _is_text(pa: Any, kind: Any) -> bool:
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
-def _parquet_numbers(p: Path, table: Any, name: str) -> np.ndarray:
+def _parquet_numbers(p: Path, table: Any, name: str, first_row: int) -> np.ndarray:
     """A numeric column as floats, a null as NaN (absent); ts and price may not be null (as in a CSV)."""
     import pyarrow as pa
 
@@ -248,14 +302,14 @@ def _parquet_numbers(p: Path, table: Any, name: str) -> np.ndarray:
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise TicksError(f"{p}: column {name} is {column.type}, expected numbers (integers or floats)")
     if name in REQUIRED:
-        _no_nulls(p, column, name)
+        _no_nulls(p, column, name, first_row)
     return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
 
 
-def _no_nulls(p: Path, column: Any, name: str) -> None:
+def _no_nulls(p: Path, column: Any, name: str, first_row: int) -> None:
     missing = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
     if len(missing):
-        raise TicksError(f"{p}: row {missing[0] + 1}: {name} is absent (null)")
+        raise TicksError(f"{p}: row {first_row + missing[0] + 1}: {name} is absent (null)")
 
 
 def _read_rows(p: Path) -> Ticks:
