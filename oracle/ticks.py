@@ -12,6 +12,11 @@ line-by-line reader would not (an empty name, a missing price, a short row, a bl
 that only Python's float accepts), sends the whole file to the line-by-line reader, which either
 reads it exactly as before or names the line and the column that is wrong. Both parse a number to
 the same float (Python's correctly rounded one), so the replay's answers do not depend on the path.
+
+`TickStream` reads the same files in pieces, for a replay of more rows than memory holds (a month of
+ticks is 155 million rows, tens of GB as columns): the columnar path a piece at a time, with the
+same checks, so its pieces sorted together are `read_ticks`' answer. A piece the columnar path
+cannot read is `NotStreamable`: the line reader needs the whole file, so `read_ticks` decides.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -36,10 +42,16 @@ EXTRA = ("confidence", "last")  # second-round columns: read in any position, wr
 REQUIRED = HEADER[:4]
 NUMBERS = ("ts", "price", "bid", "ask", "venue_ts", *EXTRA)
 PARQUET_EXTRA = "pip install 'markd[parquet]'"
+T = TypeVar("T")
 
 
 class TicksError(ValueError):
     """A ticks file that cannot be read; the message names the file and line."""
+
+
+class NotStreamable(Exception):
+    """The file must be read whole by read_ticks (it decides: a line the columnar path cannot read goes to
+    the line reader, which reads it or names the bad line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ def read_ticks(path: str | Path) -> Ticks:
 
 @contextmanager
 def _reading(p: Path) -> Iterator[None]:
-    """A CSV that cannot be opened or decoded as a TicksError naming it (the whole file, or its header alone)."""
+    """A CSV that cannot be opened or decoded as a TicksError naming it (for read_ticks and TickStream)."""
     try:
         yield
     except FileNotFoundError:
@@ -155,6 +167,13 @@ class _Columns:
         """The rows with their keys numbered in order of first appearance among them."""
         keys, feed = _keys(self.source_codes, self.sources, self.pair_codes, self.pairs)
         return Ticks(keys, feed, *self.numbers)
+
+    def ticks_after(self, seen: dict[tuple[str, str], int]) -> Ticks:
+        """The rows of a piece after the pieces whose keys are `seen` (which this extends): numbered as a read
+        of the whole file numbers them, since a key new here comes after every key of an earlier piece."""
+        piece = self.ticks()
+        number = np.array([seen.setdefault(key, len(seen)) for key in piece.keys], dtype=np.intp)
+        return Ticks(tuple(seen), number[piece.feed], *self.numbers)
 
 
 def _read_columns(p: Path, names: list[str]) -> Ticks | None:
@@ -240,7 +259,7 @@ def _read_parquet(p: Path) -> Ticks:
 
 @contextmanager
 def _reading_parquet(p: Path, pa: Any) -> Iterator[None]:
-    """A Parquet file that cannot be opened or read as a TicksError naming it (opened, or read)."""
+    """A Parquet file that cannot be opened or read as a TicksError naming it (read_ticks and TickStream)."""
     try:
         yield
     except FileNotFoundError:
@@ -365,6 +384,110 @@ def _number(row: list[str], col: dict[str, int], name: str) -> float:
         return float(text)
     except ValueError:
         raise _BadCell(name, f"{text!r} is not a number") from None
+
+
+class TickStream:
+    """A ticks file as pieces of at most `rows` rows, in file order and unsorted, for a replay of more rows
+    than memory holds; the caller sorts and cuts them. A piece's keys are every key seen so far, numbered
+    as read_ticks numbers them (in order of first appearance in the file), so each piece's keys extend
+    the previous piece's, and the pieces together, sorted, are read_ticks' answer.
+
+    A missing file, a bad header or a Parquet column of the wrong type is a TicksError at once, as
+    read_ticks raises it; a Parquet row that is wrong, when its piece is read (naming its row in the
+    file). A CSV piece the columnar path cannot read is NotStreamable, even after earlier pieces: the
+    line reader needs the whole file, so read_ticks decides."""
+
+    def __init__(self, path: str | Path, rows: int = 1 << 20) -> None:
+        if rows < 1:
+            raise ValueError(f"rows must be at least 1, not {rows}")
+        self.path, self.rows = Path(path), rows
+        self._done, self._read = False, 0.0  # the fraction read, of the bytes (CSV) or the rows (Parquet)
+        if self.path.suffix == ".parquet":
+            self._text = self._check_parquet()
+        else:
+            with _reading(self.path):
+                self._names = _check_header(self.path, _first_row(self.path))
+
+    @property
+    def fraction(self) -> float:
+        """How much of the file has been read, 0 to 1 (1.0 at the end): for a progress bar."""
+        return 1.0 if self._done else min(self._read, 1.0)
+
+    def __iter__(self) -> Iterator[Ticks]:
+        self._done, self._read = False, 0.0
+        seen: dict[tuple[str, str], int] = {}
+        for columns in self._parquet_pieces() if self.path.suffix == ".parquet" else self._csv_pieces():
+            if len(columns):
+                yield columns.ticks_after(seen)
+        self._done = True
+
+    def _csv_pieces(self) -> Iterator[_Columns]:
+        first_row = 0  # in the file's rows, counted from 0 (line first_row + 2)
+        for frame in self._csv_frames():
+            columns = _frame_columns(frame)
+            if columns is None:
+                rows = f"rows {first_row + 1}-{first_row + len(frame)}"
+                raise NotStreamable(f"{self.path}: one of {rows} is for the line reader to judge")
+            first_row += len(frame)
+            yield columns
+
+    def _csv_frames(self) -> Iterator[Any]:
+        """pandas' frames of `rows` rows. The file is opened here, not by pandas, to see how far into its
+        (compressed) bytes the reader is."""
+        import pandas as pd
+
+        with _reading(self.path):
+            raw = self.path.open("rb")
+        size = max(1, os.fstat(raw.fileno()).st_size)
+        with raw, gzip.GzipFile(fileobj=raw) if self._gz else nullcontext(raw) as fh:
+            options = _csv_options(self._names)
+            reader = _unless_warned(self.path, lambda: pd.read_csv(fh, **options, chunksize=self.rows))
+            with reader:
+                while (frame := _unless_warned(self.path, lambda: next(reader, None))) is not None:
+                    self._read = raw.tell() / size
+                    yield frame
+
+    @property
+    def _gz(self) -> bool:
+        return self.path.name.endswith(".gz")
+
+    def _check_parquet(self) -> list[str]:
+        """The name columns to read as codes, after the checks read_ticks makes of the columns (an empty
+        table of the file's schema goes through them): a wrong type is an error before any row is read."""
+        pa, pq = _pyarrow(self.path)
+        with _reading_parquet(self.path, pa):
+            schema = pq.read_schema(self.path)
+        _parquet_columns(self.path, schema.empty_table())
+        return _text_names(pa, schema)
+
+    def _parquet_pieces(self) -> Iterator[_Columns]:
+        pa, pq = _pyarrow(self.path)
+        with _reading_parquet(self.path, pa):
+            parquet = pq.ParquetFile(self.path, read_dictionary=self._text)
+        with parquet:
+            total, first_row = max(1, parquet.metadata.num_rows), 0
+            batches = parquet.iter_batches(batch_size=self.rows)
+            while True:
+                with _reading_parquet(self.path, pa):
+                    batch = next(batches, None)
+                if batch is None:
+                    return
+                columns = _parquet_columns(self.path, pa.Table.from_batches([batch]), first_row)
+                first_row += batch.num_rows
+                self._read = first_row / total
+                yield columns
+
+
+def _unless_warned(p: Path, read: Callable[[], T]) -> T:
+    """A read by pandas, whose warnings (a row longer than the header) and errors (ParserError, a
+    ValueError; a truncated gzip) are NotStreamable: the columnar path leaves such a file to the line
+    reader. Around each piece's read, not the iteration: pandas parses a piece when it is asked for."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return read()
+    except (ValueError, OSError, EOFError, Warning) as exc:
+        raise NotStreamable(f"{p}: the columnar reader stopped ({exc!r})") from exc
 
 
 def write_ticks(path: str | Path, ticks: Ticks) -> int:
