@@ -462,8 +462,8 @@ class TickStream:
 
     def _parquet_pieces(self) -> Iterator[_Columns]:
         pa, pq = _pyarrow(self.path)
-        with _reading_parquet(self.path, pa):
-            parquet = pq.ParquetFile(self.path, read_dictionary=self._text)
+        with _reading_parquet(self.path, pa):  # pre_buffer keeps every row group's bytes read: RSS grew with the file
+            parquet = pq.ParquetFile(self.path, read_dictionary=self._text, pre_buffer=False)
         with parquet:
             total, first_row = max(1, parquet.metadata.num_rows), 0
             batches = parquet.iter_batches(batch_size=self.rows)

@@ -302,3 +302,25 @@ def test_fraction_grows_with_the_pieces_read_to_one_at_the_end(tmp_path: Path, n
     assert len(seen) == 10 and seen == sorted(seen) and 0 < seen[0] < 0.8 and stream.fraction == 1.0
     if name == "t.parquet":
         assert seen == pytest.approx([(i + 1) / 10 for i in range(10)])
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def test_a_parquet_stream_holds_about_a_piece_not_the_bytes_read_so_far(tmp_path: Path) -> None:
+    """pyarrow's pre-buffering keeps the bytes of every row group read until the file is closed: a month
+    of ticks (155 million rows) would grow to the file's size. Arrow's memory here is pyarrow's own count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 500_000
+    nan = np.full(n, np.nan)
+    rng = np.random.default_rng(3)
+    write_ticks(
+        tmp_path / "t.parquet", Ticks(KEYS, rng.integers(0, 5, n), 1.7e9 + rng.random(n), rng.random(n), nan, nan, nan)
+    )
+    path = _row_groups_of(tmp_path / "t.parquet", 5_000)
+    assert pq.ParquetFile(path).num_row_groups == 100
+    before = pa.total_allocated_bytes()
+    held = [pa.total_allocated_bytes() - before for _ in TickStream(path, rows=5_000)]
+    assert len(held) == 100 and max(held) < path.stat().st_size / 4
