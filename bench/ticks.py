@@ -6,15 +6,18 @@ Setup (not timed): `markd synth` writes one day of 1-second ticks from 6 venues 
 86,400 = 518,400 rows, bench/replay.py's day) as .csv, .csv.gz and, with pyarrow, .parquet. Timed,
 best of `rounds` wall-clock seconds (the machine is shared), each to a sorted `Ticks`:
 - `read_ticks` on each file: pandas' C parser for CSV, pyarrow for Parquet (what replay runs);
+- `TickStream` on each file, its pieces of 2**20 rows read and dropped (a streaming replay's reads:
+  no sort, and never the whole file in memory);
 - `_read_rows`, the line-by-line csv-module reader that was the only one before (now the fallback
   that names a bad row's line), on .csv and .csv.gz;
 - for the choice of reader, the parse alone (no keys, no sort) by pandas and by pyarrow.csv.
-Prints a final JSON line: {"rows", "csv_s", "csv_gz_s", "parquet_s", "lines_csv_s", ...}.
+Prints a final JSON line: {"rows", "csv_s", "csv_gz_s", "parquet_s", "stream_csv_s", "lines_csv_s", ...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -28,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oracle import ticks as ticks_module
-from oracle.ticks import NUMBERS, read_ticks, write_ticks
+from oracle.ticks import NUMBERS, TickStream, read_ticks, write_ticks
 
 VENUES = "coinbase,kraken,bitstamp,okx,bybit,binance"
 
@@ -40,6 +43,11 @@ def best(rounds: int, fn: Callable[[], Any]) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return round(min(times), 3)
+
+
+def stream(path: Path) -> int:
+    """The rows of every piece, each dropped once counted (as a streaming replay drops a piece it has run)."""
+    return sum(len(piece) for piece in TickStream(path))
 
 
 def parse_only(path: Path) -> dict[str, Callable[[], Any]]:
@@ -87,6 +95,7 @@ def main() -> None:
         for name, path in files.items():
             figures[f"{name}_s"] = best(args.rounds, lambda path=path: read_ticks(path))
             figures[f"{name}_mb"] = round(path.stat().st_size / 1e6, 1)
+            figures[f"stream_{name}_s"] = best(args.rounds, functools.partial(stream, path))
         for name in ("csv", "csv_gz"):  # the old reader is slow: once is enough
             figures[f"lines_{name}_s"] = best(1, lambda name=name: ticks_module._read_rows(files[name]))
         figures["speedup_csv"] = round(float(figures["lines_csv_s"]) / float(figures["csv_s"]), 1)  # type: ignore[arg-type]
