@@ -8,27 +8,32 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oracle.replay.attacks import Attack, apply_and_check, apply_attacks
+from oracle.replay.attacks import Attack, PieceAttacks
+from oracle.replay.pieces import PIECE_ROWS, NotInTimeOrder, Source, TableSource, in_time, windowed
 from oracle.replay.report import (
+    MarksCsv,
+    QuoteTrace,
     build_report,
     write_disputes_csv,
-    write_marks_csv,
     write_perp_csv,
     write_report_html,
     write_report_json,
 )
-from oracle.replay.run import RunResult, replay
+from oracle.replay.run import DISCARD, MarksOut, Run, RunResult
 from oracle.replay.scenario import ImportOhlc, LoadedScenario, Synth, load_scenario
 from oracle.settings import ConfigError, Settings
 from oracle.sim.synth import Model, SynthError, synth_columns
-from oracle.ticks import Ticks, TicksError, read_ticks
+from oracle.ticks import NotStreamable, Ticks, TicksError, TickStream, read_ticks
 
 __all__ = ["ReplayOutcome", "load_scenario", "load_ticks", "replay_loaded", "run_scenario", "scenario_ticks"]
 
@@ -98,13 +103,12 @@ def read_keys(settings: Settings) -> set[tuple[str, str]]:
     return {(r.source, r.pair) for m in settings.markets.values() for r in m.feed_refs}
 
 
-def check_matches(loaded: LoadedScenario, ticks: Ticks, missed_attacks: list[int]) -> None:
+def check_matches(loaded: LoadedScenario, present: set[tuple[str, str]], missed_attacks: list[int]) -> None:
     """ConfigError when the scenario would measure nothing: no tick is a quote the config reads, an
     [[expect]]'s market gets no quote, or an attack hits no quote the config reads. Else such a
     replay reports "availability 0.0 %" or no error at all, and `--check` may pass on nothing."""
     where = loaded.path
     settings = loaded.settings
-    present = {ticks.keys[f] for f in np.unique(ticks.feed).tolist()}
     read = read_keys(settings)
     if not present & read:
         raise ConfigError(
@@ -142,27 +146,82 @@ def run_scenario(
     chunk: int | None = None,
 ) -> ReplayOutcome:
     """`chunk`: ticks aggregated per pass (None: by the plan's size; 1: the daemon's tick path, tick by
-    tick; the same outputs)."""
+    tick; the same outputs).
+
+    A ticks file streams through both runs at once (oracle.replay.pieces), and marks.csv is written
+    as the attacked run publishes, into a file beside DIR that becomes DIR/marks.csv at the end: a
+    month of ticks and marks is never held. The outcome's run then keeps no published marks (they
+    are in marks.csv). A file that cannot stream (rows out of time order, a line only the line reader
+    can judge, a `delay` attack) is read whole, as before."""
     loaded = load_scenario(path)
-    ticks = scenario_ticks(loaded)
-    outcome, attacked = replay_loaded(loaded, ticks, progress, chunk)
-    outcome.report["scenario"] = {"path": str(path), "description": loaded.scenario.description}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_marks_csv(out / "marks.csv", outcome.run)
+    quotes = QuoteTrace(read_keys(loaded.settings)) if html else None
+    with _PartialFile(out / "marks.csv") as partial:
+        try:
+            source = ticks_source(loaded)
+            outcome = replay_loaded(loaded, source, progress, chunk, MarksCsv(partial.file), quotes)
+        except (NotStreamable, NotInTimeOrder):
+            partial.restart()
+            quotes = QuoteTrace(read_keys(loaded.settings)) if html else None
+            outcome = replay_loaded(loaded, scenario_ticks(loaded), progress, chunk, MarksCsv(partial.file), quotes)
+        outcome.report["scenario"] = {"path": str(path), "description": loaded.scenario.description}
+        out.mkdir(parents=True, exist_ok=True)
+        partial.keep()
     write_disputes_csv(out / "disputes.csv", outcome.run)
     if any(m.perp for m in loaded.settings.markets.values()):
         write_perp_csv(out / "perp.csv", outcome.run)
     write_report_json(out / "report.json", outcome.report)
-    if html:
+    if quotes is not None:
         title = f"markd replay: {Path(path).stem}"
         report, run, reference = outcome.report, outcome.run, outcome.reference
-        write_report_html(out / "report.html", title, report, run, reference, attacked, loaded.settings)
+        write_report_html(out / "report.html", title, report, run, reference, quotes, loaded.settings)
     return outcome
 
 
+class _PartialFile:
+    """A file written beside its place (in the nearest folder that exists, so a failed replay
+    creates no DIR) and moved there by `keep`; removed if the block ends without `keep`."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        folder = next(p for p in target.parents if p.is_dir())
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=folder)
+        self.path = Path(name)
+        self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self.kept = False
+
+    def restart(self) -> None:
+        self.file.seek(0)
+        self.file.truncate()
+
+    def keep(self) -> None:
+        self.file.close()
+        shutil.move(self.path, self.target)
+        self.kept = True
+
+    def __enter__(self) -> _PartialFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.kept:
+            self.file.close()
+            self.path.unlink(missing_ok=True)
+
+
+def ticks_source(loaded: LoadedScenario) -> Source:
+    """The scenario's ticks as a replay reads them: a file as it streams, [synth] and [import_ohlc]
+    from memory. TickStream raises NotStreamable where the file must be read whole (scenario_ticks)."""
+    sc = loaded.scenario
+    if sc.ticks is None:
+        return TableSource(load_ticks(loaded))
+    try:
+        return TickStream(loaded.resolve(sc.ticks), PIECE_ROWS)
+    except TicksError as exc:
+        raise ConfigError([str(exc)]) from None
+
+
 def scenario_ticks(loaded: LoadedScenario) -> Ticks:
-    """The scenario's ticks within its window; ConfigError when none are left."""
+    """The scenario's ticks within its window, read whole; ConfigError when none are left."""
     ticks = load_ticks(loaded)
     if loaded.scenario.window is not None:
         start, end = loaded.scenario.window.bounds()
@@ -173,29 +232,97 @@ def scenario_ticks(loaded: LoadedScenario) -> Ticks:
 
 
 def replay_loaded(
-    loaded: LoadedScenario, ticks: Ticks, progress: Callable[[float], None] | None = None, chunk: int | None = None
-) -> tuple[ReplayOutcome, Ticks]:
-    """The reference and attacked runs and their report (the outcome), and the attacked ticks."""
+    loaded: LoadedScenario,
+    ticks: Ticks | Source,
+    progress: Callable[[float], None] | None = None,
+    chunk: int | None = None,
+    marks: MarksOut | None = None,
+    quotes: QuoteTrace | None = None,
+) -> ReplayOutcome:
+    """The reference and attacked runs and their report. Both runs take each piece of the ticks in
+    turn (the ticks are read once); `marks`: where the attacked run's marks go (None: kept in the
+    outcome); `quotes`: collects the attacked quotes report.html draws."""
+    source = TableSource(ticks) if isinstance(ticks, Ticks) else ticks
     attacks = loaded.scenario.attack
-    attacked, missed = apply_and_check(ticks, attacks, read_keys(loaded.settings))
-    check_matches(loaded, ticks, missed)
+    bounds = loaded.scenario.window.bounds() if loaded.scenario.window is not None else None
+    pieces: Iterable[Ticks] = in_time(windowed(source, bounds))
+    if not PieceAttacks.streams(attacks):
+        if not isinstance(ticks, Ticks):
+            raise NotStreamable  # a delay moves rows from one piece into another: the caller reads them whole
+        pieces = windowed([ticks], bounds)  # one piece
+    span = (
+        float(source.ticks.ts[-1] - source.ticks.ts[0])
+        if isinstance(source, TableSource) and len(source.ticks)
+        else None
+    )
     # Same config, same ticks: the reference run would be this run again (replay is deterministic).
     one_run = not attacks and loaded.reference_settings == loaded.settings
-    share = 1.0 if one_run else 0.5  # the progress bar covers every run, each its share of the bar
-    run = replay(loaded.settings, attacked, _part(progress, 0.0, share), chunk=chunk)
-    if one_run:
-        reference = run
-    else:
-        genuine = [a for a in attacks if a.genuine]
-        reference_ticks = apply_attacks(ticks, genuine) if genuine else ticks
-        reference = replay(loaded.reference_settings, reference_ticks, _part(progress, share, share), chunk=chunk)
-    t0 = float(ticks.ts.min())
-    report = build_report(run, reference, loaded.settings, attacks, t0, loaded.scenario.expect)
-    return ReplayOutcome(report, run, reference), attacked
+    run = Run(loaded.settings, chunk=chunk, marks=marks, span_s=span)
+    # Nothing reads the reference run's published marks (the report compares the two runs' series).
+    reference = run if one_run else Run(loaded.reference_settings, chunk=chunk, marks=DISCARD, span_s=span)
+    feeds = _Feeds(loaded, attacks)
+    if progress is not None:
+        _Progress(progress, source, [run] if reference is run else [run, reference])
+    for piece in pieces:
+        attacked, genuine = feeds.take(piece)
+        if quotes is not None:
+            quotes.add(attacked)
+        run.feed(attacked)
+        if reference is not run:
+            reference.feed(genuine)
+    if feeds.t0 is None:
+        raise ConfigError([f"{loaded.path}: the ticks are empty"])
+    check_matches(loaded, feeds.present, feeds.missed)
+    result = run.finish()
+    ref = result if reference is run else reference.finish()
+    if progress is not None:
+        progress(1.0)
+    report = build_report(result, ref, loaded.settings, attacks, feeds.t0, loaded.scenario.expect)
+    return ReplayOutcome(report, result, ref)
 
 
-def _part(progress: Callable[[float], None] | None, start: float, share: float) -> Callable[[float], None] | None:
-    """The progress of one run as its share of the whole bar: its 0..1 is start..start+share."""
-    if progress is None:
-        return None
-    return lambda fraction: progress(start + share * fraction)
+class _Progress:
+    """The bar's fraction after each pass of either run: of a table in memory, how far both runs are
+    through its time (the mean of the two); of a file, how much of it has been read. Never 1.0
+    before the end (the caller sends that, once)."""
+
+    def __init__(self, show: Callable[[float], None], source: Source, runs: list[Run]) -> None:
+        self.show, self.source, self.runs = show, source, runs
+        ticks = source.ticks if isinstance(source, TableSource) else None
+        self.span = (float(ticks.ts[0]), float(ticks.ts[-1])) if ticks is not None and len(ticks) else None
+        for r in runs:
+            r.on_pass = self
+
+    def __call__(self) -> None:
+        if self.span is None:
+            fraction = self.source.fraction
+        else:
+            first, last = self.span
+            done = [(r.now - first) / (last - first) if last > first and r.now == r.now else 0.0 for r in self.runs]
+            fraction = sum(done) / len(done)
+        if 0.0 <= fraction < 1.0:
+            self.show(fraction)
+
+
+class _Feeds:
+    """Each piece as each run sees it: attacked, and with the genuine attacks only (the reference)."""
+
+    def __init__(self, loaded: LoadedScenario, attacks: list[Attack]) -> None:
+        self.attacks, self.read = attacks, read_keys(loaded.settings)
+        self.genuine = [a for a in attacks if a.genuine]
+        self.t0: float | None = None  # the first tick's instant, from which attacks are timed
+        self.present: set[tuple[str, str]] = set()
+        self._attacked = self._reference = PieceAttacks([], 0.0, None)
+
+    def take(self, piece: Ticks) -> tuple[Ticks, Ticks]:
+        if self.t0 is None:
+            self.t0 = float(piece.ts.min())
+            self._attacked = PieceAttacks(self.attacks, self.t0, self.read)
+            self._reference = PieceAttacks(self.genuine, self.t0, None)
+        self.present.update(piece.keys[f] for f in np.unique(piece.feed).tolist())
+        attacked = self._attacked.apply(piece)
+        return attacked, (self._reference.apply(piece) if self.genuine else piece)
+
+    @property
+    def missed(self) -> list[int]:
+        return self._attacked.missed

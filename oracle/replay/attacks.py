@@ -155,6 +155,69 @@ def duplicate(ticks: Ticks, attack: Attack, t0: float) -> Ticks:
     return Ticks.concat(parts)
 
 
+class PieceAttacks:
+    """`apply_and_check` over ticks that come in pieces (oracle.replay.pieces), with its answer.
+
+    Every kind but `delay` changes rows where they are: a piece's attacked rows are the whole table's
+    attacked rows of that piece, and since a piece holds every row of its instants, sorting it (stably)
+    puts them where the whole table's sort does. Two things cross pieces: whether an attack hit
+    anything, and the price a `freeze` repeats, the last before its window, perhaps in an earlier
+    piece: each freeze carries, per feed, its latest row before the window (as the rows stood at its
+    turn), and sees it ahead of the piece. `delay` moves rows in time, across pieces: `streams` says
+    no, and the replay then reads the ticks whole."""
+
+    def __init__(self, attacks: list[Attack], t0: float, read: set[tuple[str, str]] | None) -> None:
+        self.attacks, self.t0, self.read = attacks, t0, read
+        self.hit = [False] * len(attacks)
+        self._before: list[Ticks | None] = [None] * len(attacks)  # per freeze: its feeds' rows before the window
+
+    @staticmethod
+    def streams(attacks: list[Attack]) -> bool:
+        return all(a.kind != "delay" for a in attacks)
+
+    @property
+    def missed(self) -> list[int]:
+        return [i for i, hit in enumerate(self.hit) if not hit]
+
+    def apply(self, piece: Ticks) -> Ticks:
+        for i, attack in enumerate(self.attacks):
+            self.hit[i] = self.hit[i] or _hits(piece, attack, self.t0, self.read)
+            if attack.kind == "freeze":
+                piece = self._freeze(i, piece, attack)
+            else:
+                piece = _KINDS[attack.kind](piece, attack, self.t0)
+        return piece.sorted()
+
+    def _freeze(self, i: int, piece: Ticks, attack: Attack) -> Ticks:
+        before = self._before[i]
+        ahead = 0 if before is None else len(before)
+        if before is not None:
+            keys = piece.keys + tuple(k for k in before.keys if k not in piece.keys)
+            piece = Ticks.concat([_over(before, keys), piece.with_keys(keys)])
+        self._before[i] = _latest_before(piece, attack, self.t0)
+        return freeze(piece, attack, self.t0).take(slice(ahead, len(piece)))  # type: ignore[arg-type]
+
+
+def _latest_before(ticks: Ticks, attack: Attack, t0: float) -> Ticks | None:
+    """Per feed of the attack, its row that `freeze` repeats: the latest before the window (the first
+    of equal ones); None when there is none."""
+    start, _ = attack.window(t0)
+    rows = np.flatnonzero(ticks.rows_of(set(attack.sources), attack.pair) & (ticks.ts < start))
+    if not rows.size:
+        return None
+    latest = []
+    for f in np.unique(ticks.feed[rows]).tolist():
+        mine = rows[ticks.feed[rows] == f]
+        latest.append(mine[np.argmax(ticks.ts[mine])])
+    return ticks.take(np.array(sorted(latest)))
+
+
+def _over(ticks: Ticks, keys: tuple[tuple[str, str], ...]) -> Ticks:
+    """The same rows numbered over `keys`, which name every key of theirs in some order."""
+    where = np.array([keys.index(k) for k in ticks.keys], dtype=np.intp)
+    return dataclasses.replace(ticks, keys=keys, feed=where[ticks.feed])
+
+
 _KINDS: dict[str, Callable[[Ticks, Attack, float], Ticks]] = {
     "spike": spike,
     "ramp": ramp,

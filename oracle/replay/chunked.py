@@ -70,10 +70,13 @@ class FrameFill:
     book's own `write` when it does not hold.
     """
 
-    def __init__(self, rows: QuoteColumns, tick: np.ndarray, n_slots: int) -> None:
+    def __init__(
+        self, rows: QuoteColumns, tick: np.ndarray, n_slots: int, current: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """`current`: the book before the first of these rows (an earlier FrameFill's `current`; empty when None)."""
         self.rows, self.tick = rows, tick
         self.hw = half_width(rows.bid, rows.ask, rows.confidence)
-        self.current = {f: np.full(n_slots + 1, np.nan) for f in _FIELDS}  # the book before the chunk
+        self.current = current or {f: np.full(n_slots + 1, np.nan) for f in _FIELDS}  # the book before the chunk
         self.next_row = 0
 
     @staticmethod
@@ -120,11 +123,12 @@ def tiled(block: Block, ticks: int, stride: int) -> Block:
     return dataclasses.replace(block, **tiles)  # type: ignore[arg-type]
 
 
-def chunk_ticks(pipeline: Pipeline, ticks: int) -> int:
-    """The default ticks per pass for `pipeline` over `ticks` ticks (see PASS_ROWS), and at least
-    eight passes where a pass would be over CHUNK_TICKS: the progress bar moves after each."""
+def chunk_ticks(pipeline: Pipeline, ticks: int | None) -> int:
+    """The default ticks per pass for `pipeline` over `ticks` ticks (see PASS_ROWS; None: unknown, a
+    stream), and at least eight passes where a pass would be over CHUNK_TICKS."""
     rows = sum(len(b.row_market) for b in pipeline.aggregator.plan.levels[0])
-    return min(MAX_CHUNK_TICKS, max(CHUNK_TICKS, min(PASS_ROWS // max(1, rows), ticks // 8)))
+    per_pass = PASS_ROWS // max(1, rows)
+    return min(MAX_CHUNK_TICKS, max(CHUNK_TICKS, per_pass if ticks is None else min(per_pass, ticks // 8)))
 
 
 class ChunkRunner:

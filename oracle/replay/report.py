@@ -14,8 +14,9 @@ import html
 import io
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from oracle.display import metric_text, percent_text
 from oracle.models import PerpMark, Status
 from oracle.replay.attacks import Attack
 from oracle.replay.run import STATUS_CODES, RunResult, Series
+from oracle.replay.runs import PublishedFields
 from oracle.replay.scenario import METRICS, PERP_FIGURES, PERP_PREFIX, Expect
 from oracle.settings import Settings
 from oracle.ticks import Ticks
@@ -37,14 +39,29 @@ def _num(x: float | None) -> str:
     return "" if x is None or math.isnan(x) else repr(float(x))
 
 
+MARKS_HEADER = ("ts", "market", "price", "confidence", "status", "tier", "sources", "seq")
+
+
+class MarksCsv:
+    """marks.csv, written as a run publishes (`Run(marks=...)`): a month of marks is never held."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self._w = csv.writer(fh, lineterminator="\n")
+        self._w.writerow(MARKS_HEADER)
+
+    def rows(self, publish_ts: Iterable[float], fields: Iterable[PublishedFields]) -> None:
+        self._w.writerows(
+            [repr(ts), market, _num(price), _num(confidence), status.value, tier, ",".join(sources), seq]
+            for ts, (market, price, confidence, _, seq, status, tier, sources, _, _) in zip(
+                publish_ts, fields, strict=True
+            )
+        )
+
+
 def write_marks_csv(path: Path, run: RunResult) -> None:
+    """marks.csv of a run that kept its published marks."""
     with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["ts", "market", "price", "confidence", "status", "tier", "sources", "seq"])
-        for ts, (market, price, confidence, _, seq, status, tier, sources, _, _) in zip(
-            run.publish_ts, run.published.fields(), strict=True
-        ):
-            w.writerow([repr(ts), market, _num(price), _num(confidence), status.value, tier, ",".join(sources), seq])
+        MarksCsv(fh).rows(run.publish_ts, run.published.fields())
 
 
 def write_perp_csv(path: Path, run: RunResult) -> None:
@@ -242,10 +259,10 @@ def write_report_html(
     report: dict[str, Any],
     run: RunResult,
     ref: RunResult,
-    ticks: Ticks,
+    quotes: QuoteTrace,
     settings: Settings,
 ) -> None:
-    figures = [(m, _plot_market(m, run, ref, ticks, settings)) for m in run.series]
+    figures = [(m, _plot_market(m, run, ref, quotes, settings)) for m in run.series]
     header = "".join(f"<th>{name.replace('_', ' ')}</th>" for name in METRICS)
     rows = "".join(
         f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{metric_text(k, r[k])}</td>" for k in METRICS) + "</tr>"
@@ -308,8 +325,38 @@ def _exclusion_table(excluded: list[tuple[float, str, str, float, str]]) -> str:
     return f"<table><tr><th>excluded quotes by reason</th>{head}</tr>{body}</table>"
 
 
+class QuoteTrace:
+    """The time and price of every quote of the (source, pair) keys a config reads, gathered piece by
+    piece as a replay streams (report.html draws them: 16 bytes a row, which `--no-html` saves)."""
+
+    def __init__(self, keys: set[tuple[str, str]]) -> None:
+        self.keys = keys
+        self._parts: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def add(self, ticks: Ticks) -> None:
+        for f in np.unique(ticks.feed).tolist():
+            if ticks.keys[f] in self.keys:
+                rows = ticks.feed == f
+                self._parts.setdefault(ticks.keys[f], []).append((ticks.ts[rows], ticks.price[rows]))
+
+    def of(self, key: tuple[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The key's receive times and prices, in time order; None when no row had it."""
+        parts = self._parts.get(key)
+        if not parts:
+            return None
+        if len(parts) > 1:
+            parts[:] = [(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))]
+        return parts[0]
+
+    @classmethod
+    def of_ticks(cls, ticks: Ticks) -> QuoteTrace:
+        trace = cls(set(ticks.keys))
+        trace.add(ticks)
+        return trace
+
+
 def quote_lines(
-    market: str, run: RunResult, ticks: Ticks, settings: Settings
+    market: str, run: RunResult, quotes: QuoteTrace, settings: Settings
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(label, receive times, prices in the market's currency) of each quote the market reads. A
     converted pair (BTC-USDT through USDT-USD) is multiplied by its convert market's mark as the run
@@ -317,11 +364,11 @@ def quote_lines(
     out = []
     seen = set()
     for ref in [r for tier in settings.markets[market].tiers for r in tier]:
-        if (ref.source, ref.pair) not in ticks.keys or (ref.source, ref.pair) in seen:
+        line = quotes.of((ref.source, ref.pair))
+        if line is None or (ref.source, ref.pair) in seen:
             continue
         seen.add((ref.source, ref.pair))
-        rows = ticks.feed == ticks.keys.index((ref.source, ref.pair))
-        ts, price = ticks.ts[rows], ticks.price[rows]
+        ts, price = line
         label = f"{ref.source} {ref.pair}"
         if ref.convert is not None:
             price = price * mark_at(run, ref.convert, ts)
@@ -368,7 +415,7 @@ def png_base64(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, settings: Settings) -> str:
+def _plot_market(market: str, run: RunResult, ref: RunResult, quotes: QuoteTrace, settings: Settings) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,7 +437,7 @@ def _plot_market(market: str, run: RunResult, ref: RunResult, ticks: Ticks, sett
     pad = (hi - lo) * 0.5 or hi * 0.01
     ylim = (lo - pad, hi + pad)  # from the marks: wild quotes (x1000) must not flatten the plot
     off_scale = 0
-    for i, (label, ts, price) in enumerate(quote_lines(market, run, ticks, settings)):
+    for i, (label, ts, price) in enumerate(quote_lines(market, run, quotes, settings)):
         off_scale += int(((price < ylim[0]) | (price > ylim[1])).sum())
         ts, price = _thin(ts, price)
         ax.plot(day(ts), price, lw=0.6, alpha=0.7, color=SOURCE_COLOURS[i % len(SOURCE_COLOURS)], label=label)

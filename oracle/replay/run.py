@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import Protocol, overload
 
 import numpy as np
 from rich.console import Console
@@ -36,8 +36,9 @@ from oracle.models import Mark, PerpMark, Status
 from oracle.pipeline import Pipeline, TickOutput
 from oracle.publish import MemorySink
 from oracle.quotebook import QuoteBook, QuoteColumns
-from oracle.replay.chunked import ChunkRunner, FrameFill, chunk_ticks
-from oracle.replay.runs import ChunkMarks, PublishedFields
+from oracle.replay.chunked import CHUNK_TICKS, ChunkRunner, FrameFill, chunk_ticks
+from oracle.replay.pieces import TableSource, in_time
+from oracle.replay.runs import ChunkMarks, PublishedFields, mark_fields
 from oracle.settings import Settings
 from oracle.ticks import Ticks
 from oracle.validation.stage import DisputeStage
@@ -87,9 +88,7 @@ class Published(Sequence[Mark]):
         """The same marks as tuples of Mark's fields (a writer of every mark builds no objects)."""
         for part in self._parts:
             if isinstance(part, list):
-                for m in part:
-                    yield (m.market, m.price, m.confidence, m.ts, m.seq, m.status, m.tier, m.sources, m.excluded,
-                           m.candidate)  # fmt: skip
+                yield from map(mark_fields, part)
             else:
                 yield from part[0].published_fields(part[1])
 
@@ -134,117 +133,261 @@ def replay(
     keep_excluded: int = 20_000,
     chunk: int | None = None,
 ) -> RunResult:
-    """`chunk`: ticks aggregated per pass (oracle.replay.chunked; None: `chunk_ticks`, by the plan's
+    """One run over a table of ticks sorted by `ts` (a `Run` fed its slices).
+
+    `chunk`: ticks aggregated per pass (oracle.replay.chunked; None: `chunk_ticks`, by the plan's
     size); 1 runs the daemon's own tick path, `Pipeline.tick` on the QuoteBook, tick by tick. The
     outputs are the same.
 
     No event loop: nothing here waits (the sink is in memory), and `asyncio.run` of a coroutine
     that returns a day's RunResult spent ~1 s formatting its repr (3.11's runner checks its SIGINT
     handler through `signal.getsignal`, which formats the handler, the task and so its result)."""
-    return _replay(settings, ticks, progress, keep_excluded, chunk)
-
-
-def _replay(
-    settings: Settings, ticks: Ticks, progress: Callable[[float], None] | None, keep_excluded: int, chunk: int | None
-) -> RunResult:
-    book = QuoteBook.for_settings(settings)
-    stage = DisputeStage(settings)
-    pipeline = Pipeline(settings, book, Metrics(), stage)
-    sink = MemorySink()
-    tick_s = settings.service.tick_ms / 1000
-    known = np.array([k in book.slot for k in ticks.keys], dtype=bool)
-    ticks = ticks.take(known[ticks.feed]) if len(ticks.keys) else ticks
-    grid = tick_grid(float(ticks.ts[0]), float(ticks.ts[-1]), tick_s) if len(ticks) else np.zeros(0)
-    markets = pipeline.aggregator.plan.markets
-    series = {m: _empty_series(len(grid)) for m in markets}
-    result = RunResult(grid, Published(), [], series, [], {m: [] for m in markets})
-    ticks = checked(ticks, settings)
-    feed = _Feeder(ticks, book, grid)
-    started = time.perf_counter()
-    for k, t, out in _outputs(pipeline, feed, grid, chunk):
-        if isinstance(out, ChunkMarks):
-            _take_chunk(out, sink, result, keep_excluded)
-        else:
-            _take_tick(k, t, out, sink, result, keep_excluded)
-        if progress is not None and (k // 1000 != (k + _ticks(out) - 1) // 1000 or k % 1000 == 0):
-            progress(k / max(1, len(grid)))
-    result.seconds = time.perf_counter() - started
+    run = Run(settings, keep_excluded, chunk, span_s=_span(ticks))
+    source = TableSource(ticks)
+    for piece in in_time(source):
+        run.feed(piece)
+        if progress is not None and source.fraction < 1.0:
+            progress(source.fraction)
+    result = run.finish()
     if progress is not None:
         progress(1.0)
-    result.disputes = sorted(stage.disputes(), key=lambda d: (d.opened_ts, d.id))
     return result
 
 
-def _take_tick(k: int, t: float, out: TickOutput, sink: MemorySink, result: RunResult, keep: int) -> None:
-    """One tick's output into the run's result: its marks due through the sink, every mark in the series."""
-    for mark in sink.write(out.publish):
-        result.published.append(mark)
-        result.publish_ts.append(t)
-    for mark in out.marks:
-        _record(result.series[mark.market], k, mark)
-    result.perps += [(t, p) for p in out.perps]
-    for cand in out.candidates:
-        bucket = result.excluded[cand.market]
-        if len(bucket) < keep:
-            bucket += [(t, ex.source, ex.pair, ex.price, ex.reason.value) for ex in cand.excluded]
+def _span(ticks: Ticks) -> float | None:
+    return float(ticks.ts[-1] - ticks.ts[0]) if len(ticks) else None
 
 
-def _take_chunk(out: ChunkMarks, sink: MemorySink, result: RunResult, keep: int) -> None:
-    """A chunk's marks (oracle.replay.runs) into the run's result, as its ticks one by one would."""
-    k0, k1 = out.k0, out.k0 + len(out.nows)
-    for j, market in enumerate(out.markets):
-        s = result.series[market]
-        s.price[k0:k1], s.confidence[k0:k1] = out.price[:, j], out.confidence[:, j]
-        s.status[k0:k1], s.tier[k0:k1] = out.status[:, j], out.tier[:, j]
-    first_seq = [sink.next_seq(m) for m in out.markets]
-    counts = out.publish.sum(axis=0).tolist()
-    for market, n in zip(out.markets, counts, strict=True):
-        sink.skip(market, n)
-    result.published.add_chunk(out, first_seq, sum(counts))
-    nows = out.nows.tolist()
-    result.publish_ts += [nows[t] for t in np.nonzero(out.publish)[0].tolist()]
-    for (t, j), excluded in sorted(out.excluded.items()):
-        bucket = result.excluded[out.markets[j]]
-        if len(bucket) < keep:
-            bucket += [(nows[t], ex.source, ex.pair, ex.price, ex.reason.value) for ex in excluded]
+class MarksOut(Protocol):
+    """Where a run's published marks go when they are not kept: marks.csv, written as they come."""
+
+    def rows(self, publish_ts: Iterable[float], fields: Iterable[PublishedFields]) -> None: ...
+
+
+class _Discard:
+    def rows(self, publish_ts: Iterable[float], fields: Iterable[PublishedFields]) -> None:
+        return None  # `fields` is lazy: nothing is built
+
+
+DISCARD: MarksOut = _Discard()  # a run whose published marks nobody reads (a replay's reference run)
+
+
+class Run:
+    """One run of the pipeline over ticks that come in pieces in time order (oracle.replay.pieces),
+    each piece's rows all older than the next piece's: a month of ticks streams through it.
+
+    A piece completes the ticks up to its last instant (a tick takes the rows received up to it, and
+    no later piece holds such a row); they run at once, in whole passes of `chunk` ticks (the last,
+    shorter pass waits for `finish`), and the rows of the ticks still open wait for the next piece.
+    Each pass is what the run over the whole table does for those ticks, from the same state: the
+    outputs are the same, whatever the pieces (tests/replay/test_pieces.py).
+
+    The tick grid runs from the first configured quote's instant to the last one's, as
+    `tick_grid` of the whole table: its length is known only at the end, so the series grow."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keep_excluded: int = 20_000,
+        chunk: int | None = None,
+        marks: MarksOut | None = None,
+        span_s: float | None = None,
+    ) -> None:
+        self.book = QuoteBook.for_settings(settings)
+        self.stage = DisputeStage(settings)
+        self.pipeline = Pipeline(settings, self.book, Metrics(), self.stage)
+        self.sink = MemorySink()
+        self.settings, self.keep, self.marks = settings, keep_excluded, marks
+        self.tick_s = settings.service.tick_ms / 1000
+        self.heartbeat = heartbeats(settings)
+        self.markets = self.pipeline.aggregator.plan.markets
+        ticks = None if span_s is None else int(span_s / self.tick_s) + 1
+        self.chunk = chunk_ticks(self.pipeline, ticks) if chunk is None else chunk
+        self.runner = ChunkRunner(self.pipeline) if self.chunk > 1 else None
+        self.fill: dict[str, np.ndarray] | None = None  # FrameFill's book after the last pass
+        self.start: float | None = None  # the grid's first tick
+        self.last_ts = math.nan  # the last configured quote's instant so far
+        self.done = 0  # ticks run
+        self.pending = _no_rows()  # rows of the ticks not yet run, in time order
+        self.parts: list[tuple[np.ndarray, dict[str, Series]]] = []  # (grid, series) of each pass
+        self.result = RunResult(np.zeros(0), Published(), [], {}, [], {m: [] for m in self.markets})
+        self.on_pass: Callable[[], None] | None = None  # called after each pass (a progress bar reads `now`)
+        self.now = math.nan  # the last tick run
+
+    def feed(self, piece: Ticks) -> None:
+        """A piece of the ticks: every row older than any row of a later piece."""
+        started = time.perf_counter()
+        known = np.array([k in self.book.slot for k in piece.keys], dtype=bool)
+        piece = piece.take(known[piece.feed]) if len(piece.keys) else piece
+        if len(piece):
+            if self.start is None:
+                self.start = float(tick_grid(float(piece.ts[0]), float(piece.ts[0]), self.tick_s)[0])
+            self.last_ts = float(piece.ts[-1])
+            self.pending = _concat(self.pending, quote_rows(checked(piece, self.settings, self.heartbeat), self.book))
+        if self.start is not None and len(piece):
+            ready = self._ticks_through(float(piece.ts[-1]))
+            if self.chunk > 1:
+                ready = self.done + (ready - self.done) // self.chunk * self.chunk
+            self._run_to(ready)
+        self.result.seconds += time.perf_counter() - started
+
+    def finish(self) -> RunResult:
+        """The run's result, once every piece is in."""
+        started = time.perf_counter()
+        if self.start is not None:
+            self._run_to(self._grid_length())
+        result = self.result
+        if self.parts:
+            result.grid = np.concatenate([g for g, _ in self.parts])
+        result.series = {m: _joined([p[m] for _, p in self.parts]) for m in self.markets}
+        result.disputes = sorted(self.stage.disputes(), key=lambda d: (d.opened_ts, d.id))
+        self.parts, self.pending = [], _no_rows()
+        result.seconds += time.perf_counter() - started
+        return result
+
+    def _grid_length(self) -> int:
+        assert self.start is not None
+        return len(tick_grid(self.start, self.last_ts, self.tick_s))
+
+    def _ticks_through(self, ts: float) -> int:
+        """How many ticks of the grid so far fall at or before `ts` (no later row can reach them)."""
+        n = self._grid_length()
+        return self.done + int(np.searchsorted(self._grid(self.done, n), ts, side="right"))
+
+    def _grid(self, k0: int, k1: int) -> np.ndarray:
+        assert self.start is not None
+        return self.start + self.tick_s * np.arange(k0, k1)  # element by element as tick_grid's
+
+    def _run_to(self, k1: int) -> None:
+        """Run the ticks done .. k1 - 1 on the rows received up to the last of them."""
+        k0 = self.done
+        if k1 <= k0:
+            return
+        grid = self._grid(k0, k1)
+        n = int(np.searchsorted(self.pending.received_ts, grid[-1], side="right"))
+        rows, self.pending = self.pending.take(slice(0, n)), self.pending.take(slice(n, None))  # type: ignore[arg-type]
+        series = {m: _empty_series(len(grid)) for m in self.markets}
+        self.parts.append((grid, series))
+        feed = _Feeder(rows, self.book, grid, k0)
+        for k, t, out in self._outputs(feed, grid, k0):
+            if isinstance(out, ChunkMarks):
+                self._take_chunk(out, series, k0)
+            else:
+                self._take_tick(k - k0, t, out, series)
+        self.done = k1
+
+    def _outputs(
+        self, feed: _Feeder, grid: np.ndarray, k0: int
+    ) -> Iterator[tuple[int, float, TickOutput | ChunkMarks]]:
+        """The outputs of ticks k0 .. k0 + len(grid) - 1, in order: tick by tick through the QuoteBook
+        (`chunk` 1), else `chunk` ticks a pass (a ChunkMarks of the whole chunk, or a TickOutput per
+        tick: oracle.replay.chunked). The int is the first tick's index."""
+        if self.runner is None:
+            for k, t in enumerate(grid.tolist(), start=k0):
+                feed.until(k)
+                yield k, t, self.pipeline.tick(t)
+                if k % CHUNK_TICKS == 0:
+                    self._passed(t)
+            return
+        fill = FrameFill(feed.rows(), feed.batch, len(self.book.keys), self.fill)
+        for a in range(k0, k0 + len(grid), self.chunk):
+            b = min(a + self.chunk, k0 + len(grid))
+            k = a
+            for out in self.runner.run(fill.frames(a, b), a, grid[a - k0 : b - k0]):
+                yield k, float(grid[k - k0]), out
+                k += _ticks(out)
+            self._passed(float(grid[b - 1 - k0]))
+        self.fill = fill.current
+
+    def _passed(self, now: float) -> None:
+        self.now = now
+        if self.on_pass is not None:
+            self.on_pass()
+
+    def _take_tick(self, j: int, t: float, out: TickOutput, series: dict[str, Series]) -> None:
+        """One tick's output: its marks due through the sink, every mark in the series (at j)."""
+        written = self.sink.write(out.publish)
+        if self.marks is not None:
+            self.marks.rows([t] * len(written), map(mark_fields, written))
+        else:
+            for mark in written:
+                self.result.published.append(mark)
+                self.result.publish_ts.append(t)
+        for mark in out.marks:
+            _record(series[mark.market], j, mark)
+        self.result.perps += [(t, p) for p in out.perps]
+        for cand in out.candidates:
+            bucket = self.result.excluded[cand.market]
+            if len(bucket) < self.keep:
+                bucket += [(t, ex.source, ex.pair, ex.price, ex.reason.value) for ex in cand.excluded]
+
+    def _take_chunk(self, out: ChunkMarks, series: dict[str, Series], base: int) -> None:
+        """A chunk's marks (oracle.replay.runs), as its ticks one by one would be taken."""
+        k0, k1 = out.k0 - base, out.k0 - base + len(out.nows)
+        for j, market in enumerate(out.markets):
+            s = series[market]
+            s.price[k0:k1], s.confidence[k0:k1] = out.price[:, j], out.confidence[:, j]
+            s.status[k0:k1], s.tier[k0:k1] = out.status[:, j], out.tier[:, j]
+        first_seq = [self.sink.next_seq(m) for m in out.markets]
+        counts = out.publish.sum(axis=0).tolist()
+        for market, n in zip(out.markets, counts, strict=True):
+            self.sink.skip(market, n)
+        nows = out.nows.tolist()
+        publish_ts = [nows[t] for t in np.nonzero(out.publish)[0].tolist()]
+        if self.marks is not None:
+            self.marks.rows(publish_ts, out.published_fields(first_seq))
+        else:
+            self.result.published.add_chunk(out, first_seq, sum(counts))
+            self.result.publish_ts += publish_ts
+        for (t, j), excluded in sorted(out.excluded.items()):
+            bucket = self.result.excluded[out.markets[j]]
+            if len(bucket) < self.keep:
+                bucket += [(nows[t], ex.source, ex.pair, ex.price, ex.reason.value) for ex in excluded]
 
 
 def _ticks(out: TickOutput | ChunkMarks) -> int:
     return len(out.nows) if isinstance(out, ChunkMarks) else 1
 
 
-def _outputs(
-    pipeline: Pipeline, feed: _Feeder, grid: np.ndarray, chunk: int | None
-) -> Iterator[tuple[int, float, TickOutput | ChunkMarks]]:
-    """The outputs, in order: tick by tick through the QuoteBook (`chunk` 1, or rows out of
-    receive-time order, which the book would refuse), else `chunk` ticks a pass (a ChunkMarks of the
-    whole chunk, or a TickOutput per tick: oracle.replay.chunked). The int is the first tick's index."""
-    rows = feed.rows()
-    chunk = chunk_ticks(pipeline, len(grid)) if chunk is None else chunk
-    if chunk <= 1 or not FrameFill.in_order(rows):
-        for k, t in enumerate(grid.tolist()):
-            feed.until(k)
-            yield k, t, pipeline.tick(t)
-        return
-    fill = FrameFill(rows, feed.batch, len(pipeline.book.keys))
-    runner = ChunkRunner(pipeline)
-    for k0 in range(0, len(grid), chunk):
-        k1 = min(k0 + chunk, len(grid))
-        k = k0
-        for out in runner.run(fill.frames(k0, k1), k0, grid[k0:k1]):
-            yield k, float(grid[k]), out
-            k += _ticks(out)
+def _no_rows() -> QuoteColumns:
+    nan = np.zeros(0)
+    return QuoteColumns(np.zeros(0, dtype=np.intp), nan, nan, nan, nan, nan, nan, nan)
 
 
-def checked(ticks: Ticks, settings: Settings) -> Ticks:
-    """The rows the live parser would let through: no crossed book, no venue time older than the
-    source's `heartbeat_s`; a one-sided book loses its side, as live (the price stays the row's);
-    a row without a book has its price as its last trade, as live."""
+def _concat(a: QuoteColumns, b: QuoteColumns) -> QuoteColumns:
+    if not len(a.slot):
+        return b
+    return QuoteColumns(*(np.concatenate((getattr(a, f), getattr(b, f))) for f in QuoteColumns.__slots__))
+
+
+def _joined(parts: list[Series]) -> Series:
+    if not parts:
+        return _empty_series(0)
+    return Series(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("price", "confidence", "status", "tier")))
+
+
+def quote_rows(ticks: Ticks, book: QuoteBook) -> QuoteColumns:
+    """The rows as the book's columns: each (source, pair) as its slot (-1 where the book has none)."""
+    slot_of_key = np.array([book.slot.get(k, -1) for k in ticks.keys], dtype=np.intp)
+    slot = slot_of_key[ticks.feed] if len(ticks) else np.zeros(0, dtype=np.intp)
+    return QuoteColumns(slot, ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, ticks.ts, ticks.confidence, ticks.last)
+
+
+def heartbeats(settings: Settings) -> dict[tuple[str, str], float]:
+    """Each (source, pair)'s `heartbeat_s` (NaN: none), as the live adapter keeps it: its first ref's."""
     heartbeat: dict[tuple[str, str], float] = {}
     for market in settings.markets.values():
         for tier in market.tiers:
-            for ref in tier:  # the adapter keeps a (source, pair)'s first ref, and so does this
+            for ref in tier:
                 heartbeat.setdefault((ref.source, ref.pair), math.nan if ref.heartbeat_s is None else ref.heartbeat_s)
+    return heartbeat
+
+
+def checked(ticks: Ticks, settings: Settings, heartbeat: dict[tuple[str, str], float] | None = None) -> Ticks:
+    """The rows the live parser would let through: no crossed book, no venue time older than the
+    source's `heartbeat_s`; a one-sided book loses its side, as live (the price stays the row's);
+    a row without a book has its price as its last trade, as live. (`heartbeat`: `heartbeats(settings)`.)"""
+    heartbeat = heartbeats(settings) if heartbeat is None else heartbeat
     limit = np.array([heartbeat.get(k, math.nan) for k in ticks.keys])[ticks.feed]
     problem = row_problems(ticks.bid, ticks.ask, ticks.price, ticks.venue_ts, ticks.ts, limit)
     keep = (problem != CROSSED) & (problem != STALE_VENUE_TIME)
@@ -274,34 +417,33 @@ class _Feeder:
     batch. The two are the same because the rows are in time order (the book never sees an older
     quote) and, of several rows of one slot between two ticks, only the last counts: the earlier ones
     would have been overwritten before the tick looked at the book (dropped here up front, so that
-    each write names a slot once).
+    each write names a slot once). `grid` is ticks k0 .. k0 + len(grid) - 1 of the run's grid; a row
+    received after its last tick is not handed over.
     """
 
-    def __init__(self, ticks: Ticks, book: QuoteBook, grid: np.ndarray) -> None:
-        self.book = book
-        slot_of_key = np.array([book.slot.get(k, -1) for k in ticks.keys], dtype=np.intp)
-        slot = slot_of_key[ticks.feed] if len(ticks) else np.zeros(0, dtype=np.intp)
-        batch = np.searchsorted(grid, ticks.ts, side="left")  # tick k takes the rows with ts <= grid[k]
+    def __init__(self, rows: QuoteColumns, book: QuoteBook, grid: np.ndarray, k0: int = 0) -> None:
+        self.book, self.k0 = book, k0
+        slot = rows.slot
+        batch = np.searchsorted(grid, rows.received_ts, side="left")  # tick k takes the rows with ts <= grid[k]
         order = np.lexsort((np.arange(len(slot)), slot))  # by slot, then time
         superseded = np.zeros(len(slot), dtype=bool)
         same = (slot[order[1:]] == slot[order[:-1]]) & (batch[order[1:]] == batch[order[:-1]])
         superseded[order[:-1]] = same
         keep = np.flatnonzero(~superseded & (batch < len(grid)))
-        self.slot, self.batch = slot[keep], batch[keep]
-        cols = (ticks.price, ticks.bid, ticks.ask, ticks.venue_ts, ticks.ts, ticks.confidence, ticks.last)
-        self.cols = tuple(c[keep] for c in cols)
-        ticks_idx = np.arange(len(grid))
+        self.kept = rows.take(keep)
+        self.batch = batch[keep] + k0
+        ticks_idx = np.arange(k0, k0 + len(grid))
         self.start = np.searchsorted(self.batch, ticks_idx, side="left").tolist()
         self.end = np.searchsorted(self.batch, ticks_idx, side="right").tolist()
 
     def rows(self) -> QuoteColumns:
         """Every row it hands the book, in order (`self.batch[i]`: the tick before which row i goes in)."""
-        return QuoteColumns(self.slot, *self.cols)
+        return self.kept
 
     def until(self, k: int) -> None:
-        a, b = self.start[k], self.end[k]
+        a, b = self.start[k - self.k0], self.end[k - self.k0]
         if a < b:
-            self.book.write(QuoteColumns(self.slot[a:b], *(c[a:b] for c in self.cols)))
+            self.book.write(self.kept.take(slice(a, b)))  # type: ignore[arg-type]
 
 
 def _empty_series(n: int) -> Series:

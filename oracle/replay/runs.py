@@ -84,6 +84,10 @@ class ChunkMarks:
 PublishedFields = tuple[str, float, float, float, int, Status, int, tuple[str, ...], tuple[Excluded, ...], float]
 
 
+def mark_fields(m: Mark) -> PublishedFields:
+    return m.market, m.price, m.confidence, m.ts, m.seq, m.status, m.tier, m.sources, m.excluded, m.candidate
+
+
 @dataclass
 class _Market:
     """One market of level 0 over a chunk: where it is in the tiled block result."""

@@ -172,7 +172,7 @@ _WORKER: dict[str, Plan] = {}  # the plan being run, set before the pool forks i
 def _run_combo(index: int) -> tuple[int, dict[str, dict[str, Any]]]:
     p = _WORKER["plan"]
     settings = settings_for(p.loaded, p.raw, p.combos[index])
-    outcome, _ = replay_loaded(with_settings(p.loaded, settings, p.reference), p.ticks)
+    outcome = replay_loaded(with_settings(p.loaded, settings, p.reference), p.ticks)
     return index, outcome.report["markets"]
 
 

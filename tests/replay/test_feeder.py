@@ -9,7 +9,7 @@ import numpy as np
 
 from oracle.models import Quote
 from oracle.quotebook import QuoteBook
-from oracle.replay.run import _Feeder, checked, replay, tick_grid
+from oracle.replay.run import _Feeder, checked, quote_rows, replay, tick_grid
 from oracle.ticks import Ticks
 
 FIELDS = ("price", "bid", "ask", "venue_ts", "received_ts", "confidence", "half_width")
@@ -38,7 +38,7 @@ def test_bulk_feeding_equals_one_update_per_quote():
         ticks = _random_ticks(seed)
         grid = tick_grid(float(ticks.ts[0]), float(ticks.ts[-1]), 0.25)
         one, bulk = QuoteBook(ticks.keys), QuoteBook(ticks.keys)
-        feeder = _Feeder(ticks, bulk, grid)
+        feeder = _Feeder(quote_rows(ticks, bulk), bulk, grid)
         i = 0
         for k, t in enumerate(grid.tolist()):
             while i < len(ticks) and ticks.ts[i] <= t:
@@ -117,7 +117,7 @@ def test_a_ticks_files_confidence_and_last_reach_the_replays_book(tmp_path):
     assert np.array_equal(back.confidence, ticks.confidence, equal_nan=True)
     assert np.array_equal(back.last, ticks.last, equal_nan=True)
     book = QuoteBook(keys)
-    feeder = _Feeder(back, book, tick_grid(99.8, 100.0, 1.0))  # one tick, at 100.0
+    feeder = _Feeder(quote_rows(back, book), book, tick_grid(99.8, 100.0, 1.0))  # one tick, at 100.0
     feeder.until(0)
     assert book.latest("a", "X-USD") == Quote("a", "X-USD", 10.0, 99.8, confidence=0.25)
     assert book.latest("b", "X-USD") == Quote("b", "X-USD", 10.1, 99.9, last=10.2)

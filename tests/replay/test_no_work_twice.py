@@ -8,7 +8,7 @@ from pathlib import Path
 import oracle.replay as replay_module
 from oracle.replay import load_scenario, run_scenario, scenario_ticks
 from oracle.replay.report import build_report
-from oracle.replay.run import replay
+from oracle.replay.run import Run, replay
 
 from .conftest import SCENARIOS
 from .golden import TIMINGS
@@ -23,13 +23,15 @@ seed = 3
 
 
 def _counting(monkeypatch) -> list[int]:
+    """Counts the runs a replay makes (each a `Run` of the pipeline over the ticks)."""
     calls: list[int] = []
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return replay(*args, **kwargs)
+    class Counted(Run):
+        def __init__(self, *args, **kwargs):
+            calls.append(1)
+            super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(replay_module, "replay", counted)
+    monkeypatch.setattr(replay_module, "Run", Counted)
     return calls
 
 

@@ -68,14 +68,13 @@ magnitude = 0.30
 
 @pytest.mark.parametrize("attacked", [True, False], ids=["two-runs", "one-run"])
 def test_the_bar_covers_every_run_of_a_replay(tmp_path, attacked):
+    """Both runs take the ticks together, a piece at a time: the bar rises with the two in many
+    steps, and ends once, after both."""
     scenario = tmp_path / "s.toml"
     scenario.write_text(_SPIKE if attacked else _SPIKE.split("[[attack]]")[0])
     loaded = load_scenario(scenario)
     seen: list[float] = []
-    replay_loaded(loaded, scenario_ticks(loaded), seen.append)
+    replay_loaded(loaded, scenario_ticks(loaded), seen.append, chunk=64 if attacked else 1)
     assert seen == sorted(seen) and seen[-1] == 1.0 and seen.count(1.0) == 1  # one end, after every run
-    first_run = [f for f in seen if f <= 0.5]
-    if attacked:  # the attacked run fills the first half, the reference run the second
-        assert 0.0 < max(first_run) == 0.5 and any(0.5 < f < 1.0 for f in seen)
-    else:  # one run (no work twice) fills the whole bar
-        assert any(0.5 < f < 1.0 for f in seen) and seen.count(0.5) <= 1
+    assert len({f for f in seen if 0.0 < f < 1.0}) >= 8  # it moves along the way
+    assert any(0.25 < f < 0.75 for f in seen)

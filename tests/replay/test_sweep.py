@@ -112,7 +112,7 @@ def test_an_unknown_key_or_bad_value_exits_2_naming_it_before_anything_runs(
     def never(*args, **kwargs):
         raise AssertionError("a replay ran")
 
-    monkeypatch.setattr(replay_module, "replay", never)
+    monkeypatch.setattr(replay_module, "Run", never)
     scenario = tmp_path / "spike.toml"
     scenario.write_text(SPIKE)
     assert main(["sweep", str(scenario), "--set", option, "--out", str(tmp_path / "out")]) == 2
