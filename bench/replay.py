@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,14 +90,60 @@ def timed_rss(argv: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024  # Linux reports KB
 
 
+def synth(out: Path, prices: dict[str, float], seconds: int, seed: int, start: float | None = None) -> None:
+    spec = ",".join(f"{m}={p!r}" for m, p in prices.items())
+    argv = ["synth", "--out", str(out), "--markets", spec, "--sources", ",".join(VENUES), "--seed", str(seed)]
+    argv += ["--seconds", str(seconds)] + ([] if start is None else ["--start", repr(start)])
+    subprocess.run([*MARKD, *argv], check=True, stdout=subprocess.DEVNULL)
+
+
+def month_file(ticks: Path, names: list[str], days: int) -> None:
+    """`days` days of ticks in one file, a day at a time (`markd synth` holds its whole output in
+    memory: a month at once would take ~20 GB). Each day starts where the last one's quotes ended and
+    two seconds after them, so the file stays in time order (a replay streams only such a file)."""
+    prices = {m: float(MARKETS[m]) for m in names}
+    start, last_ts = 1_700_000_000.0, -1.0
+    day = ticks.with_name("day.csv")
+    with ticks.open("w") as out:
+        for d in range(days):
+            synth(day, prices, 86_400, seed=1 + d, start=start)
+            with day.open() as fh:
+                header = fh.readline()
+                if d == 0:
+                    out.write(header)
+                first = fh.readline()
+                if float(first.split(",")[0]) < last_ts:
+                    raise SystemExit(f"day {d} starts before day {d - 1} ends: the file would be out of time order")
+                out.write(first)
+                shutil.copyfileobj(fh, out, 1 << 24)
+            last_ts, prices = closing(day, names)
+            start += 86_402
+    day.unlink()
+
+
+def closing(day: Path, names: list[str]) -> tuple[float, dict[str, float]]:
+    """The last row's time and each market's last quoted price, from the end of a day's file."""
+    with day.open("rb") as fh:
+        fh.seek(max(0, day.stat().st_size - (1 << 16)))
+        lines = fh.read().decode().splitlines()[1:]
+    prices: dict[str, float] = {}
+    for line in reversed(lines):
+        ts, _, pair, price, *_ = line.split(",")
+        prices.setdefault(pair, float(price))
+    return float(lines[-1].split(",")[0]), {m: prices[m] for m in names}
+
+
 def case_b(folder: Path, days: float, markets: int) -> dict[str, float | int]:
     """One (b) replay of `days` x `markets` x 6 venues: rows, wall seconds, peak RSS."""
     names = list(MARKETS)[:markets]
     seconds = round(days * 86_400)
     ticks = folder / "b.csv"
-    spec = ",".join(f"{m}={MARKETS[m]}" for m in names)
-    synth = ["synth", "--out", str(ticks), "--markets", spec, "--sources", ",".join(VENUES), "--seed", "1"]
-    subprocess.run([*MARKD, *synth, "--seconds", str(seconds)], check=True, stdout=subprocess.DEVNULL)
+    if days > 1:
+        if days != int(days):
+            raise SystemExit("--days: over one day, give whole days")
+        month_file(ticks, names, int(days))
+    else:
+        synth(ticks, {m: float(MARKETS[m]) for m in names}, seconds, seed=1)
     (folder / "b.markd.toml").write_text(config(names))
     scenario = folder / "b.toml"
     scenario.write_text(SCENARIO.format(hour=max(1, seconds // 24)).replace("day.", "b."))

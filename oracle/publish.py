@@ -190,9 +190,11 @@ class MemorySink:
     """The replay harness's sink: the same seq rules as Redis, kept in memory. There is one writer,
     so `fence` is accepted (the same call as RedisPublisher) and ignored."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: bool = True) -> None:
+        """`history`: keep every mark written in `history` (a replay, which keeps its own, does not)."""
         self.latest: dict[str, Mark] = {}
         self.history: list[Mark] = []
+        self._keep_history = history
         self._seq: dict[str, int] = {}  # each market's last seq
 
     async def publish(self, marks: Sequence[Mark], *, fence: int | None = None) -> list[Mark]:
@@ -206,7 +208,8 @@ class MemorySink:
             written = mark.with_seq(seq)
             self.latest[mark.market] = written
             out.append(written)
-        self.history.extend(out)
+        if self._keep_history:
+            self.history.extend(out)
         return out
 
     async def publish_columns(self, marks: MarkColumns, *, fence: int | None = None) -> Written:

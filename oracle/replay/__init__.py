@@ -158,12 +158,13 @@ def run_scenario(
     quotes = QuoteTrace(read_keys(loaded.settings)) if html else None
     with _PartialFile(out / "marks.csv") as partial:
         try:
-            source = ticks_source(loaded)
-            outcome = replay_loaded(loaded, source, progress, chunk, MarksCsv(partial.file), quotes)
+            outcome = replay_loaded(loaded, ticks_source(loaded), progress, chunk, MarksCsv(partial.file), quotes)
         except (NotStreamable, NotInTimeOrder):
             partial.restart()
             quotes = QuoteTrace(read_keys(loaded.settings)) if html else None
             outcome = replay_loaded(loaded, scenario_ticks(loaded), progress, chunk, MarksCsv(partial.file), quotes)
+        except TicksError as exc:  # a bad row of a Parquet file, met as it streams
+            raise ConfigError([str(exc)]) from None
         outcome.report["scenario"] = {"path": str(path), "description": loaded.scenario.description}
         out.mkdir(parents=True, exist_ok=True)
         partial.keep()
@@ -196,6 +197,9 @@ class _PartialFile:
 
     def keep(self) -> None:
         self.file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        self.path.chmod(0o666 & ~umask)  # as open() would have made it (mkstemp makes 0600)
         shutil.move(self.path, self.target)
         self.kept = True
 

@@ -196,7 +196,7 @@ class Run:
         self.book = QuoteBook.for_settings(settings)
         self.stage = DisputeStage(settings)
         self.pipeline = Pipeline(settings, self.book, Metrics(), self.stage)
-        self.sink = MemorySink()
+        self.sink = MemorySink(history=False)  # a month of marks: the run keeps (or writes) its own
         self.settings, self.keep, self.marks = settings, keep_excluded, marks
         self.tick_s = settings.service.tick_ms / 1000
         self.heartbeat = heartbeats(settings)

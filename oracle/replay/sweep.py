@@ -27,6 +27,7 @@ from typing import Any
 
 from oracle.replay import replay_loaded, scenario_ticks
 from oracle.replay.report import png_base64
+from oracle.replay.run import DISCARD
 from oracle.replay.scenario import LoadedScenario, load_scenario
 from oracle.settings import ConfigError, Settings, load_settings, parse_settings, read_toml
 from oracle.ticks import Ticks
@@ -172,7 +173,7 @@ _WORKER: dict[str, Plan] = {}  # the plan being run, set before the pool forks i
 def _run_combo(index: int) -> tuple[int, dict[str, dict[str, Any]]]:
     p = _WORKER["plan"]
     settings = settings_for(p.loaded, p.raw, p.combos[index])
-    outcome = replay_loaded(with_settings(p.loaded, settings, p.reference), p.ticks)
+    outcome = replay_loaded(with_settings(p.loaded, settings, p.reference), p.ticks, marks=DISCARD)  # report only
     return index, outcome.report["markets"]
 
 
