@@ -24,10 +24,11 @@ from oracle.display import metric_text, percent_text
 from oracle.models import PerpMark, Status
 from oracle.replay.attacks import Attack
 from oracle.replay.run import STATUS_CODES, RunResult, Series
-from oracle.replay.runs import PublishedFields
+from oracle.replay.runs import ChunkMarks, PublishedFields
 from oracle.replay.scenario import METRICS, PERP_FIGURES, PERP_PREFIX, Expect
 from oracle.settings import Settings
 from oracle.ticks import Ticks
+from oracle.validation.state import STATUSES
 
 USABLE = np.array([STATUS_CODES[Status.OK], STATUS_CODES[Status.DEGRADED]])
 HELD = STATUS_CODES[Status.HELD]
@@ -43,19 +44,42 @@ MARKS_HEADER = ("ts", "market", "price", "confidence", "status", "tier", "source
 
 
 class MarksCsv:
-    """marks.csv, written as a run publishes (`Run(marks=...)`): a month of marks is never held."""
+    """marks.csv, written as a run publishes (`Run(marks=...)`): a month of marks is never held.
+
+    A chunk's marks are formatted a column at a time (a month is 26 million rows): each tick's time
+    once for all its markets, each list of sources once, a price as repr (exact) or empty for NaN."""
 
     def __init__(self, fh: IO[str]) -> None:
         self._w = csv.writer(fh, lineterminator="\n")
         self._w.writerow(MARKS_HEADER)
+        self._joined: dict[tuple[str, ...], str] = {}
 
     def rows(self, publish_ts: Iterable[float], fields: Iterable[PublishedFields]) -> None:
         self._w.writerows(
             [repr(ts), market, _num(price), _num(confidence), status.value, tier, ",".join(sources), seq]
-            for ts, (market, price, confidence, _, seq, status, tier, sources, _, _) in zip(
+            for ts, (market, price, confidence, _, seq, status, tier, sources, *_) in zip(
                 publish_ts, fields, strict=True
             )
         )
+
+    def chunk(self, out: ChunkMarks, first_seq: list[int]) -> None:
+        c = out.published_columns(first_seq)
+        times = [repr(t) for t in out.nows.tolist()]
+        joined = self._joined
+        for sources in set(c.sources) - joined.keys():
+            joined[sources] = ",".join(sources)
+        self._w.writerows(
+            zip([times[t] for t in c.tick], c.market, _texts(c.price), _texts(c.confidence),
+                [STATUS_TEXT[s] for s in c.status], c.tier, [joined[s] for s in c.sources], c.seq, strict=True)
+        )  # fmt: skip
+
+
+STATUS_TEXT = [s.value for s in STATUSES]
+
+
+def _texts(xs: list[float]) -> list[str]:
+    """`_num` of each: repr, or empty for NaN."""
+    return [repr(x) if x == x else "" for x in xs]
 
 
 def write_marks_csv(path: Path, run: RunResult) -> None:

@@ -161,12 +161,19 @@ def _span(ticks: Ticks) -> float | None:
 class MarksOut(Protocol):
     """Where a run's published marks go when they are not kept: marks.csv, written as they come."""
 
-    def rows(self, publish_ts: Iterable[float], fields: Iterable[PublishedFields]) -> None: ...
+    def rows(self, publish_ts: Iterable[float], fields: Iterable[PublishedFields]) -> None:
+        """Marks of the tick path, each published at its tick's time."""
+
+    def chunk(self, out: ChunkMarks, first_seq: list[int]) -> None:
+        """A chunk's marks due (oracle.replay.runs), numbered from each market's `first_seq`."""
 
 
 class _Discard:
     def rows(self, publish_ts: Iterable[float], fields: Iterable[PublishedFields]) -> None:
         return None  # `fields` is lazy: nothing is built
+
+    def chunk(self, out: ChunkMarks, first_seq: list[int]) -> None:
+        return None
 
 
 DISCARD: MarksOut = _Discard()  # a run whose published marks nobody reads (a replay's reference run)
@@ -333,12 +340,11 @@ class Run:
         for market, n in zip(out.markets, counts, strict=True):
             self.sink.skip(market, n)
         nows = out.nows.tolist()
-        publish_ts = [nows[t] for t in np.nonzero(out.publish)[0].tolist()]
         if self.marks is not None:
-            self.marks.rows(publish_ts, out.published_fields(first_seq))
+            self.marks.chunk(out, first_seq)
         else:
             self.result.published.add_chunk(out, first_seq, sum(counts))
-            self.result.publish_ts += publish_ts
+            self.result.publish_ts += [nows[t] for t in np.nonzero(out.publish)[0].tolist()]
         for (t, j), excluded in sorted(out.excluded.items()):
             bucket = self.result.excluded[out.markets[j]]
             if len(bucket) < self.keep:

@@ -79,6 +79,28 @@ class ChunkMarks:
         for t, j, price, conf, ts, n, status, tier, sources, cand in fields:
             yield markets[j], price, conf, ts, n, STATUSES[status], tier, sources, excluded.get((t, j), ()), cand
 
+    def published_columns(self, first_seq: list[int]) -> PublishedColumns:
+        """What marks.csv writes of `published`'s marks, in its order, as columns (lists)."""
+        ticks, cols = np.nonzero(self.publish)
+        seq = np.cumsum(self.publish, axis=0) - 1 + np.array(first_seq, dtype=np.int64)
+        at = (ticks, cols)
+        markets = self.markets
+        return PublishedColumns(ticks.tolist(), [markets[j] for j in cols.tolist()], self.price[at].tolist(),
+                                self.confidence[at].tolist(), seq[at].tolist(), self.status[at].tolist(),
+                                self.tier[at].tolist(), self.sources[at].tolist())  # fmt: skip
+
+
+@dataclass
+class PublishedColumns:
+    tick: list[int]  # index into the chunk's nows
+    market: list[str]
+    price: list[float]
+    confidence: list[float]
+    seq: list[int]
+    status: list[int]  # codes of STATUSES
+    tier: list[int]
+    sources: list[tuple[str, ...]]
+
 
 # Mark's fields in order: market, price, confidence, ts, seq, status, tier, sources, excluded, candidate.
 PublishedFields = tuple[str, float, float, float, int, Status, int, tuple[str, ...], tuple[Excluded, ...], float]
