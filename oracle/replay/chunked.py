@@ -65,9 +65,9 @@ class FrameFill:
     `rows`: the quotes to write, one per slot and tick at most (the replay's `_Feeder` keeps the last
     of several), `tick[i]` the tick before which row i is written. The book keeps the latest quote of
     each slot, so row t of a chunk is a forward fill along the ticks of the rows written so far. Exact
-    when each slot's rows come in receive-time order, since `write` then takes every row (it refuses
-    only one older than the stored quote): `in_order` says so, and the caller falls back to the
-    book's own `write` when it does not hold.
+    because the rows come in receive-time order, so `write` would take every one (it refuses only a
+    quote older than the stored one): a replay's pieces are in time order (oracle.replay.pieces
+    raises NotInTimeOrder otherwise, and the file is then read whole and sorted).
     """
 
     def __init__(
@@ -78,13 +78,6 @@ class FrameFill:
         self.hw = half_width(rows.bid, rows.ask, rows.confidence)
         self.current = current or {f: np.full(n_slots + 1, np.nan) for f in _FIELDS}  # the book before the chunk
         self.next_row = 0
-
-    @staticmethod
-    def in_order(rows: QuoteColumns) -> bool:
-        order = np.lexsort((np.arange(len(rows.slot)), rows.slot))  # by slot, then row
-        ts = rows.received_ts[order]
-        same_slot = rows.slot[order][1:] == rows.slot[order][:-1]
-        return bool(np.all(~np.isnan(ts)) and np.all(~same_slot | (ts[1:] >= ts[:-1])))
 
     def frames(self, k0: int, k1: int) -> Frames:
         """The book before each of the ticks k0 .. k1 - 1 (called for consecutive chunks)."""

@@ -142,7 +142,6 @@ def test_the_frames_are_the_book_before_each_tick():
     cols = [rng.random(len(slot)) for _ in range(3)]
     nan = np.full(len(slot), np.nan)
     rows = QuoteColumns(slot, cols[0], cols[1], cols[1] + 0.1, nan, ts, np.where(cols[2] < 0.5, cols[2], np.nan), nan)
-    assert FrameFill.in_order(rows)
     book = QuoteBook(("s", str(i)) for i in range(slots))
     fill = FrameFill(rows, tick, slots)
     for k0, k1 in ((0, 7), (7, 8), (8, 30)):
@@ -152,14 +151,6 @@ def test_the_frames_are_the_book_before_each_tick():
             want, got = book.snapshot(), frames.at(k - k0)
             for f in ("price", "bid", "ask", "received_ts", "confidence", "half_width"):
                 assert np.array_equal(getattr(got, f), getattr(want, f), equal_nan=True), (k, f)
-
-
-def test_rows_out_of_receive_order_are_not_forward_filled():
-    """The book refuses a quote older than the one it holds: a forward fill would not (the replay
-    then runs tick by tick through the book)."""
-    nan = np.full(2, np.nan)
-    rows = QuoteColumns(np.array([0, 0]), np.array([1.0, 2.0]), nan, nan, nan, np.array([5.0, 4.0]), nan, nan)
-    assert not FrameFill.in_order(rows)
 
 
 def test_a_tiled_block_aggregates_each_tick_as_alone():
