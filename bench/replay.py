@@ -129,7 +129,7 @@ def closing(day: Path, names: list[str]) -> tuple[float, dict[str, float]]:
         lines = fh.read().decode().splitlines()[1:]
     prices: dict[str, float] = {}
     for line in reversed(lines):
-        ts, _, pair, price, *_ = line.split(",")
+        _, _, pair, price, *_ = line.split(",")
         prices.setdefault(pair, float(price))
     return float(lines[-1].split(",")[0]), {m: prices[m] for m in names}
 
