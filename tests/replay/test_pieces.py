@@ -276,11 +276,18 @@ def test_attacked_pieces_are_the_attacked_whole_table_row_for_row(seed):
     span = float(ticks.ts[-1] - ticks.ts[0])
     attacks = [random_attack(rng, span) for _ in range(int(rng.integers(1, 5)))]
     for read in reads(ticks):
-        want, missed = apply_and_check(ticks, attacks, read)
-        for r in ROWS:
-            got, got_missed = streamed(ticks, attacks, read, r)
-            assert_same_rows(got, [want])
-            assert got_missed == missed, (r, read)
+        assert_streamed_as_whole(ticks, attacks, read)
+
+
+def assert_streamed_as_whole(ticks: Ticks, attacks: list[Attack], read: set[tuple[str, str]] | None) -> list[int]:
+    """The attacked pieces at every size of ROWS are apply_and_check's table, row for row, and miss
+    the same attacks; returns those."""
+    want, missed = apply_and_check(ticks, attacks, read)
+    for r in ROWS:
+        got, got_missed = streamed(ticks, attacks, read, r)
+        assert_same_rows(got, [want])
+        assert got_missed == missed, (r, read)
+    return missed
 
 
 def duplicate_then_freeze(ticks: Ticks) -> list[Attack]:
@@ -314,11 +321,7 @@ def test_freeze_carries_its_row_across_pieces_and_misses_are_the_whole_tables(ca
         ticks = random_ticks(np.random.default_rng(100 + seed))
         attacks = case(ticks)
         for read in reads(ticks):
-            want, missed = apply_and_check(ticks, attacks, read)
-            for r in ROWS:
-                got, got_missed = streamed(ticks, attacks, read, r)
-                assert_same_rows(got, [want])
-                assert got_missed == missed, (r, read)
+            missed = assert_streamed_as_whole(ticks, attacks, read)
             if case is misses:
                 assert missed == ([0, 1, 2] if read is not None and ticks.keys[0] not in read else [0, 1])
         unfrozen = apply_and_check(ticks, [a for a in attacks if a.kind != "freeze"], None)[0]
