@@ -120,12 +120,25 @@ def check_matches(loaded: LoadedScenario, present: set[tuple[str, str]], missed_
         market = settings.markets[e.market]
         if not {(r.source, r.pair) for tier in market.tiers for r in tier} & present:
             problems.append(f"{where}: expect[{i}]: no tick is a quote of market {e.market}")
-    for i in missed_attacks:
-        problems.append(
-            f"{where}: attack[{i}]: {_describe(loaded.scenario.attack[i])} matches no quote the config reads"
-        )
+    problems += _missed(loaded, missed_attacks)
     if problems:
         raise ConfigError(problems)
+
+
+def check_attacks_read(loaded: LoadedScenario) -> None:
+    """ConfigError, before a tick is read, for an attack on no (source, pair) the config reads: it
+    can hit nothing, and a stream would learn it only at the end of the file (minutes, for a month)."""
+    read = read_keys(loaded.settings)
+    never = [i for i, a in enumerate(loaded.scenario.attack) if not any((s, a.pair) in read for s in a.sources)]
+    if never:
+        raise ConfigError(_missed(loaded, never))
+
+
+def _missed(loaded: LoadedScenario, attacks: list[int]) -> list[str]:
+    return [
+        f"{loaded.path}: attack[{i}]: {_describe(loaded.scenario.attack[i])} matches no quote the config reads"
+        for i in attacks
+    ]
 
 
 def _few(keys: set[tuple[str, str]], n: int = 6) -> str:
@@ -154,6 +167,7 @@ def run_scenario(
     are in marks.csv). A file that cannot stream (rows out of time order, a line only the line reader
     can judge, a `delay` attack) is read whole, as before."""
     loaded = load_scenario(path)
+    check_attacks_read(loaded)
     out = Path(out_dir)
     quotes = QuoteTrace(read_keys(loaded.settings)) if html else None
     with _PartialFile(out / "marks.csv") as partial:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import oracle.replay as replay_module
 from oracle.cli import main
 from oracle.replay import run_scenario
 from oracle.replay.scenario import METRICS
@@ -146,6 +147,28 @@ def test_a_replay_that_would_measure_nothing_exits_2_naming_what_matched_nothing
     err = capsys.readouterr().err
     assert code == 2, err
     assert says in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_attack_on_a_pair_the_config_never_reads_exits_2_before_a_tick_is_read(tmp_path, capsys, monkeypatch):
+    """A stream learns what the ticks hold only at the end of the file (minutes, for a month); an
+    attack on no (source, pair) the config reads can hit nothing whatever they hold, so it is named
+    before anything is read or run."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("the ticks were read or a run started")
+
+    monkeypatch.setattr(replay_module, "TickStream", never)
+    monkeypatch.setattr(replay_module, "Run", never)
+    (tmp_path / "t.csv").write_text(_TICKS)
+    body = (
+        'ticks = "t.csv"\nconfig = "c.toml"\n[[attack]]\nkind = "duplicate"\nsources = ["kraken", "fake"]\n'
+        'pair = "SUSD-USDT"\nstart_s = 0\nduration_s = 10\n'
+    )
+    code = main(["replay", str(_bad(tmp_path, body)), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "attack[0]: duplicate of kraken,fake SUSD-USDT at 0-10 s matches no quote the config reads" in err
     assert not (tmp_path / "out").exists()
 
 
