@@ -35,7 +35,15 @@ from oracle.settings import ConfigError, Settings
 from oracle.sim.synth import Model, SynthError, synth_columns
 from oracle.ticks import NotStreamable, Ticks, TicksError, TickStream, read_ticks
 
-__all__ = ["ReplayOutcome", "load_scenario", "load_ticks", "replay_loaded", "run_scenario", "scenario_ticks"]
+__all__ = [
+    "ReplayOutcome",
+    "load_scenario",
+    "load_ticks",
+    "replay_loaded",
+    "replay_scenario",
+    "run_scenario",
+    "scenario_ticks",
+]
 
 
 @dataclass
@@ -171,14 +179,12 @@ def run_scenario(
     out = Path(out_dir)
     quotes = QuoteTrace(read_keys(loaded.settings)) if html else None
     with _PartialFile(out / "marks.csv") as partial:
-        try:
-            outcome = replay_loaded(loaded, ticks_source(loaded), progress, chunk, MarksCsv(partial.file), quotes)
-        except (NotStreamable, NotInTimeOrder):
+
+        def fresh_marks() -> MarksOut:  # marks.csv from its header (again, if the file must be read whole)
             partial.restart()
-            quotes = QuoteTrace(read_keys(loaded.settings)) if html else None
-            outcome = replay_loaded(loaded, scenario_ticks(loaded), progress, chunk, MarksCsv(partial.file), quotes)
-        except TicksError as exc:  # a bad row of a Parquet file, met as it streams
-            raise ConfigError([str(exc)]) from None
+            return MarksCsv(partial.file)
+
+        outcome = replay_scenario(loaded, progress, chunk, fresh_marks, quotes)
         outcome.report["scenario"] = {"path": str(path), "description": loaded.scenario.description}
         out.mkdir(parents=True, exist_ok=True)
         partial.keep()
@@ -224,6 +230,26 @@ class _PartialFile:
         if not self.kept:
             self.file.close()
             self.path.unlink(missing_ok=True)
+
+
+def replay_scenario(
+    loaded: LoadedScenario,
+    progress: Callable[[float], None] | None = None,
+    chunk: int | None = None,
+    marks: Callable[[], MarksOut] | None = None,
+    quotes: QuoteTrace | None = None,
+) -> ReplayOutcome:
+    """`replay_loaded` over the scenario's own ticks: a file as it streams, or read whole where it
+    cannot stream (`ticks_source`). `marks` makes the attacked run's sink, afresh for a second try
+    (None: the outcome keeps the marks)."""
+    try:
+        return replay_loaded(loaded, ticks_source(loaded), progress, chunk, marks and marks(), quotes)
+    except (NotStreamable, NotInTimeOrder):
+        if quotes is not None:
+            quotes.clear()
+        return replay_loaded(loaded, scenario_ticks(loaded), progress, chunk, marks and marks(), quotes)
+    except TicksError as exc:  # a bad row of a Parquet file, met as it streams
+        raise ConfigError([str(exc)]) from None
 
 
 def ticks_source(loaded: LoadedScenario) -> Source:

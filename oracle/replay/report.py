@@ -363,6 +363,9 @@ class QuoteTrace:
                 rows = ticks.feed == f
                 self._parts.setdefault(ticks.keys[f], []).append((ticks.ts[rows], ticks.price[rows]))
 
+    def clear(self) -> None:
+        self._parts.clear()
+
     def of(self, key: tuple[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
         """The key's receive times and prices, in time order; None when no row had it."""
         parts = self._parts.get(key)

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 import oracle.replay as replay_module
+import oracle.replay.sweep as sweep_module
 from oracle.cli import main
-from oracle.replay import run_scenario
+from oracle.replay import load_scenario, load_ticks, run_scenario
 from oracle.replay.sweep import FIGURES, format_value, parse_axis, parse_value, plan
+from oracle.ticks import write_ticks
 
 from .conftest import SCENARIOS
 
@@ -177,3 +179,33 @@ def test_a_missing_ticks_file_exits_2_before_the_pool_starts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing.csv" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_ticks_file_over_the_shared_size_streams_in_each_combination_to_the_same_sweep(
+    swept, tmp_path, monkeypatch, jobs
+):
+    """A file too large to read whole once (a month) streams through each combination instead, as
+    through `markd replay`: the same sweep.csv as the shared read, and no combination reads it whole."""
+    scenario, _ = swept
+    ticks = write_ticks_of(scenario, tmp_path / "t.csv")
+    on_file = tmp_path / "file.toml"
+    on_file.write_text(SPIKE.split("[synth]")[0] + f'ticks = "{ticks}"\n[[attack]]' + SPIKE.split("[[attack]]")[1])
+    shared = tmp_path / "shared"
+    assert main(["sweep", str(on_file), *SETS, "--out", str(shared), "--jobs", jobs]) == 0
+    monkeypatch.setattr(sweep_module, "SHARED_READ_MAX_BYTES", 0)
+    monkeypatch.setattr(replay_module, "scenario_ticks", _never)  # the whole read: not once, nor in a worker
+    monkeypatch.setattr(sweep_module, "scenario_ticks", _never)
+    streamed = tmp_path / "streamed"
+    assert main(["sweep", str(on_file), *SETS, "--out", str(streamed), "--jobs", jobs]) == 0
+    assert (streamed / "sweep.csv").read_bytes() == (shared / "sweep.csv").read_bytes()
+    assert len(_rows(streamed / "sweep.csv")) == 4
+
+
+def write_ticks_of(scenario: Path, path: Path) -> Path:
+    write_ticks(path, load_ticks(load_scenario(scenario)))
+    return path
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("the ticks were read whole")
