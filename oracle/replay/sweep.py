@@ -6,7 +6,8 @@ parse the --set options > build and validate every combination's config (exit 2 
 > replay each combination as `markd replay` would, in a process pool > DIR/sweep.csv, DIR/sweep.html
 
 The ticks are read once, before the pool starts: its workers are forked from this process and share
-them (and the plan) copy-on-write; a combination travels as its index, so nothing big is pickled.
+them (and the plan) copy-on-write; a combination travels as its index, so nothing big is pickled. A
+ticks file over SHARED_READ_MAX_BYTES streams through each combination instead (oracle.replay.pieces).
 """
 
 from __future__ import annotations
