@@ -89,10 +89,14 @@ class Ticks:
         return np.isin(self.feed, wanted)
 
     def with_keys(self, keys: tuple[tuple[str, str], ...]) -> Ticks:
-        """The same rows over a longer key list (new keys appended after the old ones)."""
-        if keys[: len(self.keys)] != self.keys:
-            raise ValueError("new keys must extend the old ones")
-        return Ticks(keys, *self._columns())
+        """The same rows over a key list that names each of theirs: renumbered unless it extends theirs."""
+        if keys[: len(self.keys)] == self.keys:
+            return Ticks(keys, *self._columns())
+        try:
+            where = np.array([keys.index(k) for k in self.keys], dtype=np.intp)
+        except ValueError:
+            raise ValueError("the new keys must name every key of the rows") from None
+        return Ticks(keys, where[self.feed], *self._columns()[1:])
 
     @staticmethod
     def concat(parts: list[Ticks]) -> Ticks:

@@ -193,7 +193,7 @@ class PieceAttacks:
         ahead = 0 if before is None else len(before)
         if before is not None:
             keys = piece.keys + tuple(k for k in before.keys if k not in piece.keys)
-            piece = Ticks.concat([_over(before, keys), piece.with_keys(keys)])
+            piece = Ticks.concat([before.with_keys(keys), piece.with_keys(keys)])
         self._before[i] = _latest_before(piece, attack, self.t0)
         return freeze(piece, attack, self.t0).take(slice(ahead, len(piece)))  # type: ignore[arg-type]
 
@@ -210,12 +210,6 @@ def _latest_before(ticks: Ticks, attack: Attack, t0: float) -> Ticks | None:
         mine = rows[ticks.feed[rows] == f]
         latest.append(mine[np.argmax(ticks.ts[mine])])
     return ticks.take(np.array(sorted(latest)))
-
-
-def _over(ticks: Ticks, keys: tuple[tuple[str, str], ...]) -> Ticks:
-    """The same rows numbered over `keys`, which name every key of theirs in some order."""
-    where = np.array([keys.index(k) for k in ticks.keys], dtype=np.intp)
-    return dataclasses.replace(ticks, keys=keys, feed=where[ticks.feed])
 
 
 _KINDS: dict[str, Callable[[Ticks, Attack, float], Ticks]] = {

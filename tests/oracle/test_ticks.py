@@ -315,3 +315,15 @@ def test_names_with_commas_and_quotes_are_written_so_that_they_read_back(tmp_pat
     with TicksWriter(tmp_path / f"rec-{name}", VirtualClock(0.0)) as rec:  # `markd record`
         rec.write(Quote("a,b", 'X"Y', 5.0, 1.7e9))
     assert read_ticks(tmp_path / f"rec-{name}").keys == (("a,b", 'X"Y'),)
+
+
+def test_with_keys_renumbers_the_rows_over_any_list_that_names_their_keys():
+    t = _ticks(12)
+    names = [t.keys[f] for f in t.feed.tolist()]
+    extended = t.with_keys((*t.keys, ("x", "Y-USD")))
+    assert np.array_equal(extended.feed, t.feed)  # an extension keeps the numbers
+    shuffled = t.with_keys((("x", "Y-USD"), *reversed(t.keys)))
+    assert [shuffled.keys[f] for f in shuffled.feed.tolist()] == names
+    assert np.array_equal(shuffled.price, t.price)
+    with pytest.raises(ValueError, match="name every key"):
+        t.with_keys(t.keys[1:])
