@@ -294,19 +294,15 @@ def replay_loaded(
         if not isinstance(ticks, Ticks):
             raise NotStreamable  # a delay moves rows from one piece into another: the caller reads them whole
         pieces = windowed([ticks], bounds)  # one piece
-    span = (
-        float(source.ticks.ts[-1] - source.ticks.ts[0])
-        if isinstance(source, TableSource) and len(source.ticks)
-        else None
-    )
+    times = source.times if isinstance(source, TableSource) else None
     # Same config, same ticks: the reference run would be this run again (replay is deterministic).
     one_run = not attacks and loaded.reference_settings == loaded.settings
-    run = Run(loaded.settings, chunk=chunk, marks=marks, span_s=span)
+    run = Run(loaded.settings, chunk=chunk, marks=marks, times=times)
     # Nothing reads the reference run's published marks (the report compares the two runs' series).
-    reference = run if one_run else Run(loaded.reference_settings, chunk=chunk, marks=DISCARD, span_s=span)
+    reference = run if one_run else Run(loaded.reference_settings, chunk=chunk, marks=DISCARD, times=times)
     feeds = _Feeds(loaded, attacks)
     if progress is not None:
-        _Progress(progress, source, [run] if reference is run else [run, reference])
+        _Progress(progress, source, times, [run] if reference is run else [run, reference])
     for piece in pieces:
         attacked, genuine = feeds.take(piece)
         if quotes is not None:
@@ -330,18 +326,18 @@ class _Progress:
     through its time (the mean of the two); of a file, how much of it has been read. Never 1.0
     before the end (the caller sends that, once)."""
 
-    def __init__(self, show: Callable[[float], None], source: Source, runs: list[Run]) -> None:
-        self.show, self.source, self.runs = show, source, runs
-        ticks = source.ticks if isinstance(source, TableSource) else None
-        self.span = (float(ticks.ts[0]), float(ticks.ts[-1])) if ticks is not None and len(ticks) else None
+    def __init__(
+        self, show: Callable[[float], None], source: Source, times: tuple[float, float] | None, runs: list[Run]
+    ) -> None:
+        self.show, self.source, self.times, self.runs = show, source, times, runs
         for r in runs:
             r.on_pass = self
 
     def __call__(self) -> None:
-        if self.span is None:
+        if self.times is None:
             fraction = self.source.fraction
         else:
-            first, last = self.span
+            first, last = self.times
             done = [(r.now - first) / (last - first) if last > first and r.now == r.now else 0.0 for r in self.runs]
             fraction = sum(done) / len(done)
         if 0.0 <= fraction < 1.0:

@@ -56,6 +56,11 @@ class TableSource:
     def fraction(self) -> float:
         return self._read / len(self.ticks) if len(self.ticks) else 1.0
 
+    @property
+    def times(self) -> tuple[float, float] | None:
+        """The first and the last row's `ts` (None: no row): the table's span, known before a run."""
+        return (float(self.ticks.ts[0]), float(self.ticks.ts[-1])) if len(self.ticks) else None
+
 
 def in_time(pieces: Iterable[Ticks]) -> Iterator[Ticks]:
     """The pieces re-cut at instants: each ends with every row of its last `ts` (the rows of that

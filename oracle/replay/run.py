@@ -126,13 +126,7 @@ def tick_grid(first_ts: float, last_ts: float, tick_s: float) -> np.ndarray:
     return start + tick_s * np.arange(n)
 
 
-def replay(
-    settings: Settings,
-    ticks: Ticks,
-    progress: Callable[[float], None] | None = None,
-    keep_excluded: int = 20_000,
-    chunk: int | None = None,
-) -> RunResult:
+def replay(settings: Settings, ticks: Ticks, keep_excluded: int = 20_000, chunk: int | None = None) -> RunResult:
     """One run over a table of ticks sorted by `ts` (a `Run` fed its slices).
 
     `chunk`: ticks aggregated per pass (oracle.replay.chunked; None: `chunk_ticks`, by the plan's
@@ -142,20 +136,11 @@ def replay(
     No event loop: nothing here waits (the sink is in memory), and `asyncio.run` of a coroutine
     that returns a day's RunResult spent ~1 s formatting its repr (3.11's runner checks its SIGINT
     handler through `signal.getsignal`, which formats the handler, the task and so its result)."""
-    run = Run(settings, keep_excluded, chunk, span_s=_span(ticks))
     source = TableSource(ticks)
+    run = Run(settings, keep_excluded, chunk, times=source.times)
     for piece in in_time(source):
         run.feed(piece)
-        if progress is not None and source.fraction < 1.0:
-            progress(source.fraction)
-    result = run.finish()
-    if progress is not None:
-        progress(1.0)
-    return result
-
-
-def _span(ticks: Ticks) -> float | None:
-    return float(ticks.ts[-1] - ticks.ts[0]) if len(ticks) else None
+    return run.finish()
 
 
 class MarksOut(Protocol):
@@ -198,8 +183,10 @@ class Run:
         keep_excluded: int = 20_000,
         chunk: int | None = None,
         marks: MarksOut | None = None,
-        span_s: float | None = None,
+        times: tuple[float, float] | None = None,
     ) -> None:
+        """`times`: the first and last quote's instants when known before the run (a table in
+        memory): the default `chunk` then keeps at least eight passes (chunk_ticks)."""
         self.book = QuoteBook.for_settings(settings)
         self.stage = DisputeStage(settings)
         self.pipeline = Pipeline(settings, self.book, Metrics(), self.stage)
@@ -208,7 +195,7 @@ class Run:
         self.tick_s = settings.service.tick_ms / 1000
         self.heartbeat = heartbeats(settings)
         self.markets = self.pipeline.aggregator.plan.markets
-        ticks = None if span_s is None else int(span_s / self.tick_s) + 1
+        ticks = None if times is None else int((times[1] - times[0]) / self.tick_s) + 1
         self.chunk = chunk_ticks(self.pipeline, ticks) if chunk is None else chunk
         self.runner = ChunkRunner(self.pipeline) if self.chunk > 1 else None
         self.fill: dict[str, np.ndarray] | None = None  # FrameFill's book after the last pass
