@@ -213,13 +213,12 @@ class Run:
         started = time.perf_counter()
         known = np.array([k in self.book.slot for k in piece.keys], dtype=bool)
         piece = piece.take(known[piece.feed]) if len(piece.keys) else piece
-        if len(piece):
+        if len(piece):  # a piece of quotes nobody configured moves nothing (as the whole run's grid)
             if self.start is None:
                 self.start = float(tick_grid(float(piece.ts[0]), float(piece.ts[0]), self.tick_s)[0])
             self.last_ts = float(piece.ts[-1])
             self.pending = _concat(self.pending, quote_rows(checked(piece, self.settings, self.heartbeat), self.book))
-        if self.start is not None and len(piece):
-            ready = self._ticks_through(float(piece.ts[-1]))
+            ready = self._ticks_through(self.last_ts)
             if self.chunk > 1:
                 ready = self.done + (ready - self.done) // self.chunk * self.chunk
             self._run_to(ready)
