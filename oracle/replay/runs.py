@@ -67,13 +67,18 @@ class ChunkMarks:
         `first_seq` on (the sink's next seq, by column)."""
         return [Mark(*fields) for fields in self.published_fields(first_seq)]
 
-    def published_fields(self, first_seq: list[int]) -> Iterator[PublishedFields]:
-        """`published`'s marks as tuples of Mark's fields, in its order (no objects to build)."""
+    def _due(self, first_seq: list[int]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """Where the marks due are, tick then column, and each one's seq (from its market's `first_seq` on)."""
         ticks, cols = np.nonzero(self.publish)
         seq = np.cumsum(self.publish, axis=0) - 1 + np.array(first_seq, dtype=np.int64)
-        at = (ticks, cols)
+        return (ticks, cols), seq[ticks, cols]
+
+    def published_fields(self, first_seq: list[int]) -> Iterator[PublishedFields]:
+        """`published`'s marks as tuples of Mark's fields, in its order (no objects to build)."""
+        at, seq = self._due(first_seq)
+        ticks, cols = at
         fields = zip(ticks.tolist(), cols.tolist(), self.price[at].tolist(), self.confidence[at].tolist(),
-                     self.ts[at].tolist(), seq[at].tolist(), self.status[at].tolist(), self.tier[at].tolist(),
+                     self.ts[at].tolist(), seq.tolist(), self.status[at].tolist(), self.tier[at].tolist(),
                      self.sources[at].tolist(), self.candidate[at].tolist(), strict=True)  # fmt: skip
         excluded, markets = self.excluded, self.markets
         for t, j, price, conf, ts, n, status, tier, sources, cand in fields:
@@ -81,12 +86,11 @@ class ChunkMarks:
 
     def published_columns(self, first_seq: list[int]) -> PublishedColumns:
         """What marks.csv writes of `published`'s marks, in its order, as columns (lists)."""
-        ticks, cols = np.nonzero(self.publish)
-        seq = np.cumsum(self.publish, axis=0) - 1 + np.array(first_seq, dtype=np.int64)
-        at = (ticks, cols)
+        at, seq = self._due(first_seq)
+        ticks, cols = at
         markets = self.markets
         return PublishedColumns(ticks.tolist(), [markets[j] for j in cols.tolist()], self.price[at].tolist(),
-                                self.confidence[at].tolist(), seq[at].tolist(), self.status[at].tolist(),
+                                self.confidence[at].tolist(), seq.tolist(), self.status[at].tolist(),
                                 self.tier[at].tolist(), self.sources[at].tolist())  # fmt: skip
 
 
