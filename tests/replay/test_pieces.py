@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import stat
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -24,9 +26,14 @@ import pytest
 import oracle.replay
 import oracle.replay.pieces
 from oracle.cli import main
-from oracle.replay import run_scenario
+from oracle.models import Mark, Status
+from oracle.publish import MemorySink
+from oracle.replay import replay_loaded, replay_scenario, run_scenario
 from oracle.replay.attacks import Attack, PieceAttacks, apply_and_check
 from oracle.replay.pieces import NotInTimeOrder, TableSource, in_time
+from oracle.replay.report import QuoteTrace
+from oracle.replay.run import DISCARD
+from oracle.replay.scenario import load_scenario
 from oracle.sim.synth import synth_columns
 from oracle.ticks import NotStreamable, Ticks, write_ticks
 
@@ -479,3 +486,78 @@ def test_a_streamed_replay_holds_a_fraction_of_the_memory_of_a_whole_read(tmp_pa
     print(f"peak traced memory: streamed {stream_peak / 1e6:.1f} MB, whole {whole_peak / 1e6:.1f} MB")
     assert (tmp_path / "streamed" / "marks.csv").read_bytes() == (tmp_path / "whole" / "marks.csv").read_bytes()
     assert stream_peak < whole_peak / 3
+
+
+# ---- what streaming promises around the runs -------------------------------------------------------
+
+
+def test_a_file_out_of_order_late_starts_marks_and_quotes_afresh_when_read_whole(luna, tmp_path, monkeypatch):
+    """Rows out of order only near the end: pieces have already run, written marks.csv and gathered
+    report.html's quotes when the stream finds out. The whole read starts both afresh: the same
+    marks.csv as the sorted file, and each quote drawn once."""
+    ticks = luna_ticks()
+    order = np.arange(len(ticks))
+    order[-40:] = order[-40:][::-1]  # the last 40 rows reversed: 8 instants out of order
+    write_ticks(tmp_path / "late.csv", ticks.take(order))
+    set_piece_rows(monkeypatch, 997)
+    fed = pieces_fed(monkeypatch)
+    want = replayed(write_scenario(tmp_path / "sorted.toml", luna / "t.csv", window=False), tmp_path / "sorted")
+    streamed_pieces = len(fed)
+    late = write_scenario(tmp_path / "late.toml", tmp_path / "late.csv", window=False)
+    assert replayed(late, tmp_path / "late") == want
+    assert len(fed) - streamed_pieces > 10, "pieces ran before the stream found the rows out of order"
+    quotes = QuoteTrace({("binance", "LUNA-USD")})
+    loaded = load_scenario(late)
+    replay_scenario(loaded, marks=lambda: DISCARD, quotes=quotes)
+    binance = quotes.of(("binance", "LUNA-USD"))
+    assert binance is not None and len(binance[0]) == int(
+        (ticks.feed == ticks.keys.index(("binance", "LUNA-USD"))).sum()
+    )
+
+
+def test_a_parquet_row_error_met_while_streaming_exits_2_naming_its_row(tmp_path, monkeypatch, capsys):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    ticks = luna_ticks(2000)
+    write_ticks(tmp_path / "t.parquet", ticks)
+    table = pq.read_table(tmp_path / "t.parquet")
+    ts = table.column("ts").to_pylist()
+    ts[4999] = None  # row 5000: five pieces of 997 rows in
+    table = table.set_column(table.schema.get_field_index("ts"), "ts", pa.array(ts, type=pa.float64()))
+    pq.write_table(table, tmp_path / "t.parquet")
+    set_piece_rows(monkeypatch, 997)
+    fed = pieces_fed(monkeypatch)
+    out = tmp_path / "out"
+    scenario = write_scenario(tmp_path / "s.toml", tmp_path / "t.parquet", attacks="", window=False)
+    assert main(["replay", str(scenario), "--out", str(out), "--no-html"]) == 2
+    err = capsys.readouterr().err
+    assert "row 5000" in err and "ts" in err and "Traceback" not in err
+    assert len(fed) >= 3 and not out.exists() and not list(tmp_path.glob(".marks.csv.*.partial"))
+
+
+def test_marks_csv_gets_the_mode_a_file_opened_for_writing_gets(luna, tmp_path):
+    """It is written beside DIR by mkstemp (mode 0600) and moved in: it must not stay private."""
+    umask = os.umask(0o022)
+    try:
+        run_scenario(write_scenario(tmp_path / "s.toml", luna / "t.csv"), tmp_path / "out", html=False)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out" / "marks.csv").stat().st_mode) == 0o644
+
+
+def test_the_bar_of_a_streamed_file_follows_how_much_of_it_was_read(luna, monkeypatch):
+    set_piece_rows(monkeypatch, 997)
+    loaded = load_scenario(write_scenario(luna / "bar.toml", luna / "t.csv", window=False))
+    source = oracle.replay.ticks_source(loaded)
+    seen: list[float] = []
+    replay_loaded(loaded, source, seen.append, chunk=64, marks=DISCARD)  # a pass (and a report) every 64 ticks
+    assert seen == sorted(seen) and seen[-1] == 1.0 and seen.count(1.0) == 1
+    assert len(set(seen)) > 5 and any(0.25 < f < 0.75 for f in seen), sorted(set(seen))
+
+
+def test_a_replays_sink_keeps_no_history_of_the_marks_it_numbers():
+    marks = [Mark("A-USD", 1.0 + i, 0.1, float(i), 0, Status.OK, 1, ("a",)) for i in range(3)]
+    kept, not_kept = MemorySink(), MemorySink(history=False)
+    assert [m.seq for m in not_kept.write(marks)] == [m.seq for m in kept.write(marks)] == [1, 2, 3]
+    assert len(kept.history) == 3 and not not_kept.history
+    assert not_kept.latest["A-USD"].seq == 3 and not_kept.next_seq("A-USD") == 4
